@@ -1,0 +1,435 @@
+"""Load and validate the configuration into frozen dataclasses.
+
+The defaults ship inside the package (``config/hstcosmicrays.yaml`` in the source tree, installed
+as the package data ``hstcosmicrays.config_files``). A user file given with ``--config`` overrides
+any subset of keys: mappings are merged key by key, every other value replaces the default.
+
+Every value is checked against the type annotation of its dataclass field. A missing key, an
+unknown key or a value of the wrong type raises :class:`ConfigError` with a one-line message that
+names the file, the dotted key and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "CRRejectParams",
+    "InstrumentConfig",
+    "PipelineSettings",
+    "Config",
+    "load_config",
+    "default_config_text",
+]
+
+DEFAULT_CONFIG_NAME = "hstcosmicrays.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing a key, has an unknown key, or a value of the wrong type."""
+
+
+@dataclass(frozen=True)
+class CRRejectParams:
+    """CR-SPLIT rejection parameters (the columns of an STScI CRREJTAB row).
+
+    Attributes
+    ----------
+    crsigmas : tuple of float
+        Rejection threshold in sigma, one iteration per value.
+    crradius : float
+        Radius (pixels) around a hit within which neighbours are tested at the lower threshold.
+    crthresh : float
+        Fraction of the sigma used for the neighbours of a hit.
+    initgues : str
+        ``"minimum"`` or ``"median"``: the initial guess of the clean image.
+    skysub : str
+        ``"none"`` or ``"mode"``: sky subtracted from each image before comparison.
+    scalense : float
+        Multiplicative noise term, percent of the signal.
+    badinpdq : int
+        DQ bits of the inputs that exclude a pixel from the comparison.
+    """
+
+    crsigmas: tuple[float, ...]
+    crradius: float
+    crthresh: float
+    initgues: str
+    skysub: str
+    scalense: float
+    badinpdq: int
+
+    def __post_init__(self) -> None:
+        if self.initgues not in ("minimum", "median"):
+            raise ConfigError(f"crreject.initgues: expected 'minimum' or 'median', got {self.initgues!r}")
+        if self.skysub not in ("none", "mode"):
+            raise ConfigError(f"crreject.skysub: expected 'none' or 'mode', got {self.skysub!r}")
+        if not self.crsigmas or any(s <= 0 for s in self.crsigmas):
+            raise ConfigError(f"crreject.crsigmas: expected one or more positive values, got {self.crsigmas!r}")
+
+
+@dataclass(frozen=True)
+class InstrumentConfig:
+    """Everything the pipeline knows about one detector.
+
+    Attributes
+    ----------
+    name : str
+        Canonical key, e.g. ``"wfc3_uvis"``; the results store is ``<name>.h5``.
+    mast_name : str
+        ``instrument_name`` in MAST, e.g. ``"WFC3/UVIS"``.
+    instrume, detector : str
+        Values of the INSTRUME and DETECTOR primary keywords.
+    aliases : tuple of str
+        Other spellings accepted on the command line (compared case-insensitively).
+    rootname_prefix : str
+        First letter of the instrument's rootnames (``i`` WFC3, ``j`` ACS, ``o`` STIS, ...).
+    kind : str
+        ``"ccd"`` (FLT, CR-SPLIT rejection), ``"ir"`` (IMA ramps) or ``"wfpc2"`` (C0M/C1M).
+    products : tuple of str
+        MAST ``productSubGroupDescription`` values to download.
+    chips : tuple of int
+        EXTVER of the science imsets; ``ccdchip`` gives the CCDCHIP of each.
+    chip_shape : tuple of int
+        (rows, columns) of one chip's science array.
+    bunit : str
+        Unit of the science arrays (``ELECTRONS``, ``DN``, ``ELECTRONS/S``, ``COUNTS/S``).
+    gain_keywords, readnoise_keywords : tuple of str
+        Header keywords of the gain (e-/DN) and read noise (e-), one per amplifier where the
+        instrument has several; ``readnoise_default`` (e-) is used when none is present.
+    readout_time : float
+        Detector readout time (s) added to EXPTIME + FLASHDUR for the integration time.
+        For WFPC2 ``readout_time_long`` applies when EXPTIME > ``readout_long_above``.
+    detector_area : float
+        Area of the detector (all chips) in cm^2.
+    pixel_size, depletion_thickness : float
+        Pixel pitch and depletion (active) thickness in micron.
+    active_start, active_stop : str
+        ISO dates of the first and last day in service (``active_stop`` None: still active).
+    inactive : tuple of (str, str)
+        ISO date ranges [start, stop) when the detector did not operate.
+    dq_cr, dq_bad : int
+        DQ bit of a rejected cosmic ray and of a bad detector pixel.
+    max_cr_pixels : int
+        A CR has more than 2 and fewer than this many pixels.
+    min_exptime : float
+        Frames with EXPTIME below this (s) are excluded.
+    exptime_range : tuple of float
+        Exposure-time range (s) asked of the archive.
+    noise_model : str
+        ``"err"`` (use the ERR arrays, ACS) or ``"readnoise"`` (read noise and gain, WFC3/STIS).
+    border : int
+        Width (pixels) of the reference-pixel border excluded from CR detection.
+    crreject : CRRejectParams
+        Default CR-rejection parameters (the values of the real CRREJTAB).
+    """
+
+    name: str
+    mast_name: str
+    instrume: str
+    detector: str
+    aliases: tuple[str, ...]
+    rootname_prefix: str
+    kind: str
+    products: tuple[str, ...]
+    chips: tuple[int, ...]
+    ccdchip: tuple[int, ...]
+    chip_shape: tuple[int, int]
+    bunit: str
+    gain_keywords: tuple[str, ...]
+    readnoise_keywords: tuple[str, ...]
+    readnoise_default: float
+    readout_time: float
+    readout_time_long: Optional[float]
+    readout_long_above: Optional[float]
+    detector_area: float
+    pixel_size: float
+    depletion_thickness: float
+    active_start: str
+    active_stop: Optional[str]
+    inactive: tuple[tuple[str, str], ...]
+    dq_cr: int
+    dq_bad: int
+    max_cr_pixels: int
+    min_exptime: float
+    exptime_range: tuple[float, float]
+    noise_model: str
+    border: int
+    crreject: CRRejectParams
+
+    def __post_init__(self) -> None:
+        where = f"instruments.{self.name}"
+        if self.kind not in ("ccd", "ir", "wfpc2"):
+            raise ConfigError(f"{where}.kind: expected 'ccd', 'ir' or 'wfpc2', got {self.kind!r}")
+        if self.noise_model not in ("err", "readnoise"):
+            raise ConfigError(f"{where}.noise_model: expected 'err' or 'readnoise', got {self.noise_model!r}")
+        if len(self.ccdchip) != len(self.chips):
+            raise ConfigError(f"{where}.ccdchip: expected one CCDCHIP per chip ({len(self.chips)} values)")
+        if self.detector_area <= 0 or self.pixel_size <= 0:
+            raise ConfigError(f"{where}: detector_area and pixel_size must be positive")
+
+    def integration_time(self, *, exptime: float, flashdur: float = 0.0) -> float:
+        """Integration time (s) of a frame: EXPTIME + FLASHDUR + detector readout time.
+
+        For WFPC2 the readout adds 30 s when EXPTIME <= 180 s and 60 s otherwise.
+        """
+        readout = self.readout_time
+        if self.readout_time_long is not None and self.readout_long_above is not None:
+            if exptime > self.readout_long_above:
+                readout = self.readout_time_long
+        return float(exptime) + float(flashdur) + readout
+
+    @property
+    def store_name(self) -> str:
+        """File name of this instrument's results store."""
+        return f"{self.name}.h5"
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Run-wide settings (the ``pipeline`` section)."""
+
+    output_dir: str
+    archive: str
+    workers: int
+    keep_downloads: bool
+    simulation_seed: int
+    mast_timeout: float
+    download_retries: int
+    download_backoff: float
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration."""
+
+    pipeline: PipelineSettings
+    instruments: dict[str, InstrumentConfig]
+    source: str = "<defaults>"
+    digest: str = ""
+
+    @property
+    def instrument_names(self) -> list[str]:
+        return sorted(self.instruments)
+
+    def instrument(self, name: str) -> InstrumentConfig:
+        """Find an instrument by its key or any alias, ignoring case and ``-``/``_``/``/``.
+
+        Raises
+        ------
+        ConfigError
+            Unknown name; the message lists the valid instruments.
+        """
+        wanted = _normalise(name)
+        for key, inst in self.instruments.items():
+            if wanted == _normalise(key) or wanted in {_normalise(a) for a in inst.aliases}:
+                return inst
+        raise ConfigError(
+            f"unknown instrument {name!r}; valid instruments: {', '.join(self.instrument_names)}"
+        )
+
+
+def _normalise(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+def default_config_text() -> str:
+    """Text of the packaged default configuration file."""
+    return resources.files("hstcosmicrays.config_files").joinpath(DEFAULT_CONFIG_NAME).read_text()
+
+
+def _read_yaml(text: str, source: str) -> dict:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{source}: not valid YAML ({first})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict, override: dict, source: str, path: str = "") -> dict:
+    """Merge ``override`` into ``base`` key by key; unknown keys are an error."""
+    out = dict(base)
+    for key, value in override.items():
+        dotted = f"{path}.{key}" if path else str(key)
+        if key not in base:
+            # a new instrument may be added as a whole; anything else must exist
+            if path == "instruments":
+                out[key] = value
+                continue
+            raise ConfigError(f"{source}: unknown key '{dotted}'")
+        if isinstance(base[key], dict) and isinstance(value, dict):
+            out[key] = _merge(base[key], value, source, dotted)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load the packaged defaults, apply the user file ``path`` (if any) and validate.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        A YAML file with any subset of the default keys.
+
+    Returns
+    -------
+    Config
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, is not YAML, or has a missing/unknown key or a wrong type.
+    """
+    default_source = f"<package>/{DEFAULT_CONFIG_NAME}"
+    data = _read_yaml(default_config_text(), default_source)
+    source = default_source
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read configuration ({exc.strerror})") from None
+        user = _read_yaml(text, str(path))
+        data = _merge(data, user, str(path))
+        source = str(path)
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    for key in ("pipeline", "instruments"):
+        if key not in data:
+            raise ConfigError(f"{source}: missing key '{key}'")
+    extra = set(data) - {"pipeline", "instruments"}
+    if extra:
+        raise ConfigError(f"{source}: unknown key '{sorted(extra)[0]}'")
+    pipeline = _build(PipelineSettings, data["pipeline"], source, "pipeline")
+    if not isinstance(data["instruments"], dict) or not data["instruments"]:
+        raise ConfigError(f"{source}: key 'instruments': expected a non-empty mapping")
+    instruments = {}
+    for name, raw in data["instruments"].items():
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: key 'instruments.{name}': expected a mapping, got {type(raw).__name__}")
+        try:
+            instruments[name] = _build(InstrumentConfig, {**raw, "name": name}, source, f"instruments.{name}")
+        except ConfigError as exc:
+            msg = str(exc)
+            raise ConfigError(msg if msg.startswith(source) else f"{source}: {msg}") from None
+    return Config(pipeline=pipeline, instruments=instruments, source=source, digest=digest)
+
+
+# --------------------------------------------------------------------------------------------
+# type-checked construction of dataclasses from plain YAML values
+
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp in _TYPE_NAMES:
+        return _TYPE_NAMES[tp]
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(_describe(a) for a in args) + " or null"
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
+        return f"a list of {len(args)} values"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(tp: Any, value: Any, source: str, key: str) -> Any:
+    def fail() -> typing.NoReturn:
+        shown = repr(value)
+        if len(shown) > 40:
+            shown = shown[:37] + "..."
+        raise ConfigError(f"{source}: key '{key}': expected {_describe(tp)}, got {type(value).__name__} {shown}")
+
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        if not isinstance(value, bool):
+            fail()
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail()
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail()
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            fail()
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, source, key)
+            except ConfigError:
+                pass
+        fail()
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            fail()
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, source, f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            fail()
+        return tuple(_convert(a, v, source, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            fail()
+        return _build(tp, value, source, key)
+    raise TypeError(f"unsupported annotation {tp!r} for {key}")  # a programming error
+
+
+def _build(cls: type, raw: dict, source: str, path: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: key '{path}': expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    names = {f.name for f in fields}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key '{path}.{unknown[0]}'")
+    kwargs = {}
+    for f in fields:
+        key = f"{path}.{f.name}"
+        if f.name not in raw:
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+                continue
+            raise ConfigError(f"{source}: missing key '{key}' ({_describe(hints[f.name])})")
+        kwargs[f.name] = _convert(hints[f.name], raw[f.name], source, key)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
