@@ -1,0 +1,361 @@
+"""Command-line entry points: ``run_pipeline`` and ``hstcosmicrays <subcommand>``.
+
+This is the only module that parses arguments and configures logging. Each subcommand is a thin
+layer over a library function, so that everything it does can also be done from Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ._version import __version__
+
+log = logging.getLogger("hstcosmicrays")
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class CLIError(Exception):
+    """A problem with the user's input: printed as one line, exit status 2."""
+
+
+# ---------------------------------------------------------------------------------------------
+# logging
+
+
+def setup_logging(*, verbosity: int, logfile: Path | None = None) -> None:
+    """Console handler at WARNING/INFO/DEBUG (``-q``/default/``-v``), plus a DEBUG log file."""
+    level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
+    root = logging.getLogger("hstcosmicrays")
+    root.setLevel(logging.DEBUG)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        h.close()
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(level)
+    console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    root.addHandler(console)
+    if logfile is not None:
+        logfile.parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(logfile)
+        fh.setLevel(logging.DEBUG)
+        fh.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"))
+        root.addHandler(fh)
+    root.propagate = False
+
+
+def _load_config(path):
+    from .config import load_config
+
+    return load_config(path)
+
+
+def _month(text):
+    from .intervals import parse_month
+
+    try:
+        return parse_month(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _floats(text):
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _verbosity(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=0,
+                   help="debug messages on the console")
+    g.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1,
+                   help="warnings and errors only")
+
+
+# ---------------------------------------------------------------------------------------------
+# run_pipeline
+
+
+def _run_pipeline_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_pipeline",
+        description="Measure the cosmic rays of one HST instrument month by month and store them "
+                    "in <output>/<instrument>.h5. Resumes at the first month not yet committed.",
+    )
+    p.add_argument("--instr", required=True, help="instrument, e.g. wfc3uvis, acs_wfc, stis_ccd, wfpc2")
+    p.add_argument("--start", type=_month, help="first month YYYY-MM (default: the instrument's first)")
+    p.add_argument("--stop", type=_month, help="last month YYYY-MM, inclusive (default: this month)")
+    p.add_argument("--archive", help="mast (default), simulated, or a directory of FITS files")
+    p.add_argument("--cloud", action="store_true", help="with --archive mast: fetch from the public HST bucket on AWS")
+    p.add_argument("--output", type=Path, help="output directory (default: data_products)")
+    p.add_argument("--config", type=Path, help="YAML file overriding the default configuration")
+    p.add_argument("--workers", type=int, help="processes for the frames of a month (default: number of cores; 1 = in-process)")
+    p.add_argument("--scheduler", help="address of a dask.distributed scheduler, tcp://HOST:PORT")
+    p.add_argument("--reprocess", action="store_true", help="process committed months again")
+    p.add_argument("--keep-downloads", action="store_true", help="keep each month's downloaded files")
+    p.add_argument("--darks-per-month", type=int, help="with --archive simulated: darks per month")
+    p.add_argument("--version", action="version", version=f"hstcosmicrays {__version__}")
+    _verbosity(p)
+    return p
+
+
+def run_pipeline_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``run_pipeline``."""
+    args = _run_pipeline_parser().parse_args(argv)
+    try:
+        from .config import ConfigError
+
+        try:
+            config = _load_config(args.config)
+            instrument = config.instrument(args.instr)
+        except ConfigError as exc:
+            print(f"run_pipeline: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        from .pipeline import CosmicRayPipeline, RunOptions
+
+        settings = config.pipeline
+        output = Path(args.output or settings.output_dir)
+        options = RunOptions(
+            start=args.start, stop=args.stop,
+            archive=args.archive or settings.archive,
+            cloud=args.cloud,
+            workers=args.workers if args.workers is not None else settings.workers,
+            scheduler=args.scheduler,
+            reprocess=args.reprocess,
+            keep_downloads=args.keep_downloads or settings.keep_downloads,
+            darks_per_month=args.darks_per_month,
+            progress=sys.stderr.isatty() and args.verbosity >= 0,
+        )
+        if options.workers < 0:
+            raise CLIError(f"--workers: expected 0 or more, got {options.workers}")
+        pipeline = CosmicRayPipeline(instrument=instrument, config=config, output_dir=output, options=options)
+        setup_logging(verbosity=args.verbosity, logfile=pipeline.new_logfile())
+        summary = pipeline.run()
+    except CLIError as exc:
+        print(f"run_pipeline: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        log.warning("interrupted: committed months are kept; run the same command again to resume")
+        return EXIT_INTERRUPTED
+    except ValueError as exc:
+        print(f"run_pipeline: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK if summary.ok else EXIT_ERROR
+
+
+# ---------------------------------------------------------------------------------------------
+# hstcosmicrays <subcommand>
+
+
+def _add_status(sub) -> None:
+    p = sub.add_parser("status", help="the month ledger of an instrument's store")
+    p.add_argument("--instr", required=True)
+    p.add_argument("--output", type=Path, help="output directory (default: data_products)")
+    p.add_argument("--config", type=Path)
+    p.set_defaults(func=_cmd_status)
+
+
+def _cmd_status(args) -> int:
+    from .store import format_ledger, store_path
+
+    config = _load_config(args.config)
+    instrument = config.instrument(args.instr)
+    path = store_path(Path(args.output or config.pipeline.output_dir), instrument)
+    if not path.exists():
+        raise CLIError(f"no results store for {instrument.name} at {path}")
+    print(format_ledger(path))
+    return EXIT_OK
+
+
+def _add_simulate(sub) -> None:
+    p = sub.add_parser("simulate", help="write a simulated dark archive with a truth table")
+    p.add_argument("--instr", required=True)
+    p.add_argument("--start", type=_month, required=True, help="first month YYYY-MM")
+    p.add_argument("--stop", type=_month, required=True, help="last month YYYY-MM, inclusive")
+    p.add_argument("--out", type=Path, required=True, help="directory to write into")
+    p.add_argument("--darks-per-month", type=int, help="darks per month (default: the instrument's)")
+    p.add_argument("--seed", type=int, help="random seed (default: the configured simulation_seed)")
+    p.add_argument("--config", type=Path)
+    p.set_defaults(func=_cmd_simulate)
+
+
+def _cmd_simulate(args) -> int:
+    from .simulate import write_archive
+
+    config = _load_config(args.config)
+    instrument = config.instrument(args.instr)
+    seed = args.seed if args.seed is not None else config.pipeline.simulation_seed
+    written = write_archive(
+        instrument=instrument, start=args.start, stop=args.stop, out=args.out,
+        darks_per_month=args.darks_per_month, seed=seed,
+    )
+    print(f"wrote {len(written)} datasets of {instrument.name} under {args.out}")
+    return EXIT_OK
+
+
+def _add_crreject(sub) -> None:
+    p = sub.add_parser("crreject", help="CR-SPLIT rejection of FLT files (ORs DQ 8192 into the inputs)")
+    p.add_argument("inputs", nargs="+", type=Path, help="two or more FLT files of one CR-SPLIT set")
+    p.add_argument("--crrejtab", type=Path, help="CRREJTAB FITS table to take the parameters from")
+    p.add_argument("--crsigmas", type=_floats, help="e.g. 6.5,5.5,4.5")
+    p.add_argument("--crradius", type=float)
+    p.add_argument("--crthresh", type=float)
+    p.add_argument("--initgues", choices=("med", "min", "median", "minimum"))
+    p.add_argument("--skysub", choices=("none", "mode"))
+    p.add_argument("--scalense", type=float)
+    p.add_argument("--badinpdq", type=int)
+    p.add_argument("--output", type=Path, help="write the combined crj image here")
+    p.add_argument("--config", type=Path)
+    p.set_defaults(func=_cmd_crreject)
+
+
+def _cmd_crreject(args) -> int:
+    from .crreject import crreject_files
+
+    overrides = {
+        k: getattr(args, k)
+        for k in ("crsigmas", "crradius", "crthresh", "initgues", "skysub", "scalense", "badinpdq")
+        if getattr(args, k) is not None
+    }
+    if "initgues" in overrides:
+        overrides["initgues"] = {"med": "median", "min": "minimum"}.get(overrides["initgues"], overrides["initgues"])
+    report = crreject_files(
+        args.inputs, config=_load_config(args.config), crrejtab=args.crrejtab,
+        overrides=overrides, output=args.output,
+    )
+    print(report)
+    return EXIT_OK
+
+
+def _add_measure(sub) -> None:
+    p = sub.add_parser("measure", help="per-CR table and frame summary of one file whose DQ carries CR flags")
+    p.add_argument("file", type=Path)
+    p.add_argument("--out", type=Path, help="per-CR table, .csv or .parquet (default: print the summary only)")
+    p.add_argument("--config", type=Path)
+    p.set_defaults(func=_cmd_measure)
+
+
+def _cmd_measure(args) -> int:
+    from .measure import measure_file
+
+    result = measure_file(args.file, config=_load_config(args.config))
+    if args.out is not None:
+        table = result.cosmic_ray_frame()
+        suffix = args.out.suffix.lower()
+        if suffix == ".csv":
+            table.to_csv(args.out, index=False)
+        elif suffix == ".parquet":
+            table.to_parquet(args.out, index=False)
+        else:
+            raise CLIError(f"--out: expected a .csv or .parquet file name, got {args.out}")
+        summary_path = args.out.with_name(args.out.stem + "_frame" + args.out.suffix)
+        frame = result.exposure_frame()
+        if suffix == ".csv":
+            frame.to_csv(summary_path, index=False)
+        else:
+            frame.to_parquet(summary_path, index=False)
+        print(f"wrote {len(table)} CRs to {args.out} and the frame summary to {summary_path}")
+    print(result.summary_text())
+    return EXIT_OK
+
+
+def _add_split_ima(sub) -> None:
+    p = sub.add_parser("split-ima", help="write each read of an IR IMA file as its own FITS file")
+    p.add_argument("file", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.set_defaults(func=_cmd_split_ima)
+
+
+def _cmd_split_ima(args) -> int:
+    from .ir import split_ima
+
+    written = split_ima(args.file, out_dir=args.out)
+    print(f"wrote {len(written)} reads to {args.out}")
+    return EXIT_OK
+
+
+def _add_plot(sub) -> None:
+    p = sub.add_parser("plot", help="plots from an instrument's store")
+    p.add_argument("kind", choices=("rate", "map", "morphology"))
+    p.add_argument("--instr", required=True, help="instrument (comma-separated for morphology overlays)")
+    p.add_argument("--output", type=Path, help="directory of the stores (default: data_products)")
+    p.add_argument("--out", type=Path, help="image file (.png or .pdf); default <output>/<instr>_<kind>.png")
+    p.add_argument("--solar", type=Path, help="rate plot: CSV of solar activity (date, value columns)")
+    p.add_argument("--config", type=Path)
+    p.set_defaults(func=_cmd_plot)
+
+
+def _cmd_plot(args) -> int:
+    from . import plots
+    from .results import open_results
+
+    config = _load_config(args.config)
+    output = Path(args.output or config.pipeline.output_dir)
+    names = [config.instrument(n).name for n in args.instr.split(",") if n.strip()]
+    results = [open_results(n, output_dir=output) for n in names]
+    out = args.out or output / f"{'_'.join(names)}_{args.kind}.png"
+    if args.kind == "rate":
+        plots.plot_rate(results[0], solar_csv=args.solar, out=out)
+    elif args.kind == "map":
+        plots.plot_rate_map(results[0], out=out)
+    else:
+        plots.plot_morphology(results, out=out)
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="write a table of an instrument's store as CSV or Parquet")
+    p.add_argument("--instr", required=True)
+    p.add_argument("--table", required=True, choices=("exposures", "cosmic_rays", "orbit"))
+    p.add_argument("--format", required=True, choices=("csv", "parquet"))
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--output", type=Path, help="directory of the stores (default: data_products)")
+    p.add_argument("--config", type=Path)
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args) -> int:
+    from .results import open_results
+
+    config = _load_config(args.config)
+    output = Path(args.output or config.pipeline.output_dir)
+    res = open_results(config.instrument(args.instr).name, output_dir=output)
+    n = res.export(table=args.table, fmt=args.format, out=args.out)
+    print(f"wrote {n} rows of {args.table} to {args.out}")
+    return EXIT_OK
+
+
+def _main_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hstcosmicrays", description="HST cosmic-ray tools")
+    p.add_argument("--version", action="version", version=f"hstcosmicrays {__version__}")
+    _verbosity(p)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_status, _add_simulate, _add_crreject, _add_measure, _add_split_ima, _add_plot, _add_export):
+        add(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``hstcosmicrays``."""
+    args = _main_parser().parse_args(argv)
+    setup_logging(verbosity=args.verbosity)
+    from .config import ConfigError
+
+    try:
+        return args.func(args)
+    except (CLIError, ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"hstcosmicrays {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"hstcosmicrays {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
