@@ -1,0 +1,543 @@
+"""HDF5 results store: columnar, appendable tables with a month ledger and atomic month commits.
+
+Layout (see docs/architecture.md)::
+
+    /                     attrs: schema_version, instrument, software_version, config_hash, created
+    /<table>/<column>     one resizable, chunked, compressed 1-D dataset per column
+    /months/<column>      the ledger
+
+Visibility rule: a reader sees the rows inside the ``[<table>_start, <table>_stop)`` ranges of the
+*latest* ledger row of every month. The ledger row is written after the month's data rows have been
+flushed, and its ``state`` column is written last, so a month becomes visible all at once.
+
+Crash safety: the writer opens the file only while it commits, in HDF5 SWMR mode, which keeps the
+file consistent for readers at every instant. A process killed while committing leaves the
+superblock's "open for write" flags set and possibly an end-of-allocation mark short of what it
+wrote; the next writer (holding ``<store>.lock``) clears the flags and raises the mark to the file
+size, as ``h5clear -s --increment`` would, then truncates each data table to the largest range a
+ledger row owns, dropping the partial month.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import h5py
+import numpy as np
+
+from .schema import DATA_TABLES, SCHEMA_VERSION, TABLES, as_table, empty_table
+
+__all__ = [
+    "ResultsStore",
+    "StoreError",
+    "StoreLockedError",
+    "store_path",
+    "read_committed",
+    "read_ledger",
+    "format_ledger",
+    "open_for_reading",
+    "visible_row_numbers",
+]
+
+log = logging.getLogger(__name__)
+
+#: Rows per chunk of each table: large enough to compress well, small enough that appending a
+#: month rewrites at most one partly filled chunk per column.
+CHUNK_ROWS = {"exposures": 4096, "cosmic_rays": 1 << 17, "orbit": 1 << 15, "failures": 1024, "months": 256}
+
+#: Ledger column written last: the commit mark.
+COMMIT_COLUMN = "state"
+
+
+class StoreError(RuntimeError):
+    """The store file is not a results store of this instrument, or cannot be opened."""
+
+
+class StoreLockedError(StoreError):
+    """Another process is writing this store."""
+
+
+def store_path(output_dir: str | os.PathLike, instrument) -> Path:
+    """Path of an instrument's store in ``output_dir`` (``instrument``: config or name)."""
+    name = getattr(instrument, "name", instrument)
+    return Path(output_dir) / f"{name}.h5"
+
+
+# ----------------------------------------------------------------------------------------------
+# superblock repair after a killed SWMR writer (what `h5clear -s --increment` does)
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_MASK32 = 0xFFFFFFFF
+
+
+def _rot(x: int, k: int) -> int:
+    return ((x << k) | (x >> (32 - k))) & _MASK32
+
+
+def lookup3(data: bytes, initval: int = 0) -> int:
+    """Bob Jenkins' lookup3 ``hashlittle`` checksum, which HDF5 uses for its metadata.
+
+    Parameters
+    ----------
+    data : bytes
+    initval : int
+
+    Returns
+    -------
+    int
+        32-bit checksum.
+    """
+    length = len(data)
+    a = b = c = (0xDEADBEEF + length + initval) & _MASK32
+    k = 0
+    while length > 12:
+        a = (a + int.from_bytes(data[k:k + 4], "little")) & _MASK32
+        b = (b + int.from_bytes(data[k + 4:k + 8], "little")) & _MASK32
+        c = (c + int.from_bytes(data[k + 8:k + 12], "little")) & _MASK32
+        a = (a - c) & _MASK32; a ^= _rot(c, 4); c = (c + b) & _MASK32  # noqa: E702
+        b = (b - a) & _MASK32; b ^= _rot(a, 6); a = (a + c) & _MASK32  # noqa: E702
+        c = (c - b) & _MASK32; c ^= _rot(b, 8); b = (b + a) & _MASK32  # noqa: E702
+        a = (a - c) & _MASK32; a ^= _rot(c, 16); c = (c + b) & _MASK32  # noqa: E702
+        b = (b - a) & _MASK32; b ^= _rot(a, 19); a = (a + c) & _MASK32  # noqa: E702
+        c = (c - b) & _MASK32; c ^= _rot(b, 4); b = (b + a) & _MASK32  # noqa: E702
+        length -= 12
+        k += 12
+    if length == 0:
+        return c
+    tail = data[k:k + length] + b"\0" * (12 - length)
+    a = (a + int.from_bytes(tail[0:4], "little")) & _MASK32
+    b = (b + int.from_bytes(tail[4:8], "little")) & _MASK32
+    c = (c + int.from_bytes(tail[8:12], "little")) & _MASK32
+    c ^= b; c = (c - _rot(b, 14)) & _MASK32  # noqa: E702
+    a ^= c; a = (a - _rot(c, 11)) & _MASK32  # noqa: E702
+    b ^= a; b = (b - _rot(a, 25)) & _MASK32  # noqa: E702
+    c ^= b; c = (c - _rot(b, 16)) & _MASK32  # noqa: E702
+    a ^= c; a = (a - _rot(c, 4)) & _MASK32  # noqa: E702
+    b ^= a; b = (b - _rot(a, 14)) & _MASK32  # noqa: E702
+    c ^= b; c = (c - _rot(b, 24)) & _MASK32  # noqa: E702
+    return c
+
+
+def _repair_superblock(path: Path) -> bool:
+    """Clear the write/SWMR flags of a version 2/3 superblock and raise its EOA to the file size.
+
+    Only safe while no process has the file open for writing (the caller holds the store lock).
+    Superblock v2/3 with 8-byte addresses: signature (8), version, offset size, length size,
+    consistency flags (byte 11), base address (12), extension address (20), end-of-file
+    address (28), root group address (36), lookup3 checksum of bytes 0-43 (44).
+
+    Returns
+    -------
+    bool
+        True when the superblock was changed.
+    """
+    with open(path, "r+b") as fh:
+        sb = bytearray(fh.read(48))
+        if len(sb) < 48 or sb[:8] != _HDF5_SIGNATURE or sb[8] not in (2, 3) or sb[9] != 8:
+            return False
+        if lookup3(bytes(sb[:44])) != int.from_bytes(sb[44:48], "little"):
+            raise StoreError(f"{path}: HDF5 superblock checksum does not match; the file is damaged")
+        eoa = int.from_bytes(sb[28:36], "little")
+        eof = os.fstat(fh.fileno()).st_size
+        if sb[11] == 0 and eoa >= eof:
+            return False
+        sb[11] = 0
+        sb[28:36] = max(eoa, eof).to_bytes(8, "little")
+        sb[44:48] = lookup3(bytes(sb[:44])).to_bytes(4, "little")
+        fh.seek(0)
+        fh.write(sb)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return True
+
+
+# ----------------------------------------------------------------------------------------------
+# reading
+
+
+def open_for_reading(path: str | os.PathLike) -> h5py.File:
+    """Open a store for reading, safely while a run is writing it (SWMR read, no file lock)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no results store at {path}")
+    try:
+        return h5py.File(path, "r", libver="latest", swmr=True, locking=False)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot open as an HDF5 results store ({exc})") from None
+
+
+def _column_length(group: h5py.Group) -> int:
+    """Common length of a table's columns (the shortest, while a writer is appending)."""
+    lengths = []
+    for ds in group.values():
+        if group.file.swmr_mode and group.file.mode == "r":
+            ds.refresh()
+        lengths.append(ds.shape[0])
+    return min(lengths) if lengths else 0
+
+
+def _read_ledger_arrays(f: h5py.File) -> dict[str, np.ndarray]:
+    grp = f["months"]
+    n = _column_length(grp)
+    state = grp[COMMIT_COLUMN][:n]
+    # the commit mark is written last: a row without it was being written and is not yet part
+    # of the ledger (only the last row can be in that state)
+    empty = np.flatnonzero(state == b"")
+    if len(empty):
+        n = int(empty[0])
+    return {c.name: grp[c.name][:n] for c in TABLES["months"]}
+
+
+def _latest_rows(ledger: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Indices of the latest ledger row of each month, in ledger order."""
+    months = ledger["month"]
+    if len(months) == 0:
+        return np.zeros(0, dtype=np.int64)
+    # last occurrence of each month
+    rev = months[::-1]
+    _, first_in_rev = np.unique(rev, return_index=True)
+    return np.sort(len(months) - 1 - first_in_rev)
+
+
+def _visible_ranges(ledger: Mapping[str, np.ndarray], table: str) -> list[tuple[int, int]]:
+    rows = _latest_rows(ledger)
+    starts = ledger[f"{table}_start"][rows]
+    stops = ledger[f"{table}_stop"][rows]
+    order = np.argsort(starts, kind="stable")
+    merged: list[tuple[int, int]] = []
+    for a, b in zip(starts[order].tolist(), stops[order].tolist()):
+        if b <= a:
+            continue
+        if merged and merged[-1][1] == a:
+            merged[-1] = (merged[-1][0], b)
+        else:
+            merged.append((a, b))
+    return merged
+
+
+def read_ledger(path: str | os.PathLike, *, latest: bool = True) -> dict[str, np.ndarray]:
+    """The month ledger as columns (``latest``: one row per month, its current state)."""
+    with open_for_reading(path) as f:
+        ledger = _read_ledger_arrays(f)
+    if latest:
+        rows = _latest_rows(ledger)
+        order = np.argsort(ledger["month"][rows], kind="stable")
+        ledger = {k: v[rows][order] for k, v in ledger.items()}
+    return ledger
+
+
+def read_committed(
+    path: str | os.PathLike, table: str, *, columns: Iterable[str] | None = None,
+    months: Iterable[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """Read the visible rows of ``table`` (only months whose latest ledger row owns them).
+
+    Parameters
+    ----------
+    path : path of the store
+    table : str
+        ``exposures``, ``cosmic_rays``, ``orbit``, ``failures`` or ``months`` (the full ledger).
+    columns : iterable of str, optional
+        Subset of columns (default: all). In ``cosmic_rays`` and ``orbit`` the
+        ``exposure_index`` values are row numbers of the file's ``/exposures``; the file row
+        numbers of the visible exposures are given by :func:`visible_row_numbers`.
+    months : iterable of str, optional
+        Only these months (``YYYY-MM``).
+
+    Returns
+    -------
+    dict of numpy arrays
+    """
+    if table not in TABLES:
+        raise KeyError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
+    names = list(columns) if columns is not None else [c.name for c in TABLES[table]]
+    unknown = set(names) - {c.name for c in TABLES[table]}
+    if unknown:
+        raise KeyError(f"table {table} has no column(s) {sorted(unknown)}")
+    with open_for_reading(path) as f:
+        ledger = _read_ledger_arrays(f)
+        if table == "months":
+            return {k: ledger[k] for k in names}
+        if months is not None:
+            wanted = {m.encode() if isinstance(m, str) else m for m in months}
+            keep = np.isin(ledger["month"], list(wanted))
+            ledger = {k: v[keep] for k, v in ledger.items()}
+        ranges = _visible_ranges(ledger, table)
+        grp = f[table]
+        out = {}
+        for name in names:
+            ds = grp[name]
+            ds.refresh()
+            parts = [ds[a:b] for a, b in ranges]
+            out[name] = np.concatenate(parts) if parts else np.zeros(0, dtype=ds.dtype)
+        return out
+
+
+def visible_row_numbers(path: str | os.PathLike, table: str) -> np.ndarray:
+    """File row numbers of the visible rows of ``table`` (to join on ``exposure_index``)."""
+    ledger = read_ledger(path, latest=False)
+    ranges = _visible_ranges(ledger, table)
+    parts = [np.arange(a, b, dtype=np.int64) for a, b in ranges]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def format_ledger(path: str | os.PathLike) -> str:
+    """The ledger as a text table: one line per month with its state and counts."""
+    ledger = read_ledger(path)
+    with open_for_reading(path) as f:
+        instrument = f.attrs.get("instrument", "?")
+    header = f"{'month':8} {'state':10} {'found':>6} {'processed':>9} {'failed':>6} {'CRs':>10} {'median rate':>11}"
+    lines = [f"store {path} ({instrument})", header, "-" * len(header)]
+    for i in range(len(ledger["month"])):
+        rate = ledger["median_rate"][i]
+        rate_txt = f"{rate:11.3f}" if np.isfinite(rate) else f"{'-':>11}"
+        lines.append(
+            f"{ledger['month'][i].decode():8} {ledger['state'][i].decode():10} {ledger['n_found'][i]:6d} "
+            f"{ledger['n_processed'][i]:9d} {ledger['n_failed'][i]:6d} {ledger['n_cr'][i]:10d} {rate_txt}"
+        )
+        if ledger["state"][i] == b"failed" and ledger["error"][i]:
+            lines.append(f"{'':8} error: {ledger['error'][i].decode(errors='replace')}")
+    states = ledger["state"]
+    lines.append(
+        f"{len(states)} months: {int(np.sum(states == b'committed'))} committed, "
+        f"{int(np.sum(states == b'failed'))} failed"
+    )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# writing
+
+
+@dataclass(frozen=True)
+class MonthCommit:
+    """What a commit appended: the ledger row as plain values."""
+
+    month: str
+    state: str
+    rows: dict[str, tuple[int, int]]
+
+
+class ResultsStore:
+    """The single writer of an instrument's store.
+
+    Create it with :meth:`open` (a context manager that holds ``<store>.lock``); the HDF5 file is
+    opened only during :meth:`commit_month` and :meth:`record_month_failure`.
+
+    Parameters
+    ----------
+    path : Path
+    instrument : str
+        Instrument key written in the file attributes and checked on reopening.
+    software_version, config_hash : str
+        Recorded per ledger row (and in the attributes at creation).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, instrument: str, software_version: str, config_hash: str):
+        self.path = Path(path)
+        self.instrument = instrument
+        self.software_version = software_version
+        self.config_hash = config_hash
+        self._lock_fh = None
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path, *, instrument: str, software_version: str, config_hash: str) -> "ResultsStore":
+        store = cls(path, instrument=instrument, software_version=software_version, config_hash=config_hash)
+        store._acquire_lock()
+        try:
+            if store.path.exists():
+                store._recover()
+            else:
+                store._create()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def __enter__(self) -> "ResultsStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._lock_fh is not None:
+            fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    def _acquire_lock(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fh = open(lock_path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise StoreLockedError(
+                f"{self.path} is being written by {holder}; only one run per instrument and output directory"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        self._lock_fh = fh
+
+    def _create(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".creating")
+        with h5py.File(tmp, "w", libver="latest", locking=False) as f:
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            f.attrs["instrument"] = self.instrument
+            f.attrs["software_version"] = self.software_version
+            f.attrs["config_hash"] = self.config_hash
+            f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            for table, columns in TABLES.items():
+                grp = f.create_group(table)
+                chunk = CHUNK_ROWS[table]
+                for col in columns:
+                    ds = grp.create_dataset(
+                        col.name, shape=(0,), maxshape=(None,), dtype=col.dtype, chunks=(chunk,),
+                        compression="gzip", compression_opts=4, shuffle=True,
+                    )
+                    ds.attrs["unit"] = col.unit
+                    ds.attrs["description"] = col.description
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+        log.info("created results store %s", self.path)
+
+    def _recover(self) -> None:
+        if _repair_superblock(self.path):
+            log.warning("%s: the previous writer was interrupted; cleared its open-file flags", self.path)
+        with h5py.File(self.path, "r+", libver="latest", locking=False) as f:
+            found = f.attrs.get("instrument")
+            if found != self.instrument:
+                raise StoreError(f"{self.path} holds results of {found!r}, not {self.instrument!r}")
+            version = int(f.attrs.get("schema_version", -1))
+            if version != SCHEMA_VERSION:
+                raise StoreError(f"{self.path} has schema version {version}; this software writes {SCHEMA_VERSION}")
+            for table in ("months",) + DATA_TABLES:
+                if table not in f:
+                    raise StoreError(f"{self.path}: table /{table} is missing; not a results store")
+            ledger = _read_ledger_arrays(f)
+            n_ledger = len(ledger["month"])
+            dropped = {}
+            for table in DATA_TABLES:
+                keep = int(ledger[f"{table}_stop"].max()) if n_ledger else 0
+                for col in f[table].values():
+                    if col.shape[0] > keep:
+                        dropped[table] = col.shape[0] - keep
+                        col.resize((keep,))
+            for col in f["months"].values():
+                if col.shape[0] > n_ledger:
+                    col.resize((n_ledger,))
+            if dropped:
+                log.warning("%s: dropped the rows of an interrupted commit %s", self.path, dropped)
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def ledger(self) -> dict[str, np.ndarray]:
+        """Latest ledger row of each month (see :func:`read_ledger`)."""
+        return read_ledger(self.path)
+
+    def committed_months(self) -> set[str]:
+        ledger = self.ledger()
+        return {m.decode() for m, s in zip(ledger["month"], ledger["state"]) if s == b"committed"}
+
+    # -- commits ------------------------------------------------------------------------------
+
+    def commit_month(
+        self, *, month: str, exposures: Mapping, cosmic_rays: Mapping, orbit: Mapping,
+        failures: Mapping | None = None, n_found: int, started: float,
+    ) -> MonthCommit:
+        """Append one month atomically and mark it committed.
+
+        ``cosmic_rays["exposure_index"]`` and ``orbit["exposure_index"]`` are row numbers within
+        this month's ``exposures`` (0-based); they are offset to file rows here.
+        """
+        exposures = as_table("exposures", exposures)
+        n_exp = len(exposures["rootname"])
+        cosmic_rays = as_table("cosmic_rays", cosmic_rays)
+        orbit = as_table("orbit", orbit)
+        for name, tab in (("cosmic_rays", cosmic_rays), ("orbit", orbit)):
+            idx = tab["exposure_index"]
+            if len(idx) and (idx.min() < 0 or idx.max() >= n_exp):
+                raise ValueError(f"{name}.exposure_index out of range 0..{n_exp - 1}")
+        failures = as_table("failures", failures if failures is not None else empty_table("failures"))
+        rates = exposures["rate"]
+        summary = dict(
+            n_found=n_found, n_processed=n_exp, n_failed=len(failures["rootname"]),
+            n_cr=int(exposures["n_cr"].sum()),
+            median_rate=float(np.median(rates)) if n_exp else float("nan"),
+        )
+        return self._append(
+            month=month, state="committed", error="", started=started, summary=summary,
+            tables={"exposures": exposures, "cosmic_rays": cosmic_rays, "orbit": orbit, "failures": failures},
+        )
+
+    def record_month_failure(
+        self, *, month: str, error: str, started: float, n_found: int = 0, failures: Mapping | None = None,
+    ) -> MonthCommit:
+        """Record that a month could not be processed (it stays pending for the next run)."""
+        failures = as_table("failures", failures if failures is not None else empty_table("failures"))
+        summary = dict(n_found=n_found, n_processed=0, n_failed=len(failures["rootname"]), n_cr=0,
+                       median_rate=float("nan"))
+        empty = {t: empty_table(t) for t in ("exposures", "cosmic_rays", "orbit")}
+        return self._append(month=month, state="failed", error=error, started=started, summary=summary,
+                            tables={**empty, "failures": failures})
+
+    def _append(self, *, month, state, error, started, summary, tables) -> MonthCommit:
+        if self._lock_fh is None:
+            raise StoreError("the store is not open for writing (use ResultsStore.open)")
+        rows = {}
+        with h5py.File(self.path, "r+", libver="latest", locking=False) as f:
+            f.swmr_mode = True
+            base_exposures = f["exposures"]["rootname"].shape[0]
+            for table in DATA_TABLES:
+                data = dict(tables[table])
+                if table in ("cosmic_rays", "orbit"):
+                    data["exposure_index"] = data["exposure_index"] + base_exposures
+                grp = f[table]
+                start = grp[TABLES[table][0].name].shape[0]
+                n = len(next(iter(data.values())))
+                for col in TABLES[table]:
+                    ds = grp[col.name]
+                    if ds.shape[0] != start:
+                        raise StoreError(f"{self.path}: columns of /{table} differ in length")
+                    if n:
+                        ds.resize((start + n,))
+                        ds[start:] = data[col.name]
+                    ds.flush()
+                rows[table] = (start, start + n)
+            ledger_row = {
+                "month": month, "state": state, **summary,
+                **{f"{t}_start": rows[t][0] for t in DATA_TABLES},
+                **{f"{t}_stop": rows[t][1] for t in DATA_TABLES},
+                "started": started, "finished": time.time(),
+                "software_version": self.software_version, "config_hash": self.config_hash,
+                "error": error[:240],
+            }
+            ledger_row = as_table("months", {k: [v] for k, v in ledger_row.items()})
+            grp = f["months"]
+            n0 = grp[COMMIT_COLUMN].shape[0]
+            # every column but the commit mark first, then the mark
+            order = [c for c in TABLES["months"] if c.name != COMMIT_COLUMN] + [
+                c for c in TABLES["months"] if c.name == COMMIT_COLUMN
+            ]
+            for col in order:
+                ds = grp[col.name]
+                ds.resize((n0 + 1,))
+                ds[n0:] = ledger_row[col.name]
+                ds.flush()
+            f.flush()
+        return MonthCommit(month=month, state=state, rows=rows)
