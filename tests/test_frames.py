@@ -1,0 +1,198 @@
+"""Tests of frames: header metadata, chips, amplifier gains, pointing, errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from hstcosmicrays.config import load_config
+from hstcosmicrays.frames import (
+    FrameError,
+    companion_path,
+    identify_instrument,
+    pointing,
+    read_chips,
+    read_header,
+)
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config()
+
+
+def write_flt(
+    path, *, instrume="WFC3", detector="UVIS", shape=(20, 16), extvers=(1, 2), ccdchips=(2, 1),
+    bunit="ELECTRONS", ccdamp="ABCD", gains=(1.5, 1.6, 1.55, 1.65), readnoise=(3.0, 3.1, 3.2, 3.3),
+    gain_kw="ATODGN", extra_primary=None, constant_dq=False, ltv1=0.0, seed=0, drop=(),
+):
+    """A minimal FLT-like file with the keywords frames reads; returns the science arrays."""
+    rng = np.random.default_rng(seed)
+    ph = fits.Header()
+    cards = {
+        "ROOTNAME": "IABC01XYQ", "INSTRUME": instrume, "DETECTOR": detector, "EXPTIME": 900.0,
+        "FLASHDUR": 2.5, "EXPSTART": 55000.25, "EXPEND": 55000.25 + 900 / 86400,
+        "DATE-OBS": "2009-06-18", "TIME-OBS": "06:00:00", "CCDAMP": ccdamp, "CCDGAIN": 1.5,
+        "SUBARRAY": False, "CRSPLIT": 2, "IMAGETYP": "DARK", "TARGNAME": "DARK",
+        "SAA_EXIT": "2009.169:05:30:00", "SAA_TIME": 1800,
+    }
+    if gain_kw == "ATODGN":
+        for a, g, r in zip("ABCD", gains, readnoise):
+            cards[f"ATODGN{a}"] = g
+            cards[f"READNSE{a}"] = r
+    else:
+        cards["ATODGAIN"] = gains[0]
+        cards["READNSE"] = readnoise[0]
+    cards.update(extra_primary or {})
+    for k, v in cards.items():
+        if k not in drop:
+            ph[k] = v
+    hdus = [fits.PrimaryHDU(header=ph)]
+    scis = []
+    for ev, cc in zip(extvers, ccdchips):
+        sci = rng.normal(10, 3, shape).astype(np.float32)
+        scis.append(sci)
+        sh = fits.Header()
+        sh["BUNIT"] = bunit
+        sh["CCDCHIP"] = cc
+        sh["LTV1"] = ltv1
+        sh["CTYPE1"], sh["CTYPE2"] = "RA---TAN", "DEC--TAN"
+        sh["CRPIX1"], sh["CRPIX2"] = shape[1] / 2, shape[0] / 2
+        sh["CRVAL1"], sh["CRVAL2"] = 150.25, -20.5
+        sh["CD1_1"], sh["CD1_2"], sh["CD2_1"], sh["CD2_2"] = -1e-5, 0.0, 0.0, 1e-5
+        sh["ORIENTAT"] = 33.0
+        hdus.append(fits.ImageHDU(sci, header=sh, name="SCI", ver=ev))
+        hdus.append(fits.ImageHDU(np.full(shape, 2.0, np.float32), name="ERR", ver=ev))
+        if constant_dq:
+            dh = fits.Header()
+            dh["NPIX1"], dh["NPIX2"], dh["PIXVALUE"] = shape[1], shape[0], 0
+            hdus.append(fits.ImageHDU(None, header=dh, name="DQ", ver=ev))
+        else:
+            dq = np.zeros(shape, np.int16)
+            dq[1, 1] = 8192
+            hdus.append(fits.ImageHDU(dq, name="DQ", ver=ev))
+    fits.HDUList(hdus).writeto(path)
+    return scis
+
+
+def test_header_fields(tmp_path, config):
+    inst = config.instrument("wfc3_uvis")
+    p = tmp_path / "iabc01xyq_flt.fits"
+    write_flt(p)
+    h = read_header(p, instrument=inst)
+    assert h.rootname == "iabc01xyq" and h.instrument == "wfc3_uvis"
+    assert (h.instrume, h.detector) == ("WFC3", "UVIS")
+    assert h.exptime == 900.0 and h.flashdur == 2.5
+    assert h.date_obs == "2009-06-18T06:00:00"
+    assert h.shape == (20, 16) and h.nchips == 2 and h.crsplit == 2
+    assert h.gains == (1.5, 1.6, 1.55, 1.65) and h.readnoise == (3.0, 3.1, 3.2, 3.3)
+    assert h.bunit == "ELECTRONS" and h.in_electrons
+    assert h.saa_time == 1800.0
+    # 2009 day 169 = 2009-06-18, 05:30 UTC
+    assert h.saa_exit == pytest.approx(55000.0 + 5.5 / 24, abs=1e-8)
+    assert h.mean_gain == pytest.approx(np.mean([1.5, 1.6, 1.55, 1.65]))
+
+
+def test_header_defaults_when_absent(tmp_path, config):
+    inst = config.instrument("wfc3_uvis")
+    p = tmp_path / "iabc01xyq_flt.fits"
+    write_flt(p, drop=("FLASHDUR", "SAA_EXIT", "SAA_TIME", "READNSEA", "READNSEB", "READNSEC", "READNSED"))
+    h = read_header(p, instrument=inst)
+    assert h.flashdur == 0.0
+    assert math.isnan(h.saa_exit) and math.isnan(h.saa_time)
+    assert h.readnoise == (inst.readnoise_default,)
+
+
+@pytest.mark.parametrize("drop", ["EXPTIME", "EXPSTART", "DATE-OBS", "INSTRUME"])
+def test_missing_keyword_names_file_and_key(tmp_path, config, drop):
+    p = tmp_path / "iabc01xyq_flt.fits"
+    write_flt(p, drop=(drop,))
+    with pytest.raises(FrameError, match=rf"{p.name}.*{drop}"):
+        read_header(p, instrument=config.instrument("wfc3_uvis"))
+
+
+def test_wrong_instrument_and_not_fits(tmp_path, config):
+    p = tmp_path / "iabc01xyq_flt.fits"
+    write_flt(p)
+    with pytest.raises(FrameError, match="WFC3/UVIS is not acs_wfc"):
+        read_header(p, instrument=config.instrument("acs_wfc"))
+    bad = tmp_path / "junk_flt.fits"
+    bad.write_text("this is not FITS\n" * 10)
+    with pytest.raises(FrameError, match="junk_flt.fits: not a FITS file"):
+        read_header(bad, instrument=config.instrument("wfc3_uvis"))
+    with pytest.raises(FileNotFoundError):
+        read_header(tmp_path / "absent_flt.fits", instrument=config.instrument("wfc3_uvis"))
+
+
+def test_chips_electrons_gain_one_and_quadrant_readnoise(tmp_path, config):
+    inst = config.instrument("wfc3_uvis")
+    p = tmp_path / "iabc01xyq_flt.fits"
+    shape = (10, inst.chip_shape[1])  # full width so that the amp split is at 2048
+    scis = write_flt(p, shape=shape)
+    chips = read_chips(p, instrument=inst)
+    assert [c.extver for c in chips] == [1, 2] and [c.ccdchip for c in chips] == [2, 1]
+    for c, s in zip(chips, scis):
+        np.testing.assert_array_equal(c.sci, s)
+        assert c.sci.dtype == np.float32 and c.dq.dtype.kind == "i" and c.dq.dtype.isnative
+        assert c.gain.shape == s.shape and np.all(c.gain == 1)
+        assert c.dq[1, 1] == 8192 and c.err is not None
+    # CCDCHIP 2 (extver 1): C left, D right; CCDCHIP 1 (extver 2): A left, B right
+    half = inst.chip_shape[1] // 2
+    assert np.all(chips[0].readnoise[:, :half] == np.float32(3.2))
+    assert np.all(chips[0].readnoise[:, half:] == np.float32(3.3))
+    assert np.all(chips[1].readnoise[:, :half] == np.float32(3.0))
+    assert np.all(chips[1].readnoise[:, half:] == np.float32(3.1))
+
+
+def test_dn_file_gain_per_quadrant_and_single_amp(tmp_path, config):
+    inst = config.instrument("wfc3_uvis")
+    p = tmp_path / "iabc01xyq_flt.fits"
+    write_flt(p, shape=(4, inst.chip_shape[1]), bunit="DN")
+    c2, c1 = read_chips(p, instrument=inst)
+    half = inst.chip_shape[1] // 2
+    np.testing.assert_array_equal(c1.gain[0, [0, half - 1, half, -1]], np.float32([1.5, 1.5, 1.6, 1.6]))
+    np.testing.assert_array_equal(c2.gain[0, [0, half - 1, half, -1]], np.float32([1.55, 1.55, 1.65, 1.65]))
+    np.testing.assert_allclose(c1.electrons, c1.sci * c1.gain)
+    # a subarray read by amplifier C only: the whole chip takes C's gain
+    p2 = tmp_path / "iabc02xyq_flt.fits"
+    write_flt(p2, shape=(8, 8), extvers=(1,), ccdchips=(2,), bunit="DN", ccdamp="C", ltv1=-100)
+    (c,) = read_chips(p2, instrument=inst)
+    assert np.all(c.gain == np.float32(1.55)) and np.all(c.readnoise == np.float32(3.2))
+    h = read_header(p2, instrument=inst)
+    assert h.subarray is False and h.nchips == 1  # SUBARRAY keyword wins over the shape
+
+
+def test_subarray_split_follows_ltv1(tmp_path, config):
+    inst = config.instrument("wfc3_uvis")
+    p = tmp_path / "iabc01xyq_flt.fits"
+    # 100 columns starting at physical column 2000: the A/B boundary (2048) is image column 48
+    write_flt(p, shape=(4, 100), extvers=(2,), ccdchips=(1,), bunit="DN", ccdamp="AB", ltv1=-2000)
+    (c,) = read_chips(p, instrument=inst)
+    assert np.all(c.gain[:, :48] == np.float32(1.5)) and np.all(c.gain[:, 48:] == np.float32(1.6))
+
+
+def test_one_chip_single_gain_keyword(tmp_path, config):
+    inst = config.instrument("stis_ccd")
+    p = tmp_path / "oabc01xyq_flt.fits"
+    write_flt(p, instrume="STIS", detector="CCD", extvers=(1,), ccdchips=(1,), bunit="COUNTS",
+              ccdamp="D", gains=(4.0,), readnoise=(7.0,), gain_kw="ATODGAIN", constant_dq=True)
+    (c,) = read_chips(p, instrument=inst)
+    assert np.all(c.gain == 4.0) and np.all(c.readnoise == 7.0)
+    assert c.dq.shape == c.sci.shape and not c.dq.any()  # constant DQ expanded
+    h = read_header(p, instrument=inst)
+    assert h.gains == (4.0,) and h.mean_gain == 4.0
+
+
+def test_pointing_and_identify(tmp_path, config):
+    p = tmp_path / "iabc01xyq_flt.fits"
+    write_flt(p)
+    ra, dec, orient = pointing(p)
+    assert (ra, dec, orient) == pytest.approx((150.25, -20.5, 33.0))
+    assert identify_instrument(p, config=config).name == "wfc3_uvis"
+    spt = tmp_path / "iabc01xyq_spt.fits"
+    spt.write_bytes(b"")
+    assert companion_path(p, "spt") == spt
+    assert companion_path(p, "shm") is None
