@@ -43,6 +43,8 @@ __all__ = [
     "format_ledger",
     "open_for_reading",
     "visible_row_numbers",
+    "visible_ranges",
+    "read_rows",
 ]
 
 log = logging.getLogger(__name__)
@@ -161,15 +163,24 @@ def _repair_superblock(path: Path) -> bool:
 # reading
 
 
-def open_for_reading(path: str | os.PathLike) -> h5py.File:
-    """Open a store for reading, safely while a run is writing it (SWMR read, no file lock)."""
+def open_for_reading(path: str | os.PathLike, *, wait: float = 10.0) -> h5py.File:
+    """Open a store for reading, safely while a run is writing it (SWMR read, no file lock).
+
+    While a writer recovers the file after a crash (a fraction of a second at the start of a
+    run) it is not open in SWMR mode and cannot be read; this waits up to ``wait`` seconds.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no results store at {path}")
-    try:
-        return h5py.File(path, "r", libver="latest", swmr=True, locking=False)
-    except OSError as exc:
-        raise StoreError(f"{path}: cannot open as an HDF5 results store ({exc})") from None
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return h5py.File(path, "r", libver="latest", swmr=True, locking=False)
+        except OSError as exc:
+            if "open for SWMR writing" in str(exc) and time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            raise StoreError(f"{path}: cannot open as an HDF5 results store ({exc})") from None
 
 
 def _column_length(group: h5py.Group) -> int:
@@ -287,6 +298,87 @@ def visible_row_numbers(path: str | os.PathLike, table: str) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
+def visible_ranges(
+    path: str | os.PathLike, *, tables: Iterable[str] = DATA_TABLES, months: Iterable[str] | None = None,
+    first_month: str | None = None, last_month: str | None = None,
+) -> dict[str, list[tuple[int, int]]]:
+    """File row ranges ``[start, stop)`` of the visible rows of several tables, from one ledger read.
+
+    Reading the ledger once gives a consistent snapshot: ``exposure_index`` values of the
+    ``cosmic_rays`` and ``orbit`` ranges point into the ``exposures`` ranges of the same snapshot,
+    even while a writer commits more months. The ranges stay readable with :func:`read_rows`
+    afterwards, because committed rows are never removed from the file.
+
+    Parameters
+    ----------
+    path : path of the store
+    tables : iterable of str
+        Data tables (default: all of them).
+    months : iterable of str, optional
+        Only these months (``YYYY-MM``).
+    first_month, last_month : str, optional
+        Only the months from ``first_month`` to ``last_month`` inclusive (``YYYY-MM``).
+
+    Returns
+    -------
+    dict
+        ``{table: [(start, stop), ...]}``, ranges sorted and merged where adjacent.
+    """
+    ledger = read_ledger(path, latest=False)
+    if months is not None:
+        wanted = [m.encode() if isinstance(m, str) else m for m in months]
+        keep = np.isin(ledger["month"], wanted)
+        ledger = {k: v[keep] for k, v in ledger.items()}
+    if first_month is not None or last_month is not None:
+        keep = np.ones(len(ledger["month"]), dtype=bool)
+        if first_month is not None:
+            keep &= ledger["month"] >= first_month.encode()
+        if last_month is not None:
+            keep &= ledger["month"] <= last_month.encode()
+        ledger = {k: v[keep] for k, v in ledger.items()}
+    out = {}
+    for table in tables:
+        if table not in DATA_TABLES:
+            raise KeyError(f"unknown data table {table!r}; tables: {', '.join(DATA_TABLES)}")
+        out[table] = _visible_ranges(ledger, table)
+    return out
+
+
+def read_rows(
+    path: str | os.PathLike, table: str, *, ranges: Iterable[tuple[int, int]],
+    columns: Iterable[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """Read the file rows ``ranges`` (from :func:`visible_ranges`) of some columns of ``table``.
+
+    Safe while a run writes the file (SWMR read, no lock). Use it to read a large table in
+    pieces, e.g. one range of ~1e6 rows per dask partition.
+
+    Returns
+    -------
+    dict of numpy arrays
+        The rows of all ranges, concatenated in the order given.
+    """
+    if table not in DATA_TABLES:
+        raise KeyError(f"unknown data table {table!r}; tables: {', '.join(DATA_TABLES)}")
+    names = list(columns) if columns is not None else [c.name for c in TABLES[table]]
+    unknown = set(names) - {c.name for c in TABLES[table]}
+    if unknown:
+        raise KeyError(f"table {table} has no column(s) {sorted(unknown)}")
+    ranges = [(int(a), int(b)) for a, b in ranges if b > a]
+    with open_for_reading(path) as f:
+        grp = f[table]
+        out = {}
+        for name in names:
+            ds = grp[name]
+            ds.refresh()
+            if any(b > ds.shape[0] for _, b in ranges):
+                raise StoreError(f"{path}: /{table}/{name} has {ds.shape[0]} rows; a range asks for more")
+            parts = [ds[a:b] for a, b in ranges]
+            out[name] = np.concatenate(parts) if len(parts) > 1 else (
+                parts[0] if parts else np.zeros(0, dtype=ds.dtype))
+        return out
+
+
 def format_ledger(path: str | os.PathLike) -> str:
     """The ledger as a text table: one line per month with its state and counts."""
     ledger = read_ledger(path)
@@ -313,6 +405,20 @@ def format_ledger(path: str | os.PathLike) -> str:
 
 # ----------------------------------------------------------------------------------------------
 # writing
+
+
+def _open_swmr_writer(path: Path) -> h5py.File:
+    """Open for writing directly in SWMR mode, so that readers can open the file at any instant.
+
+    (Opening read-write and then switching to SWMR leaves a moment in which SWMR readers are
+    refused.) File locking is off: the store's own lock file guarantees a single writer.
+    """
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
+    fapl.set_file_locking(False, True)
+    fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
+    fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDWR | h5py.h5f.ACC_SWMR_WRITE, fapl=fapl)
+    return h5py.File(fid)
 
 
 @dataclass(frozen=True)
@@ -500,8 +606,7 @@ class ResultsStore:
         if self._lock_fh is None:
             raise StoreError("the store is not open for writing (use ResultsStore.open)")
         rows = {}
-        with h5py.File(self.path, "r+", libver="latest", locking=False) as f:
-            f.swmr_mode = True
+        with _open_swmr_writer(self.path) as f:
             base_exposures = f["exposures"]["rootname"].shape[0]
             for table in DATA_TABLES:
                 data = dict(tables[table])

@@ -1,0 +1,96 @@
+"""Configuration loading and validation."""
+
+import pytest
+
+from hstcosmicrays.config import ConfigError, load_config
+
+ALL = {"acs_wfc", "acs_hrc", "stis_ccd", "wfc3_uvis", "wfc3_ir", "wfpc2", "nicmos_nic1", "nicmos_nic2", "nicmos_nic3"}
+
+
+def test_defaults_cover_every_instrument_of_the_mission():
+    cfg = load_config()
+    assert set(cfg.instruments) == ALL
+    uvis = cfg.instruments["wfc3_uvis"]
+    assert uvis.mast_name == "WFC3/UVIS"
+    assert uvis.chip_shape == (2051, 4096)
+    assert uvis.crreject.crsigmas == (6.5, 5.5, 4.5)
+    assert uvis.crreject.badinpdq == 32575
+    assert cfg.instruments["acs_wfc"].inactive == (("2007-01-27", "2009-05-01"),)
+
+
+@pytest.mark.parametrize("alias", ["wfc3uvis", "wfc3_uvis", "WFC3/UVIS", "Wfc3-Uvis", "WFC3UVIS"])
+def test_aliases_any_case(alias):
+    assert load_config().instrument(alias).name == "wfc3_uvis"
+
+
+def test_unknown_instrument_lists_valid_names():
+    with pytest.raises(ConfigError) as err:
+        load_config().instrument("nosuch")
+    msg = str(err.value)
+    assert "nosuch" in msg and "wfc3_uvis" in msg and "acs_wfc" in msg
+
+
+def test_integration_time_rules():
+    cfg = load_config()
+    assert cfg.instruments["wfc3_uvis"].integration_time(exptime=900.0, flashdur=10.0) == 960.0
+    wfpc2 = cfg.instruments["wfpc2"]
+    assert wfpc2.integration_time(exptime=180.0) == 210.0
+    assert wfpc2.integration_time(exptime=181.0) == 241.0
+
+
+def test_user_file_overrides_key_by_key(tmp_path):
+    user = tmp_path / "mine.yaml"
+    user.write_text("pipeline:\n  workers: 3\ninstruments:\n  stis_ccd:\n    crreject:\n      crradius: 2.5\n")
+    cfg = load_config(user)
+    assert cfg.pipeline.workers == 3
+    assert cfg.pipeline.output_dir == "data_products"  # untouched keys keep their default
+    stis = cfg.instruments["stis_ccd"]
+    assert stis.crreject.crradius == 2.5
+    assert stis.crreject.crthresh == 0.75
+    assert cfg.digest != load_config().digest
+
+
+@pytest.mark.parametrize(
+    "text, key, expected",
+    [
+        ("pipeline:\n  workers: many\n", "pipeline.workers", "an integer"),
+        ("instruments:\n  acs_wfc:\n    readout_time: slow\n", "instruments.acs_wfc.readout_time", "a number"),
+        ("instruments:\n  acs_wfc:\n    crreject:\n      crsigmas: 5\n", "instruments.acs_wfc.crreject.crsigmas", "a list"),
+        ("pipeline:\n  keep_downloads: 1\n", "pipeline.keep_downloads", "true or false"),
+    ],
+)
+def test_wrong_type_names_file_key_and_expected_type(tmp_path, text, key, expected):
+    user = tmp_path / "bad.yaml"
+    user.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(user)
+    msg = str(err.value)
+    assert str(user) in msg and f"'{key}'" in msg and expected in msg
+    assert "\n" not in msg
+
+
+def test_unknown_key_is_an_error(tmp_path):
+    user = tmp_path / "typo.yaml"
+    user.write_text("pipeline:\n  wrokers: 2\n")
+    with pytest.raises(ConfigError, match="unknown key 'pipeline.wrokers'"):
+        load_config(user)
+
+
+def test_new_instrument_missing_key_is_named(tmp_path):
+    user = tmp_path / "new.yaml"
+    user.write_text("instruments:\n  foc:\n    mast_name: FOC\n")
+    with pytest.raises(ConfigError, match=r"missing key 'instruments\.foc\.instrume'"):
+        load_config(user)
+
+
+def test_bad_choice_and_bad_yaml(tmp_path):
+    user = tmp_path / "choice.yaml"
+    user.write_text("instruments:\n  acs_wfc:\n    crreject:\n      initgues: mean\n")
+    with pytest.raises(ConfigError, match="initgues"):
+        load_config(user)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("pipeline: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(broken)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.yaml")

@@ -1,0 +1,35 @@
+"""Month windows."""
+
+import datetime as dt
+
+import pytest
+
+from hstcosmicrays.config import load_config
+from hstcosmicrays.intervals import Month, month_windows, parse_month
+
+
+def test_month_basics():
+    m = parse_month("2009-12")
+    assert m.label == "2009-12" and m.next() == Month(2010, 1)
+    assert m.mjd_stop - m.mjd_start == 31
+    assert Month(2010, 1).mjd_start == 55197.0
+    with pytest.raises(ValueError, match="YYYY-MM"):
+        parse_month("2009/12")
+    with pytest.raises(ValueError):
+        parse_month("2009-13")
+
+
+def test_windows_skip_inactive_gap_and_respect_active_range():
+    acs = load_config().instrument("acs_wfc")
+    months = month_windows(instrument=acs, start=parse_month("2006-11"), stop=parse_month("2009-06"))
+    assert [m.label for m in months] == ["2006-11", "2006-12", "2007-01", "2009-05", "2009-06"]
+    # the default start is the first active month, the default stop this month
+    months = month_windows(instrument=acs, today=dt.date(2002, 6, 15))
+    assert months[0].label == "2002-03" and months[-1].label == "2002-06"
+
+
+def test_windows_clip_to_end_of_life():
+    hrc = load_config().instrument("acs_hrc")
+    months = month_windows(instrument=hrc, start=parse_month("2006-11"), stop=parse_month("2008-01"))
+    assert [m.label for m in months] == ["2006-11", "2006-12", "2007-01"]
+    assert month_windows(instrument=hrc, start=parse_month("2001-01"), stop=parse_month("2002-03"))[0].label == "2002-03"
