@@ -1,0 +1,542 @@
+"""The month loop: query -> fetch -> reject -> label -> measure -> commit -> clean.
+
+:class:`CosmicRayPipeline` is the only place that knows the order of the stages. Work is split
+into *groups* (a CR-SPLIT stack, or one frame where a frame stands alone); each group is one task
+that runs in-process (``workers=1``), on a local dask.distributed cluster of processes, or on an
+existing cluster (``scheduler``). Only this driver writes the HDF5 store.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from ._version import __version__
+from .archive.base import Archive, ArchiveError, Dataset, make_archive
+from .config import Config, InstrumentConfig
+from .intervals import Month, month_windows
+from .schema import TABLES
+from .store import ResultsStore, store_path
+
+__all__ = ["CosmicRayPipeline", "RunOptions", "RunSummary", "GroupTask", "FrameFailure", "process_group"]
+
+log = logging.getLogger(__name__)
+
+#: product holding the science data of each kind of detector
+SCIENCE_PRODUCT = {"ccd": "FLT", "ir": "IMA", "wfpc2": "C0M"}
+#: product holding the orbit keywords
+ORBIT_PRODUCTS = ("SPT", "SHM")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run (the command-line options of ``run_pipeline``)."""
+
+    start: Month | None = None
+    stop: Month | None = None
+    archive: str = "mast"
+    cloud: bool = False
+    workers: int = 0
+    scheduler: str | None = None
+    reprocess: bool = False
+    keep_downloads: bool = False
+    darks_per_month: int | None = None
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class FrameFailure:
+    """A frame that could not be measured, and why (a row of ``/failures``)."""
+
+    rootname: str
+    stage: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class GroupTask:
+    """One unit of parallel work: the frames of one CR-SPLIT stack (or a lone frame).
+
+    Attributes
+    ----------
+    group_id : int
+        Index of the group within its month.
+    month : str
+    science : tuple of Path
+        Science files (FLT, IMA or C0M), in exposure order.
+    orbit_files : tuple of (Path or None)
+        SPT/SHM file of each frame.
+    """
+
+    group_id: int
+    month: str
+    science: tuple[Path, ...]
+    orbit_files: tuple[Path | None, ...]
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run did."""
+
+    committed: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.interrupted
+
+
+# ----------------------------------------------------------------------------------------------
+# the per-group task (runs in a worker process; must stay a picklable top-level function)
+
+
+def _frame_failure(rootname: str, stage: str, exc: BaseException | str) -> FrameFailure:
+    reason = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+    return FrameFailure(rootname=rootname, stage=stage, reason=reason)
+
+
+def _rootname(path: Path) -> str:
+    return path.name.split("_")[0].lower()
+
+
+def process_group(task: GroupTask, *, instrument: InstrumentConfig) -> list:
+    """Reject, label and measure the frames of one group.
+
+    Returns
+    -------
+    list
+        One :class:`~hstcosmicrays.measure.FrameResult` or :class:`FrameFailure` per frame.
+        Failures are returned, never raised, so that one bad frame never stops a month.
+    """
+    if instrument.kind == "ccd":
+        return _process_ccd_group(task, instrument=instrument)
+    raise NotImplementedError(f"{instrument.name}: processing of {instrument.kind} detectors is not available")
+
+
+def _process_ccd_group(task: GroupTask, *, instrument: InstrumentConfig) -> list:
+    from . import crreject
+    from .frames import read_chips, read_header
+    from .measure import measure_frame
+
+    outcomes: dict[int, object] = {}
+    frames = []  # (position, header, chips, orbit file)
+    for pos, (path, orbit_file) in enumerate(zip(task.science, task.orbit_files)):
+        name = _rootname(path)
+        try:
+            header = read_header(path, instrument=instrument)
+            chips = read_chips(path, instrument=instrument)
+        except Exception as exc:  # noqa: BLE001 - any unreadable frame is recorded, not fatal
+            outcomes[pos] = _frame_failure(name, "read", exc)
+            continue
+        reason = crreject.screen_frame(header=header, chips=chips, instrument=instrument)
+        if reason:
+            outcomes[pos] = _frame_failure(name, "select", reason)
+            continue
+        frames.append((pos, header, chips, orbit_file))
+
+    if len(frames) == 1:
+        pos, header, _, _ = frames[0]
+        outcomes[pos] = _frame_failure(
+            header.rootname, "reject", "single frame: no CR-SPLIT partner to reject cosmic rays against"
+        )
+    elif frames:
+        headers = [f[1] for f in frames]
+        try:
+            params = crreject.params_for_stack(
+                instrument=instrument, n_images=len(frames),
+                mean_exptime=float(np.mean([h.exptime for h in headers])),
+            )
+            masks = crreject.reject_stack(
+                frames=[f[2] for f in frames], headers=headers, params=params, instrument=instrument,
+            )
+        except Exception as exc:  # noqa: BLE001
+            for pos, header, _, _ in frames:
+                outcomes[pos] = _frame_failure(header.rootname, "reject", exc)
+            frames = []
+        for (pos, header, chips, orbit_file), frame_masks in zip(frames, masks if frames else []):
+            flagged = tuple(
+                dataclasses.replace(chip, dq=chip.dq | (mask.astype(chip.dq.dtype) * instrument.dq_cr))
+                for chip, mask in zip(chips, frame_masks)
+            )
+            try:
+                outcomes[pos] = measure_frame(
+                    header=header, chips=flagged, instrument=instrument, spt_path=orbit_file,
+                    method="crsplit", group_id=task.group_id, month=task.month,
+                )
+            except Exception as exc:  # noqa: BLE001
+                outcomes[pos] = _frame_failure(header.rootname, "measure", exc)
+    return [outcomes[pos] for pos in sorted(outcomes)]
+
+
+# ----------------------------------------------------------------------------------------------
+# executors: in-process, local process cluster, or an existing dask.distributed cluster
+
+
+class _InProcess:
+    def map_unordered(self, fn: Callable, items: Sequence, stop: threading.Event) -> Iterable:
+        for i, item in enumerate(items):
+            if stop.is_set():
+                return
+            yield i, fn(item)
+
+    def close(self) -> None:
+        pass
+
+
+class _Dask:
+    def __init__(self, *, workers: int, scheduler: str | None):
+        from distributed import Client, LocalCluster
+
+        if scheduler:
+            self._cluster = None
+            self.client = Client(scheduler)
+            log.info("using the dask.distributed scheduler at %s", scheduler)
+        else:
+            self._cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+            )
+            self.client = Client(self._cluster)
+            log.info("started a local dask cluster of %d worker processes", workers)
+
+    def map_unordered(self, fn: Callable, items: Sequence, stop: threading.Event) -> Iterable:
+        from distributed import as_completed
+
+        futures = {self.client.submit(fn, item, pure=False): i for i, item in enumerate(items)}
+        try:
+            for fut in as_completed(futures):
+                if stop.is_set():
+                    return
+                yield futures[fut], fut.result()
+        finally:
+            for fut in futures:
+                fut.cancel()
+
+    def close(self) -> None:
+        self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+
+class _TaskRunner:
+    """Callable shipped to workers: binds the instrument to :func:`process_group`."""
+
+    def __init__(self, instrument: InstrumentConfig):
+        self.instrument = instrument
+
+    def __call__(self, task: GroupTask) -> list:
+        return process_group(task, instrument=self.instrument)
+
+
+# ----------------------------------------------------------------------------------------------
+# the driver
+
+
+@dataclass
+class _MonthWork:
+    month: Month
+    datasets: list[Dataset] = field(default_factory=list)
+    files: dict[str, dict[str, Path]] = field(default_factory=dict)
+    error: str | None = None
+    started: float = 0.0
+
+
+class CosmicRayPipeline:
+    """Process an instrument's darks month by month into ``<output_dir>/<instrument>.h5``.
+
+    Parameters
+    ----------
+    instrument : InstrumentConfig
+    config : Config
+    output_dir : Path
+        Where the store, the logs and the month work directories go.
+    options : RunOptions
+    archive : Archive, optional
+        Overrides ``options.archive`` (e.g. a configured archive object in a notebook).
+
+    Examples
+    --------
+    >>> from hstcosmicrays import load_config, CosmicRayPipeline
+    >>> from hstcosmicrays.pipeline import RunOptions
+    >>> from hstcosmicrays.intervals import parse_month
+    >>> cfg = load_config()
+    >>> run = CosmicRayPipeline(instrument=cfg.instrument("acs_hrc"), config=cfg,
+    ...                         output_dir="out", options=RunOptions(archive="simulated",
+    ...                         start=parse_month("2003-01"), stop=parse_month("2003-02"), workers=1))
+    >>> summary = run.run()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self, *, instrument: InstrumentConfig, config: Config, output_dir: str | Path,
+        options: RunOptions = RunOptions(), archive: Archive | None = None,
+    ):
+        self.instrument = instrument
+        self.config = config
+        self.output_dir = Path(output_dir)
+        self.options = options
+        self._archive = archive
+        self._stop = threading.Event()
+
+    # -- paths --------------------------------------------------------------------------------
+
+    @property
+    def store_path(self) -> Path:
+        return store_path(self.output_dir, self.instrument)
+
+    def workdir(self, month: Month) -> Path:
+        return self.output_dir / "work" / self.instrument.name / month.label
+
+    def new_logfile(self) -> Path:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        return self.output_dir / "logs" / f"{self.instrument.name}-{stamp}.log"
+
+    # -- planning -----------------------------------------------------------------------------
+
+    @property
+    def archive(self) -> Archive:
+        if self._archive is None:
+            spec = self.options.archive
+            if spec == "simulated":
+                from .archive.simulated import SimulatedArchive
+
+                self._archive = SimulatedArchive(
+                    seed=self.config.pipeline.simulation_seed, darks_per_month=self.options.darks_per_month,
+                )
+            else:
+                self._archive = make_archive(spec, settings=self.config.pipeline, cloud=self.options.cloud)
+        return self._archive
+
+    def months(self) -> list[Month]:
+        """All months of the run's window (before skipping committed ones)."""
+        return month_windows(instrument=self.instrument, start=self.options.start, stop=self.options.stop)
+
+    def pending_months(self, store: ResultsStore) -> tuple[list[Month], list[Month]]:
+        """(months to process, committed months skipped)."""
+        months = self.months()
+        if self.options.reprocess:
+            return months, []
+        done = store.committed_months()
+        return [m for m in months if m.label not in done], [m for m in months if m.label in done]
+
+    # -- running ------------------------------------------------------------------------------
+
+    def run(self) -> RunSummary:
+        """Process every pending month; returns what was committed, failed or skipped."""
+        if self.instrument.kind not in ("ccd",):
+            raise ValueError(
+                f"{self.instrument.name}: processing of {self.instrument.kind} detectors is not available "
+                "in this version"
+            )
+        committed, failed = [], []
+        with ResultsStore.open(
+            self.store_path, instrument=self.instrument.name, software_version=__version__,
+            config_hash=self.config.digest,
+        ) as store:
+            todo, skipped = self.pending_months(store)
+            log.info(
+                "%s: %d months to process, %d already committed (store %s)",
+                self.instrument.name, len(todo), len(skipped), self.store_path,
+            )
+            if not todo:
+                return RunSummary(skipped=tuple(m.label for m in skipped))
+            executor = self._make_executor()
+            prefetch = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+            previous_handler = self._install_sigint()
+            months_bar = self._progress(total=len(todo), desc="months", unit="month")
+            try:
+                pending = prefetch.submit(self._download, todo[0])
+                for i, month in enumerate(todo):
+                    work = pending.result()
+                    # download the next month while this one is processed (one month ahead)
+                    pending = prefetch.submit(self._download, todo[i + 1]) if i + 1 < len(todo) else None
+                    if self._stop.is_set():
+                        break
+                    ok = self._process_month(work, store=store, executor=executor)
+                    if ok is None:  # interrupted
+                        break
+                    (committed if ok else failed).append(month.label)
+                    months_bar.update(1)
+                if pending is not None and self._stop.is_set():
+                    pending.cancel()
+            finally:
+                months_bar.close()
+                self._restore_sigint(previous_handler)
+                prefetch.shutdown(wait=True, cancel_futures=True)
+                executor.close()
+        interrupted = self._stop.is_set()
+        if interrupted:
+            log.warning("stopped on request after %d committed months; run again to resume", len(committed))
+        log.info("%s: committed %d months, %d failed", self.instrument.name, len(committed), len(failed))
+        return RunSummary(
+            committed=tuple(committed), failed=tuple(failed),
+            skipped=tuple(m.label for m in skipped), interrupted=interrupted,
+        )
+
+    def _make_executor(self):
+        workers = self.options.workers or _cpu_count()
+        if self.options.scheduler:
+            return _Dask(workers=workers, scheduler=self.options.scheduler)
+        if workers <= 1:
+            return _InProcess()
+        return _Dask(workers=workers, scheduler=None)
+
+    def _download(self, month: Month) -> _MonthWork:
+        work = _MonthWork(month=month, started=time.time())
+        try:
+            work.datasets = list(self.archive.query(self.instrument, month))
+            log.info("%s %s: %d darks in the archive", self.instrument.name, month, len(work.datasets))
+            if work.datasets:
+                work.files = self.archive.fetch(work.datasets, self.workdir(month))
+        except ArchiveError as exc:
+            work.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - any archive problem fails the month, not the run
+            log.debug("archive failure", exc_info=True)
+            work.error = f"{type(exc).__name__}: {exc}"
+        return work
+
+    def _process_month(self, work: _MonthWork, *, store: ResultsStore, executor) -> bool | None:
+        """Process and commit one month. Returns True (committed), False (failed), None (stopped)."""
+        month = work.month
+        if work.error is not None:
+            log.error("%s %s: archive failed: %s (will retry on the next run)", self.instrument.name, month, work.error)
+            store.record_month_failure(month=month.label, error=work.error, started=work.started,
+                                       n_found=len(work.datasets))
+            return False
+        failures: list[FrameFailure] = []
+        tasks = self._plan_groups(work, failures)
+        results = []
+        bar = self._progress(total=sum(len(t.science) for t in tasks), desc=month.label, unit="frame", leave=False)
+        runner = _TaskRunner(self.instrument)
+        try:
+            done = 0
+            for _, outcome in executor.map_unordered(runner, tasks, self._stop):
+                for item in outcome:
+                    (failures if isinstance(item, FrameFailure) else results).append(item)
+                bar.update(len(outcome))
+                done += 1
+            if done < len(tasks):
+                return None
+        except Exception as exc:  # noqa: BLE001 - e.g. a worker died: the month fails, the run goes on
+            log.exception("%s %s: processing failed", self.instrument.name, month)
+            store.record_month_failure(month=month.label, error=f"{type(exc).__name__}: {exc}",
+                                       started=work.started, n_found=len(work.datasets))
+            return False
+        finally:
+            bar.close()
+        for item in failures:
+            log.warning("%s %s: %s rejected at %s: %s", self.instrument.name, month, item.rootname, item.stage, item.reason)
+        tables = _month_tables(results, failures, month=month.label)
+        store.commit_month(month=month.label, n_found=len(work.datasets), started=work.started, **tables)
+        n_cr = int(tables["exposures"]["n_cr"].sum()) if len(tables["exposures"]["n_cr"]) else 0
+        log.info(
+            "%s %s: committed %d frames, %d failed, %d CRs", self.instrument.name, month,
+            len(results), len(failures), n_cr,
+        )
+        if not self.options.keep_downloads:
+            shutil.rmtree(self.workdir(month), ignore_errors=True)
+        return True
+
+    def _plan_groups(self, work: _MonthWork, failures: list[FrameFailure]) -> list[GroupTask]:
+        """Read headers, drop unusable frames (recorded), and group the rest into tasks."""
+        from . import crreject
+        from .frames import read_header
+
+        science = SCIENCE_PRODUCT[self.instrument.kind]
+        headers, orbit_of = [], {}
+        for ds in work.datasets:
+            files = work.files.get(ds.obs_id, {})
+            path = files.get(science)
+            if path is None:
+                failures.append(FrameFailure(ds.obs_id, "fetch", f"no {science} file among the products"))
+                continue
+            try:
+                header = read_header(path, instrument=self.instrument)
+            except Exception as exc:  # noqa: BLE001
+                failures.append(_frame_failure(ds.obs_id, "read", exc))
+                continue
+            headers.append(header)
+            orbit_of[header.path] = next((files[p] for p in ORBIT_PRODUCTS if p in files), None)
+        stacks, exclusions = crreject.group_stacks(headers=headers, instrument=self.instrument)
+        failures.extend(FrameFailure(e.rootname, "select", e.reason) for e in exclusions)
+        return [
+            GroupTask(
+                group_id=stack.group_id, month=work.month.label,
+                science=tuple(h.path for h in stack.headers),
+                orbit_files=tuple(orbit_of[h.path] for h in stack.headers),
+            )
+            for stack in stacks
+        ]
+
+    # -- progress and Ctrl-C --------------------------------------------------------------------
+
+    def _progress(self, **kwargs):
+        from tqdm.auto import tqdm
+
+        return tqdm(disable=not self.options.progress, **kwargs)
+
+    def _install_sigint(self):
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            if self._stop.is_set():
+                raise KeyboardInterrupt
+            self._stop.set()
+            log.warning("Ctrl-C: stopping after the work in progress (Ctrl-C again to stop at once); "
+                        "committed months are kept")
+
+        return signal.signal(signal.SIGINT, handler)
+
+    def _restore_sigint(self, previous) -> None:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _cpu_count() -> int:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _month_tables(results: list, failures: list[FrameFailure], *, month: str) -> dict:
+    """Concatenate the frames of a month into store tables, in exposure-start order."""
+    results = sorted(results, key=lambda r: (float(r.exposure["expstart"]), str(r.exposure["rootname"])))
+    exposures = {c.name: np.array([r.exposure[c.name] for r in results], dtype=c.dtype) for c in TABLES["exposures"]}
+
+    def stacked(table: str, attr: str) -> dict[str, np.ndarray]:
+        out = {}
+        for c in TABLES[table]:
+            if c.name == "exposure_index":
+                parts = [np.full(len(next(iter(getattr(r, attr).values()))), i, dtype=np.int64)
+                         for i, r in enumerate(results)]
+            else:
+                parts = [np.asarray(getattr(r, attr)[c.name], dtype=c.dtype) for r in results]
+            out[c.name] = np.concatenate(parts) if parts else np.zeros(0, dtype=c.dtype)
+        return out
+
+    failures = sorted(failures, key=lambda f: (f.rootname, f.stage))
+    return {
+        "exposures": exposures,
+        "cosmic_rays": stacked("cosmic_rays", "cosmic_rays"),
+        "orbit": stacked("orbit", "orbit"),
+        "failures": {
+            "month": np.array([month] * len(failures), dtype="S7"),
+            "rootname": np.array([f.rootname for f in failures], dtype="S16"),
+            "stage": np.array([f.stage for f in failures], dtype="S16"),
+            "reason": np.array([f.reason.encode("ascii", "replace")[:240] for f in failures], dtype="S240"),
+        },
+    }
