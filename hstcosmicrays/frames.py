@@ -57,6 +57,7 @@ __all__ = [
     "pointing",
     "identify_instrument",
     "companion_path",
+    "saa_exit_mjd",
 ]
 
 log = logging.getLogger(__name__)
@@ -250,7 +251,7 @@ def _iso_date(path: Path, date: str, time: str) -> str:
     return f"{date}T{time[:8]}"
 
 
-def _saa_exit_mjd(path: Path, value: Any) -> float:
+def saa_exit_mjd(path: str | Path, value: Any) -> float:
     """SAA_EXIT as MJD: numbers are taken as MJD; strings ``YYYY.DDD:HH:MM:SS`` (or with ``:``)
     as a UTC day-of-year date."""
     if value is None or value == "":
@@ -420,7 +421,7 @@ def read_header(path: str | Path, *, instrument: InstrumentConfig) -> FrameHeade
             nsamp=int(_get(headers, "NSAMP", 1) or 1),
             gains=tuple(gains),
             readnoise=tuple(readnoise),
-            saa_exit=_saa_exit_mjd(path, _get(headers, "SAA_EXIT")),
+            saa_exit=saa_exit_mjd(path, _get(headers, "SAA_EXIT")),
             saa_time=_as_float(path, "SAA_TIME", saa_time_kw) if saa_time_kw not in (None, "") else math.nan,
             imagetyp=_str(_get(headers, "IMAGETYP", "")),
             targname=_str(_get(headers, "TARGNAME", "")),

@@ -152,7 +152,9 @@ def pixel_properties(
     )
 
 
-def cr_properties(*, labels: np.ndarray, image: np.ndarray, n: int | None = None) -> CRProperties:
+def cr_properties(
+    *, labels: np.ndarray, image: np.ndarray, gain: np.ndarray | float | None = None, n: int | None = None,
+) -> CRProperties:
     """Morphology of every labelled CR of one chip.
 
     Parameters
@@ -160,7 +162,11 @@ def cr_properties(*, labels: np.ndarray, image: np.ndarray, n: int | None = None
     labels : ndarray of int, shape (rows, cols)
         From :func:`hstcosmicrays.labels.label_crs`: 0 outside CRs, 1..n inside.
     image : ndarray, shape (rows, cols)
-        Pixel values in electrons (e.g. ``chip.sci * chip.gain``).
+        Pixel values, in electrons unless ``gain`` is given.
+    gain : ndarray or float, optional
+        Electrons per unit of ``image`` (e-/DN), a scalar or an array broadcastable to the image
+        (e.g. ``chip.gain``); only the CR pixels are multiplied: :math:`p_i = \\mathrm{image}_i
+        \\cdot \\mathrm{gain}_i`.
     n : int, optional
         Number of CRs (default: ``labels.max()``).
 
@@ -183,7 +189,11 @@ def cr_properties(*, labels: np.ndarray, image: np.ndarray, n: int | None = None
     if n is None:
         n = int(flat[idx].max()) if idx.size else 0
     row, col = np.divmod(idx, labels.shape[1])
-    return pixel_properties(label=flat[idx], x=col, y=row, value=image.reshape(-1)[idx], n=n)
+    value = np.asarray(image[row, col], dtype=np.float64)
+    if gain is not None:
+        g = np.asarray(gain)
+        value = value * (np.broadcast_to(g, image.shape)[row, col] if g.ndim else float(g))
+    return pixel_properties(label=flat[idx], x=col, y=row, value=value, n=n)
 
 
 def frame_rate(*, n_cr: int, integration_time: float, detector_area: float) -> tuple[float, float]:

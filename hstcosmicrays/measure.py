@@ -1,0 +1,326 @@
+"""Measure one frame whose DQ already carries CR flags: per-CR table, frame summary, HST orbit.
+
+:func:`measure_frame` is the stage the pipeline calls after CR rejection; :func:`measure_file`
+does the same for one file on disk (``hstcosmicrays measure FILE``).
+
+For every chip on its own (a CR never spans two chips): label the CR pixels
+(:func:`hstcosmicrays.labels.label_crs`, the instrument's reference-pixel border excluded),
+measure each CR in electrons (:func:`hstcosmicrays.stats.cr_properties` with the chip's
+per-pixel gain). Per frame:
+
+.. math::
+
+    t = \\mathrm{EXPTIME} + \\mathrm{FLASHDUR} + t_\\mathrm{readout}, \\qquad
+    R = \\frac{N}{t A}, \\qquad \\sigma_R = \\frac{\\sqrt N}{t A}, \\qquad
+    f_\\mathrm{hit} = \\frac{\\sum_\\mathrm{CRs} n_\\mathrm{pixels}}{N_\\mathrm{science\\ pixels}}
+
+with :math:`N` the CRs of all chips and :math:`A` the area searched: the instrument's
+``detector_area`` (cm^2) times the fraction of the detector's science pixels present in the
+frame (1 for a full frame; smaller for a subarray, so that subarray rates are comparable).
+
+HST positions are sampled over [EXPSTART, EXPEND] (at least one sample a minute, at least 5)
+from the orbit keywords of the SPT (or SHM) header (:mod:`hstcosmicrays.orbit`); the exposure row
+holds their mean latitude and altitude and circular-mean longitude. A missing or unreadable SPT
+leaves the positions NaN, the orbit table empty and a message in ``FrameResult.warnings``; it
+never fails the frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .config import Config, InstrumentConfig
+from .frames import (
+    Chip,
+    FrameHeader,
+    companion_path,
+    identify_instrument,
+    pointing,
+    read_chips,
+    read_header,
+    saa_exit_mjd,
+)
+from .labels import label_crs
+from .orbit import OrbitalElements, circular_mean_deg, hst_positions, sample_times
+from .schema import COSMIC_RAYS, EXPOSURES, ORBIT
+from .stats import cr_properties, fraction_hit, frame_rate
+
+__all__ = ["FrameResult", "measure_frame", "measure_file", "orbit_samples", "month_of"]
+
+log = logging.getLogger(__name__)
+
+_CR_DTYPES = {c.name: c.dtype for c in COSMIC_RAYS if c.name != "exposure_index"}
+_ORBIT_DTYPES = {c.name: c.dtype for c in ORBIT if c.name != "exposure_index"}
+_EXPOSURE_COLUMNS = tuple(c.name for c in EXPOSURES)
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Everything measured on one frame, laid out as rows of the store's tables.
+
+    Attributes
+    ----------
+    exposure : dict
+        One value per column of ``schema.EXPOSURES``.
+    cosmic_rays : dict of ndarray
+        One array per column of ``schema.COSMIC_RAYS`` except ``exposure_index`` (the store
+        adds it), one row per CR.
+    orbit : dict of ndarray
+        One array per column of ``schema.ORBIT`` except ``exposure_index``; empty arrays when
+        the orbit is unknown.
+    warnings : tuple of str
+        What went wrong without failing the frame (e.g. no SPT file).
+    """
+
+    exposure: dict
+    cosmic_rays: dict
+    orbit: dict
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def n_cr(self) -> int:
+        return int(self.exposure["n_cr"])
+
+    def cosmic_ray_frame(self):
+        """The per-CR table as a pandas DataFrame (schema column order and dtypes)."""
+        import pandas as pd
+
+        return pd.DataFrame({k: self.cosmic_rays[k] for k in _CR_DTYPES})
+
+    def exposure_frame(self):
+        """The frame summary as a one-row pandas DataFrame (text columns as str)."""
+        import pandas as pd
+
+        return pd.DataFrame({k: [self.exposure[k]] for k in _EXPOSURE_COLUMNS})
+
+    def orbit_frame(self):
+        """The HST position samples as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame({k: self.orbit[k] for k in _ORBIT_DTYPES})
+
+    def summary_text(self) -> str:
+        """A short human-readable summary of the frame."""
+        e = self.exposure
+        cr = self.cosmic_rays
+        lines = [
+            f"{e['rootname']}  {e['date_obs']}  EXPTIME {e['exptime']:.1f} s  "
+            f"integration {e['integration_time']:.1f} s  CCDAMP {e['ccdamp'] or '-'}  gain {e['gain']:.3g} e-/DN",
+            f"CRs: {e['n_cr']}  rate {e['rate']:.4g} +/- {e['rate_err']:.2g} CR/s/cm^2  "
+            f"fraction of pixels hit {e['fraction_hit']:.4g}",
+        ]
+        if e["n_cr"]:
+            lines.append(
+                f"median per CR: {np.median(cr['n_pixels']):.3g} pixels, size {np.median(cr['size_sigma']):.3g} pix, "
+                f"shape {np.median(cr['shape']):.3g}, energy {np.median(cr['energy']):.4g} e-"
+            )
+        lines.append(
+            f"pointing RA {e['ra']:.5f} Dec {e['dec']:.5f} ORIENTAT {e['orientat']:.2f}; "
+            f"HST lat {e['hst_lat']:.2f} lon {e['hst_lon']:.2f} deg alt {e['hst_alt']:.1f} km; "
+            f"SAA_TIME {e['saa_time']:.0f} s"
+        )
+        lines.extend(f"warning: {w}" for w in self.warnings)
+        return "\n".join(lines)
+
+
+def month_of(mjd: float) -> str:
+    """``YYYY-MM`` (UTC) of an MJD."""
+    from astropy.time import Time
+
+    return Time(mjd, format="mjd", scale="utc").strftime("%Y-%m")
+
+
+def orbit_samples(
+    *, spt_path: Path | None, expstart: float, expend: float,
+) -> tuple[dict[str, np.ndarray], tuple[str, ...], dict]:
+    """HST positions over an exposure from the SPT/SHM file's orbit keywords.
+
+    Returns
+    -------
+    orbit : dict of ndarray
+        ``mjd``, ``lat``, ``lon``, ``alt`` samples (empty when the orbit is unknown).
+    warnings : tuple of str
+        Why the orbit is unknown, if it is.
+    spt_header : dict
+        The SPT primary header as a mapping (empty when unreadable), for SAA keywords.
+    """
+    empty = {k: np.zeros(0, dtype=dt) for k, dt in _ORBIT_DTYPES.items()}
+    if spt_path is None:
+        return empty, ("no SPT/SHM file: HST positions unknown (NaN)",), {}
+    from astropy.io import fits
+
+    try:
+        with fits.open(spt_path, memmap=False) as hdul:
+            header = dict(hdul[0].header)
+    except Exception as exc:  # any unreadable file is a warning, not a failed frame
+        return empty, (f"{spt_path}: unreadable SPT/SHM file ({type(exc).__name__}: {exc}); HST positions NaN",), {}
+    try:
+        elements = OrbitalElements.from_header(header)
+        mjd = sample_times(expstart=expstart, expend=expend, max_step=60.0, min_samples=5)
+        lat, lon, alt = hst_positions(elements=elements, mjd=mjd)
+    except (KeyError, ValueError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        return empty, (f"{spt_path}: {msg}; HST positions NaN",), header
+    if not (np.all(np.isfinite(lat)) and np.all(np.isfinite(alt))):
+        return empty, (f"{spt_path}: orbit model gave non-finite positions; HST positions NaN",), header
+    orbit = {
+        "mjd": mjd.astype(_ORBIT_DTYPES["mjd"]),
+        "lat": lat.astype(_ORBIT_DTYPES["lat"]),
+        "lon": lon.astype(_ORBIT_DTYPES["lon"]),
+        "alt": alt.astype(_ORBIT_DTYPES["alt"]),
+    }
+    return orbit, (), header
+
+
+def _empty_crs() -> dict[str, np.ndarray]:
+    return {k: np.zeros(0, dtype=dt) for k, dt in _CR_DTYPES.items()}
+
+
+def measure_frame(
+    *, header: FrameHeader, chips: Sequence[Chip], instrument: InstrumentConfig, spt_path: Path | None,
+    method: str, group_id: int, month: str,
+) -> FrameResult:
+    """Measure the CRs of one frame whose DQ arrays carry CR flags (``instrument.dq_cr``).
+
+    Parameters
+    ----------
+    header : FrameHeader
+        From :func:`hstcosmicrays.frames.read_header`.
+    chips : sequence of Chip
+        The frame's chips (each labelled on its own).
+    instrument : InstrumentConfig
+        DQ bits, size limits, border, readout time and detector area.
+    spt_path : Path or None
+        SPT (or SHM) file with the orbit keywords; None or unreadable gives NaN positions.
+    method : str
+        How the CR flags were made (``crsplit``, ``ir_ramp``, ``threshold``, ``given``).
+    group_id : int
+        CR-SPLIT group within the month (-1: none).
+    month : str
+        ``YYYY-MM`` of the month window.
+
+    Returns
+    -------
+    FrameResult
+        ``cosmic_rays`` rows are in chip order, then label order; ``x``/``y`` are 0-based
+        column/row within the chip; ``energy`` in electrons; ``read`` is -1 (CCDs).
+    """
+    warnings: list[str] = []
+    parts = []
+    n_science = 0
+    b = max(int(instrument.border), 0)
+    for chip in chips:
+        rows, cols = chip.dq.shape
+        n_science += max(rows - 2 * b, 0) * max(cols - 2 * b, 0)
+        labels, n = label_crs(
+            dq=chip.dq, cr_bit=instrument.dq_cr, bad_bit=instrument.dq_bad, min_pixels=3,
+            max_pixels=instrument.max_cr_pixels, border=b,
+        )
+        props = cr_properties(labels=labels, image=chip.sci, gain=chip.gain, n=n)
+        cols_ = props.as_columns()
+        cols_["chip"] = np.full(n, chip.extver)
+        cols_["read"] = np.full(n, -1)
+        parts.append(cols_)
+    if parts:
+        cosmic_rays = {k: np.concatenate([p[k] for p in parts]).astype(dt) for k, dt in _CR_DTYPES.items()}
+    else:
+        cosmic_rays = _empty_crs()
+    n_cr = int(cosmic_rays["n_pixels"].shape[0])
+    n_hit = int(cosmic_rays["n_pixels"].sum(dtype=np.int64))
+
+    full_pixels = len(instrument.chips) * max(instrument.chip_shape[0] - 2 * b, 0) * max(
+        instrument.chip_shape[1] - 2 * b, 0)
+    area = instrument.detector_area * (n_science / full_pixels if full_pixels and n_science else 1.0)
+    t_int = instrument.integration_time(exptime=header.exptime, flashdur=header.flashdur)
+    if t_int > 0 and area > 0:
+        rate, rate_err = frame_rate(n_cr=n_cr, integration_time=t_int, detector_area=area)
+    else:
+        rate = rate_err = math.nan
+        warnings.append(f"integration time {t_int} s or area {area} cm^2 not positive: rate NaN")
+
+    try:
+        ra, dec, orientat = pointing(header.path)
+    except Exception as exc:  # a pointing is metadata; never fail the frame for it
+        ra = dec = orientat = math.nan
+        warnings.append(f"{header.path}: pointing unreadable ({type(exc).__name__}: {exc})")
+
+    orbit, orbit_warnings, spt_header = orbit_samples(
+        spt_path=spt_path, expstart=header.expstart, expend=header.expend)
+    warnings.extend(orbit_warnings)
+    if orbit["mjd"].size:
+        hst_lat = float(np.mean(orbit["lat"], dtype=np.float64))
+        hst_alt = float(np.mean(orbit["alt"], dtype=np.float64))
+        hst_lon = circular_mean_deg(orbit["lon"])
+    else:
+        hst_lat = hst_lon = hst_alt = math.nan
+
+    saa_exit, saa_time = header.saa_exit, header.saa_time
+    if math.isnan(saa_exit) and "SAA_EXIT" in spt_header:
+        saa_exit = saa_exit_mjd(spt_path, spt_header["SAA_EXIT"])
+    if math.isnan(saa_time) and "SAA_TIME" in spt_header:
+        try:
+            saa_time = float(spt_header["SAA_TIME"])
+        except (TypeError, ValueError):
+            pass
+
+    exposure = {
+        "rootname": header.rootname,
+        "month": month,
+        "group_id": int(group_id),
+        "method": method,
+        "date_obs": header.date_obs,
+        "mjd": header.expstart,
+        "expstart": header.expstart,
+        "expend": header.expend,
+        "exptime": header.exptime,
+        "flashdur": header.flashdur,
+        "integration_time": t_int,
+        "n_cr": n_cr,
+        "rate": rate,
+        "rate_err": rate_err,
+        "fraction_hit": fraction_hit(n_hit=n_hit, n_pixels=n_science),
+        "ccdamp": header.ccdamp,
+        "gain": header.mean_gain,
+        "ra": ra,
+        "dec": dec,
+        "orientat": orientat,
+        "saa_exit": saa_exit,
+        "saa_time": saa_time,
+        "hst_lat": hst_lat,
+        "hst_lon": hst_lon,
+        "hst_alt": hst_alt,
+    }
+    for w in warnings:
+        log.warning("%s: %s", header.rootname, w)
+    return FrameResult(exposure=exposure, cosmic_rays=cosmic_rays, orbit=orbit, warnings=tuple(warnings))
+
+
+def measure_file(path: str | Path, *, config: Config) -> FrameResult:
+    """Measure one file whose DQ already carries CR flags (``hstcosmicrays measure FILE``).
+
+    The instrument comes from INSTRUME/DETECTOR, the SPT (or SHM) file is looked up beside the
+    file (``<rootname>_spt.fits``), the month from EXPSTART; ``method`` is ``"given"`` and
+    ``group_id`` -1.
+
+    Raises
+    ------
+    FrameError
+        Not FITS, unknown instrument, missing keyword (see :func:`hstcosmicrays.frames.read_header`).
+    FileNotFoundError
+        No such file.
+    """
+    path = Path(path)
+    instrument = identify_instrument(path, config=config)
+    header = read_header(path, instrument=instrument)
+    chips = read_chips(path, instrument=instrument)
+    spt = companion_path(path, "spt") or companion_path(path, "shm")
+    return measure_frame(
+        header=header, chips=chips, instrument=instrument, spt_path=spt, method="given", group_id=-1,
+        month=month_of(header.expstart),
+    )

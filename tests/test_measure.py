@@ -1,0 +1,261 @@
+"""Tests of measure: per-chip CRs, rates, schema, orbit positions and their failure modes, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from hstcosmicrays import cli
+from hstcosmicrays.config import load_config
+from hstcosmicrays.frames import Chip, read_chips, read_header
+from hstcosmicrays.labels import label_crs
+from hstcosmicrays.measure import measure_file, measure_frame, month_of
+from hstcosmicrays.orbit import realistic_elements
+from hstcosmicrays.schema import COSMIC_RAYS, EXPOSURES, ORBIT, as_table
+
+SIDEREAL_DAY = 86164.0905  # s
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config()
+
+
+@pytest.fixture(scope="module")
+def uvis(config):
+    return config.instrument("wfc3_uvis")
+
+
+EXPSTART = 55429.5  # 2010-08-21T12:00:00
+
+
+def write_flt(path, *, chips, exptime=900.0, bunit="ELECTRONS", ccdamp="ABCD", gains=(1.5, 1.5, 1.5, 1.5),
+              flashdur=None, saa=True):
+    """An FLT-like WFC3/UVIS file; ``chips`` maps EXTVER -> (sci, dq)."""
+    ph = fits.Header()
+    for k, v in {
+        "ROOTNAME": "IBXX01AAQ", "INSTRUME": "WFC3", "DETECTOR": "UVIS", "EXPTIME": exptime,
+        "EXPSTART": EXPSTART, "EXPEND": EXPSTART + exptime / 86400, "DATE-OBS": "2010-08-21",
+        "TIME-OBS": "12:00:00", "CCDAMP": ccdamp, "CCDGAIN": 1.5,
+    }.items():
+        ph[k] = v
+    if flashdur is not None:
+        ph["FLASHDUR"] = flashdur
+    if saa:
+        ph["SAA_EXIT"], ph["SAA_TIME"] = "2010.233:11:00:00", 3600  # day 233 = Aug 21
+    for a, g in zip("ABCD", gains):
+        ph[f"ATODGN{a}"], ph[f"READNSE{a}"] = g, 3.1
+    hdus = [fits.PrimaryHDU(header=ph)]
+    for ev, (sci, dq) in chips.items():
+        sh = fits.Header()
+        sh["BUNIT"], sh["CCDCHIP"] = bunit, {1: 2, 2: 1}[ev]
+        sh["CTYPE1"], sh["CTYPE2"] = "RA---TAN", "DEC--TAN"
+        sh["CRPIX1"], sh["CRPIX2"] = 10.0, 10.0
+        sh["CRVAL1"], sh["CRVAL2"] = 12.5, 45.0
+        # y axis 30 deg east of north (no ORIENTAT keyword: taken from the CD matrix)
+        c, s = 1e-5 * math.cos(math.radians(30)), 1e-5 * math.sin(math.radians(30))
+        sh["CD1_1"], sh["CD1_2"], sh["CD2_1"], sh["CD2_2"] = -c, s, s, c
+        hdus += [fits.ImageHDU(sci.astype(np.float32), header=sh, name="SCI", ver=ev),
+                 fits.ImageHDU(np.ones_like(sci, dtype=np.float32), name="ERR", ver=ev),
+                 fits.ImageHDU(dq.astype(np.int16), name="DQ", ver=ev)]
+    fits.HDUList(hdus).writeto(path)
+
+
+def write_spt(path, *, elements=None, drop=None):
+    h = fits.Header()
+    if elements is not None:
+        for key, value, comment in elements.to_cards():
+            if key != drop:
+                h[key] = (value, comment)
+    fits.PrimaryHDU(header=h).writeto(path)
+
+
+def seam_frame(shape=(6, 10)):
+    """Two chips with 3-pixel CRs on the last row of chip 1 and the first row of chip 2: they would
+    touch if the chips were stacked (as the original code did)."""
+    sci1 = np.zeros(shape)
+    sci2 = np.zeros(shape)
+    dq1 = np.zeros(shape, np.int16)
+    dq2 = np.zeros(shape, np.int16)
+    dq1[-1, 2:5] = 8192
+    sci1[-1, 2:5] = [100.0, 200.0, 100.0]
+    dq2[0, 3:6] = 8192
+    sci2[0, 3:6] = [50.0, 50.0, 50.0]
+    return {1: (sci1, dq1), 2: (sci2, dq2)}
+
+
+def test_chips_are_labelled_separately(tmp_path, uvis):
+    p = tmp_path / "ibxx01aaq_flt.fits"
+    frame = seam_frame()
+    write_flt(p, chips=frame)
+    # stacked, the two CRs would merge into one
+    assert label_crs(dq=np.vstack([frame[1][1], frame[2][1]]), max_pixels=100)[1] == 1
+    header = read_header(p, instrument=uvis)
+    res = measure_frame(header=header, chips=read_chips(p, instrument=uvis), instrument=uvis,
+                        spt_path=None, method="given", group_id=-1, month="2010-08")
+    cr = res.cosmic_rays
+    assert res.n_cr == 2
+    assert list(cr["chip"]) == [1, 2] and list(cr["n_pixels"]) == [3, 3]
+    assert list(cr["energy"]) == [400.0, 150.0]
+    assert list(cr["x"]) == [3.0, 4.0] and list(cr["y"]) == [5.0, 0.0]
+    assert list(cr["read"]) == [-1, -1]
+
+
+def test_rate_fraction_and_schema(tmp_path, uvis):
+    rng = np.random.default_rng(3)
+    shape = (60, 80)
+    chips = {}
+    for ev in (1, 2):
+        dq = np.zeros(shape, np.int16)
+        sci = rng.normal(0, 3, shape)
+        for k in range(10 * ev):  # 10 CRs on chip 1, 20 on chip 2, 4 pixels each, well separated
+            r, c = 3 + 5 * (k // 8), 3 + 9 * (k % 8)
+            dq[r, c:c + 4] = 8192
+            sci[r, c:c + 4] += 500.0
+        chips[ev] = (sci, dq)
+    p = tmp_path / "ibxx01aaq_flt.fits"
+    write_flt(p, chips=chips, exptime=1000.0, flashdur=12.0)
+    header = read_header(p, instrument=uvis)
+    res = measure_frame(header=header, chips=read_chips(p, instrument=uvis), instrument=uvis,
+                        spt_path=None, method="crsplit", group_id=4, month="2010-08")
+    e = res.exposure
+    assert e["n_cr"] == 30
+    t = 1000.0 + 12.0 + uvis.readout_time
+    assert e["integration_time"] == t
+    # subarray: the area searched is the detector area times the fraction of its pixels read
+    area = uvis.detector_area * (2 * 60 * 80) / (2 * uvis.chip_shape[0] * uvis.chip_shape[1])
+    assert e["rate"] == pytest.approx(30 / t / area, rel=1e-12)
+    assert e["rate_err"] == pytest.approx(math.sqrt(30) / t / area, rel=1e-12)
+    assert e["fraction_hit"] == pytest.approx(120 / (2 * 60 * 80))
+    assert (e["ra"], e["dec"]) == pytest.approx((12.5, 45.0))
+    assert e["orientat"] == pytest.approx(30.0)
+    assert e["saa_time"] == 3600.0 and e["saa_exit"] == pytest.approx(EXPSTART - 0.5 + 11 / 24, abs=1e-8)
+    assert e["group_id"] == 4 and e["method"] == "crsplit" and e["gain"] == 1.5
+    assert tuple(e) == tuple(c.name for c in EXPOSURES)
+    # the dicts go straight into the store's tables
+    as_table("exposures", {k: [v] for k, v in e.items()})
+    n = len(res.cosmic_rays["x"])
+    as_table("cosmic_rays", {**res.cosmic_rays, "exposure_index": np.zeros(n, "i8")})
+    assert set(res.cosmic_rays) == {c.name for c in COSMIC_RAYS} - {"exposure_index"}
+    assert set(res.orbit) == {c.name for c in ORBIT} - {"exposure_index"}
+    for c in COSMIC_RAYS[1:]:
+        assert res.cosmic_rays[c.name].dtype == np.dtype(c.dtype)
+    df = res.cosmic_ray_frame()
+    assert len(df) == 30 and np.allclose(df["energy"], 2000.0, rtol=0.05)
+    assert len(res.exposure_frame()) == 1 and "30" in res.summary_text()
+
+
+def test_dn_file_energies_use_the_gain_and_border_is_excluded(tmp_path, uvis):
+    shape = (30, 40)
+    sci, dq = np.zeros(shape), np.zeros(shape, np.int16)
+    dq[10, 10:13] = 8192
+    sci[10, 10:13] = 100.0   # DN
+    dq[0, 20:23] = 8192      # on the edge row
+    sci[0, 20:23] = 100.0
+    p = tmp_path / "ibxx01aaq_flt.fits"
+    write_flt(p, chips={2: (sci, dq)}, bunit="DN", ccdamp="A", gains=(2.0, 1.0, 1.0, 1.0))
+    header = read_header(p, instrument=uvis)
+    chips = read_chips(p, instrument=uvis)
+    res = measure_frame(header=header, chips=chips, instrument=uvis, spt_path=None, method="given",
+                        group_id=-1, month="2010-08")
+    assert list(res.cosmic_rays["energy"]) == [600.0, 600.0]  # 3 x 100 DN x 2 e-/DN
+    bordered = dataclasses.replace(uvis, border=1)
+    res = measure_frame(header=header, chips=chips, instrument=bordered, spt_path=None,
+                        method="given", group_id=-1, month="2010-08")
+    assert res.n_cr == 1 and res.cosmic_rays["y"][0] == 10.0
+    assert res.exposure["fraction_hit"] == pytest.approx(3 / (28 * 38))
+
+
+def test_missing_or_bad_spt_gives_nan_and_warning(tmp_path, uvis):
+    p = tmp_path / "ibxx01aaq_flt.fits"
+    write_flt(p, chips=seam_frame())
+    header = read_header(p, instrument=uvis)
+    chips = read_chips(p, instrument=uvis)
+    garbage = tmp_path / "garbage_spt.fits"
+    garbage.write_bytes(b"\x00not fits at all" * 50)
+    nokey = tmp_path / "nokey_spt.fits"
+    write_spt(nokey, elements=realistic_elements(epoch_mjd=EXPSTART, rng=np.random.default_rng(1)), drop="ECCENTRY")
+    for spt, expect in [(None, "no SPT"), (tmp_path / "absent_spt.fits", "unreadable"),
+                        (garbage, "unreadable"), (nokey, "ECCENTRY")]:
+        res = measure_frame(header=header, chips=chips, instrument=uvis, spt_path=spt, method="given",
+                            group_id=-1, month="2010-08")
+        assert res.n_cr == 2  # the frame is still measured
+        e = res.exposure
+        assert math.isnan(e["hst_lat"]) and math.isnan(e["hst_lon"]) and math.isnan(e["hst_alt"])
+        assert all(len(v) == 0 for v in res.orbit.values())
+        assert len(res.warnings) == 1 and expect in res.warnings[0]
+
+
+def test_hst_positions_over_one_orbit(tmp_path, uvis):
+    elements = realistic_elements(epoch_mjd=EXPSTART, rng=np.random.default_rng(11))
+    period = elements.period
+    p = tmp_path / "ibxx01aaq_flt.fits"
+    write_flt(p, chips=seam_frame(), exptime=period)
+    spt = tmp_path / "ibxx01aaq_spt.fits"
+    write_spt(spt, elements=elements)
+    header = read_header(p, instrument=uvis)
+    res = measure_frame(header=header, chips=read_chips(p, instrument=uvis), instrument=uvis,
+                        spt_path=spt, method="given", group_id=-1, month="2010-08")
+    assert res.warnings == ()
+    o = res.orbit
+    mjd = o["mjd"]
+    assert mjd[0] == header.expstart and mjd[-1] == header.expend
+    assert np.max(np.diff(mjd)) * 86400 <= 60.0 + 1e-6 and len(mjd) >= 5
+    assert np.all((o["alt"] > 500) & (o["alt"] < 600))
+    assert np.all(np.abs(o["lat"]) <= 28.6)
+    assert np.ptp(o["lat"]) > 50  # a whole orbit reaches both turning latitudes
+    # over one orbit the sub-satellite point goes once round, less the Earth's rotation
+    dlon = np.unwrap(np.radians(o["lon"].astype(float)))
+    moved = math.degrees(dlon[-1] - dlon[0])
+    assert moved == pytest.approx(360.0 - 360.0 * period / SIDEREAL_DAY, abs=1.0)
+    e = res.exposure
+    assert e["hst_lat"] == pytest.approx(np.mean(o["lat"]), abs=1e-4)
+    assert 500 < e["hst_alt"] < 600
+
+
+def test_hst_lon_is_a_circular_mean(tmp_path, uvis):
+    # find a short exposure whose track crosses the +-180 deg meridian; the mean must be near 180
+    elements = realistic_elements(epoch_mjd=EXPSTART, rng=np.random.default_rng(5))
+    from hstcosmicrays.orbit import hst_positions
+
+    t = EXPSTART + np.arange(0, 2 * 86400, 30) / 86400
+    _, lon, _ = hst_positions(elements=elements, mjd=t)
+    i = int(np.flatnonzero((lon[:-1] > 170) & (lon[1:] < -170))[0])
+    start = t[i] - 120 / 86400
+    p = tmp_path / "ibxx01aaq_flt.fits"
+    write_flt(p, chips=seam_frame(), exptime=240.0)
+    spt = tmp_path / "ibxx01aaq_spt.fits"
+    write_spt(spt, elements=elements)
+    header = dataclasses.replace(read_header(p, instrument=uvis), expstart=start, expend=start + 240 / 86400)
+    res = measure_frame(header=header, chips=read_chips(p, instrument=uvis), instrument=uvis,
+                        spt_path=spt, method="given", group_id=-1, month="2010-08")
+    assert abs(abs(res.exposure["hst_lon"]) - 180.0) < 10.0
+    assert np.any(res.orbit["lon"] > 0) and np.any(res.orbit["lon"] < 0)
+
+
+def test_measure_file_and_cli(tmp_path, config, capsys):
+    p = tmp_path / "ibxx01aaq_flt.fits"
+    write_flt(p, chips=seam_frame())
+    write_spt(tmp_path / "ibxx01aaq_spt.fits", elements=realistic_elements(epoch_mjd=EXPSTART, rng=np.random.default_rng(2)))
+    res = measure_file(p, config=config)
+    assert res.exposure["month"] == month_of(EXPSTART) == "2010-08"
+    assert res.exposure["method"] == "given" and res.exposure["group_id"] == -1
+    assert res.n_cr == 2 and res.warnings == () and 500 < res.exposure["hst_alt"] < 600
+    out = tmp_path / "crs.csv"
+    assert cli.main(["measure", str(p), "--out", str(out)]) == 0
+    import pandas as pd
+
+    table = pd.read_csv(out)
+    assert len(table) == 2 and list(table["energy"]) == [400.0, 150.0]
+    frame = pd.read_csv(tmp_path / "crs_frame.csv")
+    assert frame["n_cr"][0] == 2 and frame["rootname"][0] == "ibxx01aaq"
+    assert "CRs: 2" in capsys.readouterr().out
+    # a file that is not FITS is a usage error naming the file
+    bad = tmp_path / "bad_flt.fits"
+    bad.write_text("nope")
+    assert cli.main(["measure", str(bad)]) == 2
+    assert "bad_flt.fits" in capsys.readouterr().err
