@@ -202,3 +202,20 @@ def test_empty_and_bad_labels():
         pixel_properties(label=[1, 1], x=[0, 1], y=[0, 0], value=[1.0, 1.0], n=2)
     with pytest.raises(ValueError, match="same 2-D shape"):
         cr_properties(labels=np.zeros((4, 4), np.int32), image=np.zeros((4, 5)))
+
+
+def test_gain_multiplies_cr_pixels_only():
+    rng = np.random.default_rng(9)
+    image = rng.normal(100.0, 30.0, (20, 30))
+    labels = np.zeros((20, 30), np.int32)
+    labels[2:5, 3:6] = 1
+    labels[10, 20:27] = 2
+    gain_row = np.where(np.arange(30) < 15, 2.0, 4.0)  # two amplifier halves
+    gain = np.broadcast_to(gain_row, image.shape)
+    with_gain = cr_properties(labels=labels, image=image, gain=gain)
+    ref = cr_properties(labels=labels, image=image * gain)
+    for name, want in ref.as_columns().items():
+        np.testing.assert_allclose(getattr(with_gain, name), want, rtol=1e-13)
+    assert with_gain.energy[0] == pytest.approx(2.0 * np.clip(image[2:5, 3:6], 0, None).sum())
+    scalar = cr_properties(labels=labels, image=image, gain=3.0)
+    np.testing.assert_allclose(scalar.energy, 3.0 * cr_properties(labels=labels, image=image).energy)
