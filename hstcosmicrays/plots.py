@@ -1,0 +1,231 @@
+"""Plots of a results store: CR rate versus time, rate over the Earth (the SAA), CR morphology.
+
+Every function takes :class:`~hstcosmicrays.results.Results` objects, returns the
+:class:`matplotlib.figure.Figure` and, with ``out=``, saves it (the format follows the suffix:
+``.png`` or ``.pdf``). matplotlib is imported inside the functions, and figures are made with
+:class:`matplotlib.figure.Figure` directly rather than through ``pyplot``: no GUI backend is
+touched (rendering uses Agg, so plots work without a display) and no figure is kept alive by a
+global registry. In a notebook, run ``%matplotlib inline`` once, then a returned figure shows as
+the cell's value.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .results import (
+    PUBLISHED_CLIP_ITERS, PUBLISHED_CLIP_SIGMA, PUBLISHED_MIN_RATE, Results, mjd_to_datetime, read_activity_csv,
+)
+
+__all__ = ["plot_rate", "plot_rate_map", "plot_morphology", "MORPHOLOGY_BINS", "RATE_LABEL"]
+
+log = logging.getLogger(__name__)
+
+RATE_LABEL = "CR rate [CR s$^{-1}$ cm$^{-2}$]"
+
+#: Default histogram edges of the morphology plot: (column, axis label, edges, log x, log y).
+MORPHOLOGY_BINS = {
+    "n_pixels": ("size [pixels]", np.unique(np.round(np.geomspace(3, 10000, 60))) - 0.5, True, True),
+    "size_sigma": ("size $\\sigma$ [pixels]", np.linspace(0.0, 5.0, 101), False, True),
+    "shape": ("shape (0 round, 1 a line)", np.linspace(0.0, 1.0, 51), False, False),
+    "energy": ("energy deposited [e$^-$]", np.geomspace(10.0, 1e6, 81), True, False),
+}
+
+
+def _figure(figsize):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize, layout="constrained")
+
+
+def _save(fig, out) -> None:
+    if out is None:
+        return
+    out = Path(out)
+    if out.suffix.lower() not in (".png", ".pdf"):
+        raise ValueError(f"out: expected a .png or .pdf file name, got {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    log.info("wrote %s", out)
+
+
+def plot_rate(
+    results: Results, *, solar_csv: str | os.PathLike | None = None, solar=None, freq: str = "MS",
+    clip_sigma: float = PUBLISHED_CLIP_SIGMA, min_rate: float = PUBLISHED_MIN_RATE,
+    max_iters: int = PUBLISHED_CLIP_ITERS, stdfunc: str = "std", start=None, stop=None,
+    out: str | os.PathLike | None = None, figsize=(10.0, 4.5),
+):
+    """CR rate versus time: every frame as a point, the cleaned period means with error bars.
+
+    The summary is :meth:`Results.rate_series` (frames above ``min_rate``, sigma-clipped per
+    period): the means with error bars (the standard error of the mean, :math:`s/\\sqrt{n}`)
+    and the medians as a line. The rate axis spans twice the typical upper quartile; frames
+    (SAA crossings) and period means above it are counted in a note. An optional solar-activity series (``solar_csv``: a CSV with date and
+    value columns, see :func:`~hstcosmicrays.results.read_activity_csv`; or ``solar``: a pandas
+    Series indexed by date) is drawn on a second axis.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        ``fig.axes[0]`` is the rate axis (collections[0]: frames, then the error-bar container's
+        artists); ``fig.axes[1]`` the solar axis when one is drawn.
+    """
+    frames = results.exposures(start=start, stop=stop, columns=["mjd", "rate"])
+    series = results.rate_series(freq=freq, clip_sigma=clip_sigma, min_rate=min_rate, max_iters=max_iters,
+                                 stdfunc=stdfunc, start=start, stop=stop)
+    fig = _figure(figsize)
+    ax = fig.add_subplot()
+    dates = mjd_to_datetime(frames["mjd"].to_numpy())
+    rate = frames["rate"].to_numpy(np.float64)
+    ax.scatter(dates, rate, s=4, color="0.6", alpha=0.6, linewidths=0, label=f"frames ({len(rate)})",
+               rasterized=True)
+    if len(series):
+        ax.errorbar(mjd_to_datetime(series["mjd"].to_numpy()), series["mean"].to_numpy(),
+                    yerr=series["scatter_err"].to_numpy(),
+                    fmt="o", ms=3.5, color="C0", ecolor="C0", elinewidth=1, capsize=0,
+                    label=f"{_period_name(freq)} mean, {clip_sigma:g}$\\sigma$-clipped")
+        ax.plot(mjd_to_datetime(series["mjd"].to_numpy()), series["median"].to_numpy(), color="C1", lw=1,
+                label=f"{_period_name(freq)} median")
+        # a robust span: twice the typical upper quartile, enough for every period's median
+        top = max(2.0 * float(np.nanmedian(series["q75"])), 1.2 * float(np.nanmax(series["median"])))
+        ax.set_ylim(0.0, top)
+        above = int(np.sum(rate > top))
+        means_above = int(np.sum(series["mean"].to_numpy() > top))
+        if above or means_above:
+            note = f"above the axis: {above} frames (SAA crossings)"
+            if means_above:
+                note += f", {means_above} period means"
+            ax.text(0.99, 0.98, note, transform=ax.transAxes, ha="right", va="top", fontsize=8, color="0.3")
+    if len(dates):
+        span = dates.max() - dates.min()
+        pad = max(span * 0.02, np.timedelta64(15, "D"))
+        ax.set_xlim(dates.min() - pad, dates.max() + pad)
+    ax.set_xlabel("date (UTC)")
+    ax.set_ylabel(RATE_LABEL)
+    ax.set_title(f"{results.instrument}: cosmic-ray rate")
+    handles, labels = ax.get_legend_handles_labels()
+    if solar_csv is not None and solar is None:
+        solar = read_activity_csv(solar_csv)
+    if solar is not None:
+        ax2 = ax.twinx()
+        name = getattr(solar, "name", None)
+        label = "solar activity" if name in (None, "", "value") else str(name)
+        lines = ax2.plot(solar.index, solar.to_numpy(np.float64), color="C3", lw=1.2, label=label)
+        ax2.set_ylabel(label, color="C3")
+        ax2.set_ylim(bottom=0.0)
+        handles += lines
+        labels += [label]
+        if len(dates):
+            ax2.set_xlim(ax.get_xlim())
+    ax.legend(handles, labels, loc="upper left", fontsize=8)
+    _save(fig, out)
+    return fig
+
+
+def _period_name(freq: str) -> str:
+    return {"MS": "monthly", "M": "monthly", "ME": "monthly", "QS": "quarterly", "YS": "yearly",
+            "AS": "yearly", "W": "weekly", "D": "daily"}.get(freq, freq)
+
+
+def plot_rate_map(
+    results: Results, *, lon_bin: float = 10.0, lat_bin: float = 5.0, min_rate: float = PUBLISHED_MIN_RATE,
+    min_count: int = 1, log_scale: bool = True, start=None, stop=None, out: str | os.PathLike | None = None,
+    figsize=(10.0, 4.0),
+):
+    """Mean CR rate over longitude and latitude, from the orbit samples (the SAA stands out).
+
+    Each orbit sample carries its exposure's rate; a bin shows the mean over its samples
+    (:meth:`Results.rate_map`). Bins with fewer than ``min_count`` samples are left blank; the
+    colour scale is logarithmic (``log_scale``) because the SAA is tens of times the background.
+    The bin of the highest mean is marked.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        ``fig.axes[0]`` holds the mesh (``collections[0]``, one value per bin), ``fig.axes[1]``
+        the colour bar.
+    """
+    from matplotlib.colors import LogNorm, Normalize
+
+    rmap = results.rate_map(lon_bin=lon_bin, lat_bin=lat_bin, min_rate=min_rate, start=start, stop=stop)
+    values = np.where(rmap.count >= min_count, rmap.mean, np.nan)
+    fig = _figure(figsize)
+    ax = fig.add_subplot()
+    finite = values[np.isfinite(values)]
+    if log_scale and len(finite) and finite.min() > 0:
+        norm = LogNorm(vmin=finite.min(), vmax=finite.max())
+    else:
+        norm = Normalize(vmin=finite.min() if len(finite) else 0, vmax=finite.max() if len(finite) else 1)
+    mesh = ax.pcolormesh(rmap.lon_edges, rmap.lat_edges, np.ma.masked_invalid(values), norm=norm,
+                         cmap="viridis", shading="flat")
+    fig.colorbar(mesh, ax=ax, label="mean " + RATE_LABEL)
+    if len(finite):
+        lon, lat = rmap.peak(min_count=min_count)
+        ax.plot([lon], [lat], marker="o", mfc="none", mec="red", ms=12, mew=1.5,
+                label=f"highest bin ({lon:.0f}, {lat:.1f}) deg")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlim(-180, 180)
+    ax.set_ylim(rmap.lat_edges[0], rmap.lat_edges[-1])
+    ax.set_xticks(np.arange(-180, 181, 60))
+    ax.set_xlabel("east longitude [deg]")
+    ax.set_ylabel("geocentric latitude [deg]")
+    ax.set_title(f"{results.instrument}: mean CR rate along the HST orbit "
+                 f"({int(rmap.count.sum())} orbit samples)")
+    _save(fig, out)
+    return fig
+
+
+def plot_morphology(
+    results: Results | Sequence[Results], *, bins: Mapping[str, Sequence[float]] | None = None, start=None,
+    stop=None, where: str | None = None, out: str | os.PathLike | None = None, figsize=(10.0, 7.0),
+):
+    """Distributions of CR size (pixels and sigma), shape and energy, one or several instruments.
+
+    Each panel shows, per instrument, the fraction of its CRs in each bin (so instruments of
+    different areas and exposure totals compare), accumulated over the store in pieces of ~1e6
+    rows (:meth:`Results.histogram`). Size in pixels and energy use log-spaced bins on a log
+    axis. Values outside the bins are not counted.
+
+    Parameters
+    ----------
+    results : Results or sequence of Results
+    bins : mapping, optional
+        Column -> bin edges, overriding :data:`MORPHOLOGY_BINS`.
+    start, stop, where :
+        CR selection as in :meth:`Results.cosmic_rays`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Four axes in the order n_pixels, size_sigma, shape, energy; each holds one step
+        histogram (``patches``) per instrument.
+    """
+    if isinstance(results, Results):
+        results = [results]
+    if not results:
+        raise ValueError("plot_morphology: no results given")
+    bins = dict(bins or {})
+    fig = _figure(figsize)
+    axes = fig.subplots(2, 2).ravel()
+    for ax, (column, (label, default_edges, logx, logy)) in zip(axes, MORPHOLOGY_BINS.items()):
+        edges = np.asarray(bins.get(column, default_edges), dtype=np.float64)
+        for k, res in enumerate(results):
+            counts, _ = res.histogram(column, bins=edges, start=start, stop=stop, where=where)
+            total = counts.sum()
+            fraction = counts / total if total else counts.astype(np.float64)
+            ax.stairs(fraction, edges, color=f"C{k}", lw=1.3, label=f"{res.instrument} ({total:,} CRs)")
+        ax.set_xlabel(label)
+        ax.set_ylabel("fraction of CRs per bin")
+        if logx:
+            ax.set_xscale("log")
+        if logy:
+            ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    fig.suptitle("cosmic-ray morphology: " + ", ".join(r.instrument for r in results))
+    _save(fig, out)
+    return fig

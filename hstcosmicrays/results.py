@@ -1,0 +1,745 @@
+"""Read API for notebooks: the tables of a results store as pandas (or dask) DataFrames.
+
+Open a store with :func:`open_results` and query it::
+
+    import hstcosmicrays as hcr
+    res = hcr.open_results("wfc3_uvis")                 # data_products/wfc3_uvis.h5
+    exp = res.exposures(start="2012-01-01", stop="2013-01-01", where="exptime > 500")
+    crs = res.cosmic_rays(columns=["n_pixels", "energy"], lazy=True)   # a dask DataFrame
+    monthly = res.rate_series()                         # cleaned monthly CR rate
+
+Every call reads the file again, through the store's ledger, so a notebook can follow a run that
+is still writing the store: it sees exactly the months committed when the call was made.
+
+Conventions
+-----------
+- Strings are decoded to ``str``.
+- ``start`` / ``stop`` select exposures with ``start <= mjd < stop`` (``stop`` excluded). They
+  accept ``'YYYY-MM-DD'`` (or any ISO date/time) strings, dates, datetimes, pandas Timestamps
+  (naive ones are UTC), or numbers (taken as MJD). Cosmic rays and orbit samples are selected by
+  the MJD of their exposure, so an exposure's CRs and track are kept or dropped together.
+- ``where`` is a :meth:`pandas.DataFrame.query` string on the returned columns (and on any
+  column of the table, which is then read for the query and dropped).
+- The index of ``exposures`` is ``exposure_index``, the exposure's row in the file; the
+  ``exposure_index`` column of ``cosmic_rays`` and ``orbit`` refers to it, so
+  ``crs.join(exp, on="exposure_index")`` attaches exposure columns to each CR. The index of
+  ``cosmic_rays`` (``cr_index``) and ``orbit`` (``sample_index``) are their file rows.
+- Tables with an ``mjd`` column get a derived ``date`` column (UTC datetime) when all columns are
+  asked for or when ``"date"`` is named in ``columns``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import re
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import store
+from .schema import TABLES
+
+__all__ = [
+    "Results",
+    "RateMap",
+    "open_results",
+    "to_mjd",
+    "mjd_to_datetime",
+    "summarize_rates",
+    "bin_rate_map",
+    "read_activity_csv",
+    "PUBLISHED_MIN_RATE",
+    "PUBLISHED_CLIP_SIGMA",
+    "PUBLISHED_CLIP_ITERS",
+]
+
+log = logging.getLogger(__name__)
+
+#: MJD of 1970-01-01T00:00 UTC.
+MJD_UNIX_EPOCH = 40587.0
+
+#: The cleaning of the original analysis (Miles et al. 2021): frames with rate above
+#: 0.2 CR/s/cm^2, sigma-clipped at 3 sigma with at most 5 iterations.
+PUBLISHED_MIN_RATE = 0.2
+PUBLISHED_CLIP_SIGMA = 3.0
+PUBLISHED_CLIP_ITERS = 5
+
+#: Rows of ``cosmic_rays`` read at a time (a multiple of the store's chunk): one dask partition.
+PARTITION_ROWS = store.CHUNK_ROWS["cosmic_rays"] * 8
+
+_INDEX_NAMES = {"exposures": "exposure_index", "cosmic_rays": "cr_index", "orbit": "sample_index"}
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+# ----------------------------------------------------------------------------------------------
+# times
+
+
+def to_mjd(value) -> float | None:
+    """A date given as text, date, datetime, Timestamp or MJD number, as MJD (UTC).
+
+    .. math:: \\mathrm{MJD} = 40587 + (t - \\text{1970-01-01T00:00Z}) / 1\\,\\mathrm{day}
+
+    Parameters
+    ----------
+    value : str, datetime.date, datetime.datetime, pandas.Timestamp, numpy.datetime64, float or None
+        Strings are parsed by :class:`pandas.Timestamp` (``'2012-05-01'``, ``'2012-05-01T12:00'``);
+        naive times are UTC; numbers are MJD already.
+
+    Returns
+    -------
+    float or None
+        None when ``value`` is None.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return float(value)
+    try:
+        ts = pd.Timestamp(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"cannot read {value!r} as a date: {exc}") from None
+    if ts is pd.NaT:
+        raise ValueError(f"cannot read {value!r} as a date")
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return MJD_UNIX_EPOCH + (ts - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
+
+
+def mjd_to_datetime(mjd) -> pd.DatetimeIndex:
+    """MJD (UTC) as naive UTC datetimes (nanosecond resolution; inverse of :func:`to_mjd`)."""
+    days = np.asarray(mjd, dtype=np.float64) - MJD_UNIX_EPOCH
+    return pd.DatetimeIndex(pd.to_datetime(np.round(days * 86400e6).astype("int64"), unit="us"))
+
+
+def _month_text(mjd: float, shift: int) -> str:
+    """``YYYY-MM`` of the month containing ``mjd``, moved by ``shift`` months."""
+    ts = mjd_to_datetime([mjd])[0]
+    k = ts.year * 12 + (ts.month - 1) + shift
+    return f"{k // 12:04d}-{k % 12 + 1:02d}"
+
+
+# ----------------------------------------------------------------------------------------------
+# pure science on arrays
+
+
+def summarize_rates(
+    *, mjd, rate, rate_err, freq: str = "MS", clip_sigma: float = PUBLISHED_CLIP_SIGMA,
+    min_rate: float = PUBLISHED_MIN_RATE, max_iters: int = PUBLISHED_CLIP_ITERS, stdfunc: str = "std",
+) -> pd.DataFrame:
+    """Per-period statistics of the per-frame CR rate after the published cleaning.
+
+    In each period (``freq``, a pandas frequency: ``'MS'`` month starts, ``'QS'``, ``'YS'``, ...)
+    the frames with :math:`r > r_\\mathrm{min}` are sigma-clipped
+    (:func:`astropy.stats.sigma_clip`, centre the median, scale the standard deviation,
+    ``clip_sigma``, at most ``max_iters`` iterations); of the :math:`n` frames kept:
+
+    .. math::
+
+        \\bar r = \\frac1n\\sum r_i, \\qquad
+        \\sigma_\\mathrm{Poisson} = \\frac1n\\sqrt{\\sum \\sigma_i^2}, \\qquad
+        \\sigma_\\mathrm{scatter} = \\frac{s}{\\sqrt n},\\;
+        s^2 = \\frac{1}{n-1}\\sum (r_i - \\bar r)^2
+
+    with :math:`\\sigma_i = \\sqrt{N_i}/(t_i A)` the Poisson error of each frame's rate.
+
+    Parameters
+    ----------
+    mjd : array
+        Exposure start (MJD, UTC).
+    rate, rate_err : array
+        Per-frame rate and its Poisson error (CR/s/cm^2).
+    freq : str
+        Period length (pandas offset alias).
+    clip_sigma : float
+        Clipping threshold in standard deviations (None or 0: no clipping).
+    min_rate : float
+        Frames at or below this rate (CR/s/cm^2) are dropped first.
+    max_iters : int
+        Maximum clipping iterations.
+    stdfunc : str
+        Scale of the clipping: ``"std"`` (the published cleaning) or ``"mad_std"``
+        (:math:`1.4826\\,\\mathrm{MAD}`, robust when a period holds many frames crossing the SAA).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by the start of each period that keeps at least one frame (``period``), with
+        columns ``mjd`` (mean MJD of the frames kept), ``n_frames`` (frames above ``min_rate``),
+        ``count`` (kept after clipping), ``mean``, ``median``, ``q25``, ``q75``, ``std``
+        (:math:`s`, NaN for one frame), ``poisson_err``, ``scatter_err`` (CR/s/cm^2).
+    """
+    from astropy.stats import sigma_clip
+
+    mjd = np.asarray(mjd, dtype=np.float64)
+    rate = np.asarray(rate, dtype=np.float64)
+    rate_err = np.asarray(rate_err, dtype=np.float64)
+    if not (mjd.shape == rate.shape == rate_err.shape):
+        raise ValueError("summarize_rates: mjd, rate and rate_err differ in length")
+    good = np.isfinite(rate) & np.isfinite(mjd) & (rate > min_rate)
+    frames = pd.DataFrame({"mjd": mjd[good], "rate": rate[good], "rate_err": rate_err[good]},
+                          index=mjd_to_datetime(mjd[good])).sort_index()
+    columns = ["mjd", "n_frames", "count", "mean", "median", "q25", "q75", "std", "poisson_err", "scatter_err"]
+    labels, rows = [], []
+    # one clipping per period (a few hundred for decades of data), vectorised within it
+    for label, group in frames.resample(freq):
+        r = group["rate"].to_numpy()
+        if len(r) == 0:
+            continue
+        if clip_sigma:
+            clipped = sigma_clip(r, sigma=clip_sigma, maxiters=max_iters, cenfunc="median", stdfunc=stdfunc,
+                                 masked=True)
+            kept = ~np.ma.getmaskarray(clipped)
+        else:
+            kept = np.ones(len(r), dtype=bool)
+        rk = r[kept]
+        n = len(rk)
+        if n == 0:
+            continue
+        q25, median, q75 = np.percentile(rk, [25.0, 50.0, 75.0])
+        std = float(np.std(rk, ddof=1)) if n > 1 else float("nan")
+        poisson = float(np.sqrt(np.sum(group["rate_err"].to_numpy()[kept] ** 2))) / n
+        labels.append(label)
+        rows.append((float(group["mjd"].to_numpy()[kept].mean()), len(r), n, float(rk.mean()), median, q25, q75,
+                     std, poisson, std / np.sqrt(n)))
+    out = pd.DataFrame(rows, columns=columns, index=pd.DatetimeIndex(labels, name="period"))
+    return out.astype({"n_frames": "int64", "count": "int64"})
+
+
+@dataclass(frozen=True)
+class RateMap:
+    """Mean CR rate in longitude/latitude bins.
+
+    Attributes
+    ----------
+    lon_edges, lat_edges : numpy.ndarray
+        Bin edges (deg), east longitude in [-180, 180] and geocentric latitude.
+    mean : numpy.ndarray
+        Shape ``(n_lat, n_lon)``: mean rate of the samples in each bin (CR/s/cm^2), NaN where
+        there is none.
+    count : numpy.ndarray
+        Shape ``(n_lat, n_lon)``: number of orbit samples in each bin.
+    """
+
+    lon_edges: np.ndarray
+    lat_edges: np.ndarray
+    mean: np.ndarray
+    count: np.ndarray
+
+    def peak(self, *, min_count: int = 1) -> tuple[float, float]:
+        """(lon, lat) of the centre of the bin with the highest mean rate among bins holding at
+        least ``min_count`` samples."""
+        m = np.where(self.count >= min_count, self.mean, np.nan)
+        if not np.isfinite(m).any():
+            raise ValueError("the rate map has no bin with enough samples")
+        i, j = np.unravel_index(np.nanargmax(m), m.shape)
+        return (0.5 * (self.lon_edges[j] + self.lon_edges[j + 1]), 0.5 * (self.lat_edges[i] + self.lat_edges[i + 1]))
+
+
+def bin_rate_map(*, lon, lat, rate, lon_bin: float = 10.0, lat_bin: float = 5.0,
+                 lat_range: tuple[float, float] = (-35.0, 35.0)) -> RateMap:
+    """Mean of ``rate`` over the samples in each longitude/latitude bin.
+
+    .. math:: \\bar r_{jk} = \\frac{\\sum_{s \\in (j,k)} r_s}{N_{jk}}
+
+    where each orbit sample :math:`s` carries the rate :math:`r_s` of its exposure.
+
+    Parameters
+    ----------
+    lon, lat : array
+        Sample position (deg); longitudes are wrapped to [-180, 180).
+    rate : array
+        Rate carried by each sample (CR/s/cm^2).
+    lon_bin, lat_bin : float
+        Bin widths (deg); ``360 / lon_bin`` must be a whole number.
+    lat_range : (float, float)
+        Latitude span of the grid (deg); HST reaches +-28.5 deg.
+    """
+    lon = np.asarray(lon, dtype=np.float64)
+    lat = np.asarray(lat, dtype=np.float64)
+    rate = np.asarray(rate, dtype=np.float64)
+    n_lon = int(round(360.0 / lon_bin))
+    if n_lon < 1 or abs(n_lon * lon_bin - 360.0) > 1e-9:
+        raise ValueError(f"lon_bin {lon_bin} does not divide 360 deg")
+    lo, hi = lat_range
+    n_lat = int(np.ceil((hi - lo) / lat_bin - 1e-9))
+    lon_edges = np.linspace(-180.0, 180.0, n_lon + 1)
+    lat_edges = lo + lat_bin * np.arange(n_lat + 1)
+    ok = np.isfinite(lon) & np.isfinite(lat) & np.isfinite(rate) & (lat >= lo) & (lat < lat_edges[-1])
+    wrapped = (lon[ok] + 180.0) % 360.0 - 180.0
+    j = np.minimum(((wrapped + 180.0) / lon_bin).astype(np.int64), n_lon - 1)
+    i = np.minimum(((lat[ok] - lo) / lat_bin).astype(np.int64), n_lat - 1)
+    flat = i * n_lon + j
+    count = np.bincount(flat, minlength=n_lat * n_lon).reshape(n_lat, n_lon)
+    total = np.bincount(flat, weights=rate[ok], minlength=n_lat * n_lon).reshape(n_lat, n_lon)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, total / count, np.nan)
+    return RateMap(lon_edges=lon_edges, lat_edges=lat_edges, mean=mean, count=count)
+
+
+def read_activity_csv(path) -> pd.Series:
+    """A solar-activity series (e.g. a monthly sunspot-number table) from a CSV file.
+
+    The file has a header; the dates are the column named ``date`` (any case), else the first
+    column, and the values the column named ``value``, else the second. Rows whose date or value
+    cannot be read (including the negative "missing" markers of sunspot tables) are dropped.
+
+    Returns
+    -------
+    pandas.Series
+        Values indexed by naive UTC datetimes, sorted; the name is the value column's name.
+    """
+    frame = pd.read_csv(path, comment="#", skipinitialspace=True)
+    if frame.shape[1] < 2:
+        raise ValueError(f"{path}: expected at least two columns (date, value), found {list(frame.columns)}")
+    lower = {str(c).strip().lower(): c for c in frame.columns}
+    date_col = lower.get("date", frame.columns[0])
+    value_col = lower.get("value", [c for c in frame.columns if c != date_col][0])
+    dates = pd.to_datetime(frame[date_col].astype(str).str.strip(), errors="coerce", utc=True)
+    values = pd.to_numeric(frame[value_col], errors="coerce")
+    ok = dates.notna().to_numpy() & values.notna().to_numpy() & (values.to_numpy() >= 0)
+    if not ok.any():
+        raise ValueError(f"{path}: no row with a readable date and a non-negative value")
+    index = pd.DatetimeIndex(dates[ok]).tz_localize(None)
+    series = pd.Series(values[ok].to_numpy(np.float64), index=index, name=str(value_col).strip())
+    return series.sort_index()
+
+
+# ----------------------------------------------------------------------------------------------
+# reading helpers
+
+
+def _decode(values: np.ndarray) -> np.ndarray:
+    if values.dtype.kind == "S":
+        return np.strings.decode(values, "ascii", "replace") if hasattr(np, "strings") else np.char.decode(values, "ascii", "replace")
+    return values
+
+
+def _split_ranges(ranges: Sequence[tuple[int, int]], rows: int) -> list[tuple[int, int]]:
+    """Cut ranges into pieces of at most ``rows`` rows, at multiples of ``rows`` in the file."""
+    pieces = []
+    for a, b in ranges:
+        edges = np.arange((a // rows + 1) * rows, b, rows)
+        cuts = np.concatenate([[a], edges, [b]]).astype(np.int64)
+        pieces.extend((int(x), int(y)) for x, y in zip(cuts[:-1], cuts[1:]) if y > x)
+    return pieces
+
+
+def _row_numbers(ranges: Sequence[tuple[int, int]]) -> np.ndarray:
+    parts = [np.arange(a, b, dtype=np.int64) for a, b in ranges]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _where_columns(where: str | None, table: str) -> list[str]:
+    if not where:
+        return []
+    names = {c.name for c in TABLES[table]}
+    return [n for n in dict.fromkeys(_IDENTIFIER.findall(where)) if n in names]
+
+
+def _table_columns(table: str) -> list[str]:
+    return [c.name for c in TABLES[table]]
+
+
+@dataclass(frozen=True)
+class _ExposureLookup:
+    """Per file row of ``/exposures``: whether it is selected, plus attached columns."""
+
+    selected: np.ndarray                    # bool, length = file rows of /exposures covered
+    attached: dict                          # name in the output -> array over file rows
+
+
+def _frame_from_columns(table: str, data: dict, rows: np.ndarray, *, columns: list[str],
+                        lookup: _ExposureLookup | None, where: str | None) -> pd.DataFrame:
+    """Assemble one DataFrame (or one dask partition) from columns read from the file."""
+    keep = None
+    if lookup is not None:
+        idx = data["exposure_index"]
+        keep = lookup.selected[idx]
+    cols = {}
+    for name in columns:
+        if name == "date":
+            continue
+        if name in data:
+            cols[name] = data[name]
+    out_names = list(columns)
+    if lookup is not None:
+        idx = data["exposure_index"]
+        for name, values in lookup.attached.items():
+            cols[name] = values[idx]
+            out_names.append(name)
+    for name in _where_extra(where, table, columns, lookup):
+        cols[name] = data[name]
+    if keep is not None:
+        cols = {k: v[keep] for k, v in cols.items()}
+        rows = rows[keep]
+    cols = {k: _decode(v) for k, v in cols.items()}
+    if "date" in columns and "mjd" in data:
+        mjd = data["mjd"][keep] if keep is not None else data["mjd"]
+        cols["date"] = mjd_to_datetime(mjd)
+    ordered = {k: cols[k] for k in dict.fromkeys(out_names + list(cols)) if k in cols}
+    frame = pd.DataFrame(ordered, index=pd.Index(rows, name=_INDEX_NAMES.get(table)))
+    if where:
+        frame = frame.query(where)
+        extra = [c for c in frame.columns if c not in out_names]
+        frame = frame.drop(columns=extra)
+    return frame
+
+
+def _where_extra(where, table, columns, lookup) -> list[str]:
+    attached = set(lookup.attached) if lookup is not None else set()
+    return [c for c in _where_columns(where, table) if c not in columns and c not in attached]
+
+
+def _read_part(path: str, table: str, columns: list[str], read: list[str], lookup, where, piece) -> pd.DataFrame:
+    """Read one range of rows: the function behind each dask partition (picklable)."""
+    a, b = piece
+    data = store.read_rows(path, table, ranges=[(a, b)], columns=read)
+    return _frame_from_columns(table, data, np.arange(a, b, dtype=np.int64), columns=columns,
+                               lookup=lookup, where=where)
+
+
+# ----------------------------------------------------------------------------------------------
+# the reader
+
+
+@dataclass(frozen=True)
+class Results:
+    """Reader of one instrument's results store (see the module docstring for conventions).
+
+    Attributes
+    ----------
+    path : Path
+        The HDF5 store.
+    instrument : str
+        Instrument key recorded in the store.
+    """
+
+    path: Path
+    instrument: str
+
+    def __repr__(self) -> str:
+        return f"Results({self.instrument!r}, path={str(self.path)!r})"
+
+    # -- plain tables ---------------------------------------------------------------------------
+
+    def months(self) -> pd.DataFrame:
+        """The month ledger: one row per month with its current state, counts and timings
+        (``started``/``finished`` as UTC datetimes)."""
+        ledger = store.read_ledger(self.path)
+        frame = pd.DataFrame({k: _decode(v) for k, v in ledger.items()})
+        for name in ("started", "finished"):
+            frame[name] = pd.to_datetime(frame[name], unit="s")
+        return frame
+
+    def failures(self) -> pd.DataFrame:
+        """Frames (and months) that could not be used: month, rootname, stage, reason."""
+        data = store.read_committed(self.path, "failures")
+        return pd.DataFrame({k: _decode(v) for k, v in data.items()})
+
+    def exposures(self, *, start=None, stop=None, columns: Iterable[str] | None = None,
+                  where: str | None = None) -> pd.DataFrame:
+        """One row per measured dark, indexed by ``exposure_index``.
+
+        Parameters
+        ----------
+        start, stop : date-like, optional
+            ``start <= mjd < stop`` (see :func:`to_mjd`).
+        columns : iterable of str, optional
+            Columns of ``/exposures`` (and ``"date"``); default all.
+        where : str, optional
+            :meth:`pandas.DataFrame.query` filter.
+        """
+        columns = self._columns("exposures", columns)
+        t0, t1 = to_mjd(start), to_mjd(stop)
+        ranges = self._ranges(("exposures",), t0, t1)["exposures"]
+        read = list(dict.fromkeys(
+            [c for c in columns if c != "date"] + _where_columns(where, "exposures")
+            + (["mjd"] if (t0 is not None or t1 is not None or "date" in columns) else [])))
+        data = store.read_rows(self.path, "exposures", ranges=ranges, columns=read)
+        rows = _row_numbers(ranges)
+        if t0 is not None or t1 is not None:
+            keep = self._in_window(data["mjd"], t0, t1)
+            data = {k: v[keep] for k, v in data.items()}
+            rows = rows[keep]
+        return _frame_from_columns("exposures", data, rows, columns=columns, lookup=None, where=where)
+
+    def cosmic_rays(self, *, start=None, stop=None, columns: Iterable[str] | None = None,
+                    where: str | None = None, lazy: bool = False,
+                    exposure_columns: Iterable[str] | None = None):
+        """One row per cosmic ray, indexed by ``cr_index``.
+
+        Parameters
+        ----------
+        start, stop : date-like, optional
+            Select CRs by the MJD of their exposure, ``start <= mjd < stop``.
+        columns : iterable of str, optional
+            Columns of ``/cosmic_rays``; default all.
+        where : str, optional
+            :meth:`pandas.DataFrame.query` filter, e.g. ``"chip == 1 and n_pixels > 4"``.
+        lazy : bool
+            Return a :class:`dask.dataframe.DataFrame` with one partition per ~1e6 rows of the
+            file, read only when computed: for stores larger than memory.
+        exposure_columns : iterable of str, optional
+            Columns of ``/exposures`` to attach to each CR (e.g. ``["mjd", "month"]``); a name
+            the table already has gets the prefix ``exposure_``.
+        """
+        return self._per_exposure_table("cosmic_rays", start=start, stop=stop, columns=columns, where=where,
+                                        lazy=lazy, exposure_columns=exposure_columns)
+
+    def orbit(self, *, start=None, stop=None, columns: Iterable[str] | None = None,
+              where: str | None = None, lazy: bool = False,
+              exposure_columns: Iterable[str] | None = None):
+        """HST position samples over each exposure (``mjd``, ``lat``, ``lon``, ``alt``), indexed
+        by ``sample_index``. Parameters as for :meth:`cosmic_rays`; e.g.
+        ``orbit(exposure_columns=["rate"])`` gives each sample its exposure's CR rate."""
+        return self._per_exposure_table("orbit", start=start, stop=stop, columns=columns, where=where,
+                                        lazy=lazy, exposure_columns=exposure_columns)
+
+    # -- summaries ------------------------------------------------------------------------------
+
+    def rate_series(self, *, freq: str = "MS", clip_sigma: float = PUBLISHED_CLIP_SIGMA,
+                    min_rate: float = PUBLISHED_MIN_RATE, max_iters: int = PUBLISHED_CLIP_ITERS,
+                    stdfunc: str = "std", start=None, stop=None, where: str | None = None) -> pd.DataFrame:
+        """The CR rate per period after the published cleaning (see :func:`summarize_rates`).
+
+        Parameters
+        ----------
+        freq : str
+            Period (pandas offset alias): ``'MS'`` monthly, ``'QS'`` quarterly, ``'YS'`` yearly.
+        clip_sigma, min_rate, max_iters, stdfunc :
+            Cleaning: frames with rate > ``min_rate`` (CR/s/cm^2), clipped at ``clip_sigma``
+            standard deviations (``stdfunc``) with at most ``max_iters`` iterations.
+        start, stop, where :
+            Frame selection as in :meth:`exposures`.
+        """
+        exp = self.exposures(start=start, stop=stop, columns=["mjd", "rate", "rate_err"], where=where)
+        return summarize_rates(mjd=exp["mjd"].to_numpy(), rate=exp["rate"].to_numpy(),
+                               rate_err=exp["rate_err"].to_numpy(), freq=freq, clip_sigma=clip_sigma,
+                               min_rate=min_rate, max_iters=max_iters, stdfunc=stdfunc)
+
+    def rate_map(self, *, lon_bin: float = 10.0, lat_bin: float = 5.0, min_rate: float = PUBLISHED_MIN_RATE,
+                 start=None, stop=None, where: str | None = None) -> RateMap:
+        """Mean CR rate over longitude/latitude bins from the orbit samples.
+
+        Each orbit sample carries the rate of its exposure (frames with rate > ``min_rate``);
+        a bin's value is the mean over its samples (:func:`bin_rate_map`). No sigma clipping:
+        the frames that cross the SAA are the point of the map. ``where`` filters exposures.
+        """
+        orb = self.orbit(start=start, stop=stop, columns=["exposure_index", "lat", "lon"],
+                         exposure_columns=["rate"])
+        rate = orb["rate"].to_numpy(np.float64)
+        use = rate > min_rate
+        if where:
+            chosen = self.exposures(start=start, stop=stop, columns=[], where=where).index.to_numpy()
+            use &= np.isin(orb["exposure_index"].to_numpy(), chosen)
+        return bin_rate_map(lon=orb["lon"].to_numpy()[use], lat=orb["lat"].to_numpy()[use], rate=rate[use],
+                            lon_bin=lon_bin, lat_bin=lat_bin)
+
+    def histogram(self, column: str, *, bins, table: str = "cosmic_rays", start=None, stop=None,
+                  where: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Histogram of one column, accumulated over pieces of ~1e6 rows (bounded memory).
+
+        Returns
+        -------
+        counts : numpy.ndarray of int64
+        edges : numpy.ndarray
+            As :func:`numpy.histogram` with the given ``bins`` edges (values outside are dropped).
+        """
+        edges = np.asarray(bins, dtype=np.float64)
+        counts = np.zeros(len(edges) - 1, dtype=np.int64)
+        for part in self.iter_chunks(table, start=start, stop=stop, columns=[column], where=where):
+            counts += np.histogram(part[column].to_numpy(), bins=edges)[0]
+        return counts, edges
+
+    # -- export and chunked reading -------------------------------------------------------------
+
+    def iter_chunks(self, table: str, *, start=None, stop=None, columns: Iterable[str] | None = None,
+                    where: str | None = None, rows: int = PARTITION_ROWS) -> Iterator[pd.DataFrame]:
+        """Yield a table as DataFrames of at most ``rows`` file rows each (one consistent
+        snapshot of the ledger, taken when iteration starts)."""
+        if table == "exposures":
+            yield self.exposures(start=start, stop=stop, columns=columns, where=where)
+            return
+        if table not in ("cosmic_rays", "orbit"):
+            raise KeyError(f"iter_chunks: table must be exposures, cosmic_rays or orbit, not {table!r}")
+        plan = self._plan(table, start=start, stop=stop, columns=columns, where=where, exposure_columns=None)
+        for piece in _split_ranges(plan["ranges"], rows):
+            yield plan["reader"](piece)
+
+    def export(self, *, table: str, fmt: str, out, start=None, stop=None, columns: Iterable[str] | None = None,
+               where: str | None = None) -> int:
+        """Write a table as CSV or Parquet, piece by piece (so tables larger than memory work).
+
+        The index (``exposure_index``, ``cr_index``, ``sample_index``) is written as the first
+        column. Returns the number of rows written.
+        """
+        out = Path(out)
+        if fmt not in ("csv", "parquet"):
+            raise ValueError(f"export: format must be csv or parquet, not {fmt!r}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".part")
+        n = 0
+        writer = None
+        try:
+            if fmt == "parquet":
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+            first = True
+            for part in self.iter_chunks(table, start=start, stop=stop, columns=columns, where=where):
+                if not first and len(part) == 0:
+                    continue
+                frame = part.reset_index()
+                if fmt == "csv":
+                    frame.to_csv(tmp, mode="w" if first else "a", header=first, index=False)
+                else:
+                    arrow = pa.Table.from_pandas(frame, preserve_index=False)
+                    if writer is None:
+                        writer = pq.ParquetWriter(tmp, arrow.schema)
+                    writer.write_table(arrow.cast(writer.schema))
+                n += len(frame)
+                first = False
+            if writer is not None:
+                writer.close()
+                writer = None
+            os.replace(tmp, out)
+        finally:
+            if writer is not None:
+                writer.close()
+            if tmp.exists():
+                tmp.unlink()
+        log.info("exported %d rows of %s to %s", n, table, out)
+        return n
+
+    # -- internals ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _columns(table: str, columns) -> list[str]:
+        names = _table_columns(table)
+        if columns is None:
+            return names + (["date"] if "mjd" in names else [])
+        columns = [columns] if isinstance(columns, str) else list(columns)
+        unknown = [c for c in columns if c not in names and not (c == "date" and "mjd" in names)]
+        if unknown:
+            raise KeyError(f"table {table} has no column(s) {unknown}; columns: {', '.join(names)}")
+        return columns
+
+    @staticmethod
+    def _in_window(mjd: np.ndarray, t0, t1) -> np.ndarray:
+        keep = np.ones(len(mjd), dtype=bool)
+        if t0 is not None:
+            keep &= mjd >= t0
+        if t1 is not None:
+            keep &= mjd < t1
+        return keep
+
+    def _ranges(self, tables, t0, t1) -> dict:
+        """Visible ranges from one ledger read, restricted to the months that can hold frames of
+        [t0, t1) (with a month of margin on each side)."""
+        first = _month_text(t0, -1) if t0 is not None else None
+        last = _month_text(t1, +1) if t1 is not None else None
+        return store.visible_ranges(self.path, tables=tables, first_month=first, last_month=last)
+
+    def _plan(self, table, *, start, stop, columns, where, exposure_columns) -> dict:
+        """Everything needed to read ``table`` piece by piece with a consistent exposure lookup."""
+        columns = self._columns(table, columns)
+        t0, t1 = to_mjd(start), to_mjd(stop)
+        exposure_columns = [exposure_columns] if isinstance(exposure_columns, str) else list(exposure_columns or [])
+        unknown = [c for c in exposure_columns if c not in _table_columns("exposures") and c != "date"]
+        if unknown:
+            raise KeyError(f"table exposures has no column(s) {unknown}")
+        ranges = self._ranges(("exposures", table), t0, t1)
+        lookup = None
+        if t0 is not None or t1 is not None or exposure_columns:
+            exp_read = list(dict.fromkeys(
+                (["mjd"] if (t0 is not None or t1 is not None or "date" in exposure_columns) else [])
+                + [c for c in exposure_columns if c != "date"]))
+            exp = store.read_rows(self.path, "exposures", ranges=ranges["exposures"], columns=exp_read)
+            rows = _row_numbers(ranges["exposures"])
+            size = int(rows.max()) + 1 if len(rows) else 0
+            selected = np.zeros(size, dtype=bool)
+            selected[rows] = self._in_window(exp["mjd"], t0, t1) if "mjd" in exp else True
+            attached = {}
+            own = set(_table_columns(table)) | {"date"}
+            for name in exposure_columns:
+                values = mjd_to_datetime(exp["mjd"]).to_numpy() if name == "date" else exp[name]
+                full = np.zeros(size, dtype=values.dtype)
+                full[rows] = values
+                attached[f"exposure_{name}" if name in own else name] = full
+            lookup = _ExposureLookup(selected=selected, attached=attached)
+        read = list(dict.fromkeys(
+            [c for c in columns if c != "date"]
+            + (["exposure_index"] if lookup is not None else [])
+            + (["mjd"] if "date" in columns else [])
+            + _where_columns(where, table)))
+        reader = partial(_read_part, str(self.path), table, columns, read, lookup, where)
+        meta_data = {c: np.zeros(0, dtype=dict((col.name, col.dtype) for col in TABLES[table])[c]) for c in read}
+        meta = _frame_from_columns(table, meta_data, np.zeros(0, dtype=np.int64), columns=columns,
+                                   lookup=lookup, where=where)
+        return {"ranges": ranges[table], "reader": reader, "meta": meta}
+
+    def _per_exposure_table(self, table, *, start, stop, columns, where, lazy, exposure_columns):
+        plan = self._plan(table, start=start, stop=stop, columns=columns, where=where,
+                          exposure_columns=exposure_columns)
+        pieces = _split_ranges(plan["ranges"], PARTITION_ROWS)
+        if lazy:
+            import dask.dataframe as dd
+
+            if not pieces:
+                return dd.from_pandas(plan["meta"], npartitions=1)
+            divisions = [a for a, _ in pieces] + [pieces[-1][1] - 1]
+            return dd.from_map(plan["reader"], pieces, meta=plan["meta"], divisions=divisions,
+                               enforce_metadata=False)
+        if not pieces:
+            return plan["meta"]
+        parts = [plan["reader"](p) for p in pieces]
+        return pd.concat(parts) if len(parts) > 1 else parts[0]
+
+
+def open_results(path_or_instrument, output_dir: str | os.PathLike = "data_products") -> Results:
+    """Open an instrument's results store for reading.
+
+    Parameters
+    ----------
+    path_or_instrument : str or path
+        A store file (``*.h5`` or any existing file), or an instrument name or alias
+        (``"wfc3_uvis"``, ``"WFC3/UVIS"``, ...), whose store is ``<output_dir>/<name>.h5``.
+    output_dir : str or path
+        Directory of the stores when an instrument is given.
+
+    Returns
+    -------
+    Results
+
+    Raises
+    ------
+    FileNotFoundError
+        No store at the resolved path.
+    """
+    candidate = Path(path_or_instrument)
+    if candidate.suffix == ".h5" or candidate.is_file():
+        path = candidate
+    else:
+        name = str(path_or_instrument)
+        try:
+            from .config import ConfigError, load_config
+
+            name = load_config().instrument(name).name
+        except (ConfigError, KeyError):
+            pass
+        path = store.store_path(output_dir, name)
+    if not path.exists():
+        raise FileNotFoundError(f"no results store at {path}")
+    with store.open_for_reading(path) as f:
+        instrument = f.attrs.get("instrument", "")
+        if "months" not in f:
+            raise store.StoreError(f"{path} is not a results store (no /months ledger)")
+    if isinstance(instrument, bytes):
+        instrument = instrument.decode()
+    return Results(path=path, instrument=str(instrument))

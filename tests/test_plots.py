@@ -1,0 +1,156 @@
+"""Plots: figure content (labels, number of points and bins, scales) and the CLI plot commands."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hstcosmicrays import open_results, plots
+from hstcosmicrays.cli import main
+from hstcosmicrays.results import read_activity_csv
+from test_results import build_store, in_saa
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    out = tmp_path_factory.mktemp("plots")
+    uvis = build_store(out / "wfc3_uvis.h5", instrument="wfc3_uvis", first="2010-01", last="2011-12",
+                       frames_per_month=10, crs_per_frame=30, seed=2)
+    hrc = build_store(out / "acs_hrc.h5", instrument="acs_hrc", first="2004-01", last="2004-06",
+                      frames_per_month=5, crs_per_frame=40, seed=3)
+    return out, uvis, hrc
+
+
+def _png_ok(path):
+    import matplotlib.image as mpimg
+
+    assert path.exists() and path.stat().st_size > 5000
+    img = mpimg.imread(path)
+    assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 400
+    assert img[..., :3].std() > 0.05          # not a blank canvas
+
+
+def test_plot_rate_points_summary_and_solar_axis(stores, tmp_path):
+    out, uvis, _ = stores
+    res = open_results(out / "wfc3_uvis.h5")
+    solar = tmp_path / "sunspots.csv"
+    months = pd.date_range("2008-01-01", "2013-12-01", freq="MS")
+    pd.DataFrame({"date": months.strftime("%Y-%m-%d"), "sunspot number": np.linspace(5, 120, len(months))}) \
+        .to_csv(solar, index=False)
+    png = tmp_path / "rate.png"
+    fig = plots.plot_rate(res, solar_csv=solar, out=png)
+    _png_ok(png)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "date (UTC)" and "CR s$^{-1}$ cm$^{-2}$" in ax.get_ylabel()
+    # every frame is a point
+    assert len(ax.collections[0].get_offsets()) == len(uvis)
+    # one summary point per month, with its error bar
+    series = res.rate_series()
+    line = [ln for ln in ax.get_lines() if ln.get_marker() == "o"][0]
+    assert len(line.get_xdata()) == len(series) == 24
+    np.testing.assert_allclose(line.get_ydata(), series["mean"])
+    # the solar series on a second axis with the CSV column's name
+    assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "sunspot number"
+    assert len(fig.axes[1].get_lines()[0].get_xdata()) == len(months)
+    # frames crossing the SAA fall above the cleaned range and are counted in a note
+    top = ax.get_ylim()[1]
+    n_above = int((uvis["rate"] > top).sum())
+    assert n_above > 0
+    assert any(f"{n_above} frames" in t.get_text() for t in ax.texts)
+
+
+def test_plot_rate_pdf_and_bad_suffix(stores, tmp_path):
+    out, _, _ = stores
+    res = open_results(out / "wfc3_uvis.h5")
+    fig = plots.plot_rate(res, start="2011-01-01", out=tmp_path / "rate.pdf")
+    assert (tmp_path / "rate.pdf").read_bytes()[:4] == b"%PDF"
+    assert len(fig.axes) == 1
+    assert len(fig.axes[0].collections[0].get_offsets()) == 120
+    with pytest.raises(ValueError, match="png or .pdf"):
+        plots.plot_rate(res, out=tmp_path / "rate.jpg")
+
+
+def test_read_activity_csv_columns_and_missing(tmp_path):
+    p = tmp_path / "a.csv"
+    p.write_text("Value,Date\n10,2001-01-01\n-1,2001-02-01\n30,2001-03-01\nx,2001-04-01\n")
+    s = read_activity_csv(p)
+    assert s.name == "Value" and s.to_list() == [10.0, 30.0]
+    assert s.index[1] == pd.Timestamp("2001-03-01")
+    q = tmp_path / "b.csv"
+    q.write_text("when,ssn\n2001-01-15,4.5\n")
+    assert read_activity_csv(q).name == "ssn"
+
+
+def test_plot_rate_map_bins_and_saa(stores, tmp_path):
+    out, _, _ = stores
+    res = open_results(out / "wfc3_uvis.h5")
+    png = tmp_path / "map.png"
+    fig = plots.plot_rate_map(res, lon_bin=10, lat_bin=5, out=png)
+    _png_ok(png)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "east longitude [deg]" and ax.get_ylabel() == "geocentric latitude [deg]"
+    mesh = ax.collections[0]
+    assert mesh.get_array().shape == (14, 36)
+    assert "mean CR rate" in fig.axes[1].get_ylabel()
+    rmap = res.rate_map(lon_bin=10, lat_bin=5)
+    np.testing.assert_allclose(np.ma.filled(mesh.get_array(), np.nan), rmap.mean, equal_nan=True)
+    # HST stays within +-28.5 deg: the bins beyond are empty
+    assert np.isnan(rmap.mean[0]).all() and np.isnan(rmap.mean[-1]).all()
+    lon, lat = rmap.peak()
+    assert in_saa(lon, lat)
+    marker = [ln for ln in ax.get_lines() if ln.get_marker() == "o"][0]
+    assert (marker.get_xdata()[0], marker.get_ydata()[0]) == (lon, lat)
+
+
+def test_plot_morphology_overlay(stores, tmp_path):
+    out, uvis, hrc = stores
+    both = [open_results(out / "wfc3_uvis.h5"), open_results(out / "acs_hrc.h5")]
+    png = tmp_path / "morph.png"
+    fig = plots.plot_morphology(both, out=png)
+    _png_ok(png)
+    assert len(fig.axes) == 4
+    labels = [ax.get_xlabel() for ax in fig.axes]
+    assert labels == ["size [pixels]", "size $\\sigma$ [pixels]", "shape (0 round, 1 a line)",
+                      "energy deposited [e$^-$]"]
+    assert [ax.get_xscale() for ax in fig.axes] == ["log", "linear", "linear", "log"]
+    assert fig.axes[0].get_yscale() == "log"
+    for ax, column in zip(fig.axes, plots.MORPHOLOGY_BINS):
+        steps = ax.patches
+        assert len(steps) == 2                      # one histogram per instrument
+        edges = plots.MORPHOLOGY_BINS[column][1]
+        for step, res in zip(steps, both):
+            values = step.get_data().values
+            assert len(values) == len(edges) - 1
+            crs = res.cosmic_rays(columns=[column])[column].to_numpy()
+            inside = (crs >= edges[0]) & (crs <= edges[-1])
+            assert values.sum() == pytest.approx(1.0)
+            assert values.max() == pytest.approx(np.histogram(crs[inside], edges)[0].max() / inside.sum())
+    legend = [t.get_text() for t in fig.axes[3].get_legend().get_texts()]
+    assert legend == [f"wfc3_uvis ({len(uvis) * 30:,} CRs)", f"acs_hrc ({len(hrc) * 40:,} CRs)"]
+
+
+def test_plot_morphology_single_and_custom_bins(stores):
+    out, _, _ = stores
+    res = open_results(out / "acs_hrc.h5")
+    fig = plots.plot_morphology(res, bins={"shape": np.linspace(0, 1, 11)})
+    assert len(fig.axes[2].patches[0].get_data().values) == 10
+    assert len(fig.axes[0].patches) == 1
+
+
+@pytest.mark.parametrize("kind", ["rate", "map", "morphology"])
+def test_cli_plot_writes_png(stores, tmp_path, capsys, kind):
+    out, _, _ = stores
+    png = tmp_path / f"{kind}.png"
+    instr = "wfc3uvis,acs_hrc" if kind == "morphology" else "WFC3/UVIS"
+    assert main(["-q", "plot", kind, "--instr", instr, "--output", str(out), "--out", str(png)]) == 0
+    assert f"wrote {png}" in capsys.readouterr().out
+    _png_ok(png)
+
+
+def test_cli_plot_default_name_and_missing_store(stores, tmp_path, capsys):
+    out, _, _ = stores
+    assert main(["-q", "plot", "map", "--instr", "acs_hrc", "--output", str(out)]) == 0
+    _png_ok(out / "acs_hrc_map.png")
+    assert main(["-q", "plot", "rate", "--instr", "stis_ccd", "--output", str(out)]) == 2
+    assert "no results store" in capsys.readouterr().err

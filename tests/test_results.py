@@ -1,0 +1,428 @@
+"""The read API: tables as DataFrames, time windows, joins, lazy reading, rate series, rate map.
+
+Test stores are written with the store's own writer (``ResultsStore.commit_month``) from
+synthetic frames with a known truth: a per-frame true rate = base rate x solar modulation(t) x
+mean SAA factor over the frame's orbit samples (real HST ground tracks from ``orbit``), and
+Poisson-fluctuated CR counts. :func:`build_store` is shared with ``test_plots`` and
+``test_notebooks``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hstcosmicrays import open_results
+from hstcosmicrays import results as results_mod
+from hstcosmicrays.intervals import Month
+from hstcosmicrays.orbit import hst_positions, realistic_elements
+from hstcosmicrays.results import bin_rate_map, mjd_to_datetime, summarize_rates, to_mjd
+from hstcosmicrays.schema import empty_table
+from hstcosmicrays.store import ResultsStore
+
+OPEN = dict(software_version="0.1.0", config_hash="cafe")
+AREA = {"wfc3_uvis": 37.804, "acs_wfc": 37.748, "acs_hrc": 4.624, "stis_ccd": 4.624}
+READOUT = {"wfc3_uvis": 50.0, "acs_wfc": 50.0, "acs_hrc": 15.0, "stis_ccd": 15.0}
+
+
+# ----------------------------------------------------------------------------------------------
+# the injected truth
+
+
+def solar_modulation(mjd):
+    """Injected solar-cycle modulation: 11-year cosine, +-25 %, minimum at MJD 52000 (solar max)."""
+    return 1.0 - 0.25 * np.cos(2 * np.pi * (np.asarray(mjd, dtype=float) - 52000.0) / (11 * 365.25))
+
+
+def saa_factor(lat, lon):
+    """Injected SAA enhancement: a Gaussian bump centred at lon -50, lat -25 deg, 60x at the peak."""
+    dlon = (np.asarray(lon, dtype=float) + 50.0 + 180.0) % 360.0 - 180.0
+    dlat = np.asarray(lat, dtype=float) + 25.0
+    return 1.0 + 60.0 * np.exp(-0.5 * ((dlon / 20.0) ** 2 + (dlat / 6.0) ** 2))
+
+
+def in_saa(lon, lat):
+    """The injected SAA region: where the factor exceeds 10."""
+    return saa_factor(lat, lon) > 10.0
+
+
+def month_frames(*, month: Month, instrument: str, n_frames: int, crs_per_frame: int, rng,
+                 base_rate: float = 1.3, n_samples: int = 9, modulation=solar_modulation, saa=saa_factor):
+    """One month of synthetic tables with their truth (true rate per frame)."""
+    t0, t1 = month.mjd_start, month.mjd_stop
+    exptime = rng.choice([500.0, 900.0, 1000.0], n_frames).astype(np.float32)
+    t_int = exptime + READOUT[instrument]
+    expstart = np.sort(rng.uniform(t0, t1 - 0.02, n_frames))
+    expend = expstart + exptime / 86400.0
+    frac = np.linspace(0.0, 1.0, n_samples)
+    sample_mjd = (expstart[:, None] + (expend - expstart)[:, None] * frac).ravel()
+    lat, lon, alt = hst_positions(elements=realistic_elements(epoch_mjd=t0, rng=rng), mjd=sample_mjd)
+    factor = saa(lat, lon).reshape(n_frames, n_samples).mean(axis=1)
+    true_rate = base_rate * modulation(expstart) * factor
+    n_cr = rng.poisson(true_rate * t_int * AREA[instrument])
+    e = empty_table("exposures", n_frames)
+    e["rootname"][:] = [f"i{month.year % 100:02d}{month.month:02d}{i:03d}q".encode() for i in range(n_frames)]
+    e["month"][:] = month.label
+    e["group_id"][:] = np.arange(n_frames) // 2
+    e["method"][:] = b"crsplit"
+    e["date_obs"][:] = [t.isoformat(timespec="milliseconds").encode() for t in mjd_to_datetime(expstart)]
+    e["mjd"][:] = expstart
+    e["expstart"][:] = expstart
+    e["expend"][:] = expend
+    e["exptime"][:] = exptime
+    e["integration_time"][:] = t_int
+    e["n_cr"][:] = n_cr
+    e["rate"][:] = n_cr / t_int / AREA[instrument]
+    e["rate_err"][:] = np.sqrt(n_cr) / t_int / AREA[instrument]
+    e["ccdamp"][:] = b"ABCD"
+    e["gain"][:] = 1.5
+    e["hst_lat"][:] = lat.reshape(n_frames, n_samples).mean(axis=1)
+    e["hst_lon"][:] = lon.reshape(n_frames, n_samples)[:, n_samples // 2]
+    e["hst_alt"][:] = alt.reshape(n_frames, n_samples).mean(axis=1)
+    o = empty_table("orbit", n_frames * n_samples)
+    o["exposure_index"][:] = np.repeat(np.arange(n_frames), n_samples)
+    o["mjd"][:] = sample_mjd
+    o["lat"][:] = lat
+    o["lon"][:] = lon
+    o["alt"][:] = alt
+    # a subsample of CR rows per frame with known morphology distributions
+    n_rows = n_frames * crs_per_frame
+    c = empty_table("cosmic_rays", n_rows)
+    c["exposure_index"][:] = np.repeat(np.arange(n_frames), crs_per_frame)
+    c["chip"][:] = rng.integers(1, 3, n_rows)
+    c["read"][:] = -1
+    c["x"][:] = rng.uniform(0, 4096, n_rows)
+    c["y"][:] = rng.uniform(0, 2051, n_rows)
+    c["n_pixels"][:] = 3 + rng.geometric(0.35, n_rows)
+    c["size_sigma"][:] = rng.gamma(4.0, 0.18, n_rows)
+    c["shape"][:] = rng.beta(2.0, 3.0, n_rows)
+    c["energy"][:] = rng.lognormal(np.log(1200.0), 0.6, n_rows)
+    return dict(exposures=e, cosmic_rays=c, orbit=o), true_rate
+
+
+def months_between(first: str, last: str) -> list[Month]:
+    y, m = map(int, first.split("-"))
+    out = [Month(y, m)]
+    while out[-1].label < last:
+        out.append(out[-1].next())
+    return out
+
+
+def build_store(path, *, instrument="wfc3_uvis", first="2010-01", last="2010-06", frames_per_month=8,
+                crs_per_frame=20, seed=1, failures_in=()):
+    """Write a store month by month; return the truth as a DataFrame of frames (file order)."""
+    rng = np.random.default_rng(seed)
+    truth = []
+    with ResultsStore.open(path, instrument=instrument, **OPEN) as store:
+        for month in months_between(first, last):
+            tables, true_rate = month_frames(month=month, instrument=instrument, n_frames=frames_per_month,
+                                             crs_per_frame=crs_per_frame, rng=rng)
+            failures = empty_table("failures", 0)
+            if month.label in failures_in:
+                failures = empty_table("failures", 1)
+                failures["month"][:] = month.label
+                failures["rootname"][:] = b"ibad01abq"
+                failures["stage"][:] = b"read"
+                failures["reason"][:] = b"truncated FITS file"
+            store.commit_month(month=month.label, n_found=frames_per_month + len(failures["month"]),
+                               started=time.time(), failures=failures, **tables)
+            e = tables["exposures"]
+            truth.append(pd.DataFrame({"mjd": e["mjd"], "rate": e["rate"], "true_rate": true_rate,
+                                       "n_cr": e["n_cr"], "month": month.label}))
+    return pd.concat(truth, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    path = tmp_path_factory.mktemp("small") / "wfc3_uvis.h5"
+    truth = build_store(path, failures_in=("2010-03",))
+    return path, truth
+
+
+# ----------------------------------------------------------------------------------------------
+# opening and plain tables
+
+
+def test_open_by_path_name_and_alias(small, tmp_path):
+    path, _ = small
+    assert open_results(path).instrument == "wfc3_uvis"
+    assert open_results("wfc3_uvis", output_dir=path.parent).path == path
+    assert open_results("WFC3/UVIS", output_dir=path.parent).path == path
+    with pytest.raises(FileNotFoundError):
+        open_results("acs_wfc", output_dir=path.parent)
+    with pytest.raises(FileNotFoundError):
+        open_results(tmp_path / "nothing.h5")
+
+
+def test_exposures_all_rows_decoded_and_indexed(small):
+    path, truth = small
+    exp = open_results(path).exposures()
+    assert len(exp) == len(truth)
+    assert exp.index.name == "exposure_index"
+    assert exp.index.to_list() == list(range(len(truth)))
+    assert exp["month"].to_list() == truth["month"].to_list()
+    assert isinstance(exp["rootname"].iloc[0], str) and exp["rootname"].iloc[0].startswith("i10")
+    np.testing.assert_allclose(exp["rate"], truth["rate"], rtol=1e-6)
+    # the derived date column is the MJD as a UTC datetime
+    assert exp["date"].iloc[0].year == 2010
+    np.testing.assert_allclose([to_mjd(d) for d in exp["date"].iloc[:5]], exp["mjd"].iloc[:5], atol=1e-9)
+
+
+def test_exposures_time_window_is_half_open_and_exact(small):
+    path, truth = small
+    res = open_results(path)
+    start, stop = "2010-02-10", dt.date(2010, 4, 20)
+    exp = res.exposures(start=start, stop=stop, columns=["mjd", "month"])
+    t0, t1 = to_mjd(start), to_mjd(stop)
+    expected = truth.index[(truth["mjd"] >= t0) & (truth["mjd"] < t1)]
+    assert exp.index.to_list() == expected.to_list()
+    assert list(exp.columns) == ["mjd", "month"]
+    # a frame exactly at stop is excluded, exactly at start included
+    first_mjd = float(truth["mjd"].iloc[10])
+    assert res.exposures(stop=first_mjd).index.max() == 9
+    assert res.exposures(start=first_mjd).index.min() == 10
+
+
+def test_exposures_where_on_columns_not_returned(small):
+    path, truth = small
+    exp = open_results(path).exposures(columns=["rootname"], where="rate > 3 and exptime >= 900")
+    exp_all = open_results(path).exposures()
+    expected = exp_all[(exp_all["rate"] > 3) & (exp_all["exptime"] >= 900)]
+    assert list(exp.columns) == ["rootname"]
+    assert exp.index.to_list() == expected.index.to_list()
+    assert len(exp) > 0
+
+
+def test_unknown_column_is_an_error(small):
+    path, _ = small
+    with pytest.raises(KeyError, match="no column"):
+        open_results(path).exposures(columns=["bogus"])
+    with pytest.raises(KeyError, match="no column"):
+        open_results(path).cosmic_rays(columns=["date"])
+
+
+def test_months_and_failures(small):
+    path, truth = small
+    res = open_results(path)
+    months = res.months()
+    assert months["month"].to_list() == sorted(truth["month"].unique())
+    assert set(months["state"]) == {"committed"}
+    assert months["n_processed"].sum() == len(truth)
+    assert months["finished"].dt.year.min() >= 2024
+    fails = res.failures()
+    assert fails.to_dict("records") == [
+        {"month": "2010-03", "rootname": "ibad01abq", "stage": "read", "reason": "truncated FITS file"}]
+
+
+# ----------------------------------------------------------------------------------------------
+# cosmic rays and orbit
+
+
+def test_cosmic_rays_join_and_time_window(small):
+    path, truth = small
+    res = open_results(path)
+    crs = res.cosmic_rays()
+    assert crs.index.name == "cr_index" and len(crs) == len(truth) * 20
+    exp = res.exposures()
+    joined = crs.join(exp[["month"]], on="exposure_index")
+    assert joined["month"].notna().all()
+    win = res.cosmic_rays(start="2010-03-01", stop="2010-05-01", columns=["energy"],
+                          exposure_columns=["month", "mjd"])
+    assert set(win["month"]) == {"2010-03", "2010-04"}
+    assert len(win) == 2 * 8 * 20
+    assert list(win.columns) == ["energy", "month", "mjd"]
+    np.testing.assert_array_equal(win["energy"].to_numpy(), crs.loc[win.index, "energy"].to_numpy())
+
+
+def test_cosmic_rays_where_and_lazy_equal_eager(small, monkeypatch):
+    path, _ = small
+    res = open_results(path)
+    eager = res.cosmic_rays(columns=["n_pixels", "energy"], where="n_pixels > 5 and chip == 1",
+                            start="2010-02-01")
+    monkeypatch.setattr(results_mod, "PARTITION_ROWS", 128)  # force many partitions
+    lazy = res.cosmic_rays(columns=["n_pixels", "energy"], where="n_pixels > 5 and chip == 1",
+                           start="2010-02-01", lazy=True)
+    assert lazy.npartitions > 5
+    computed = lazy.compute()
+    assert list(computed.columns) == ["n_pixels", "energy"]
+    pd.testing.assert_frame_equal(computed, eager)
+    assert (eager["n_pixels"] > 5).all() and len(eager) > 0
+    # a lazy reduction without materialising the table
+    assert int(lazy["n_pixels"].sum().compute()) == int(eager["n_pixels"].sum())
+
+
+def test_orbit_samples_carry_exposure_rate(small):
+    path, truth = small
+    orb = open_results(path).orbit(exposure_columns=["rate", "mjd"])
+    assert orb.index.name == "sample_index"
+    # the orbit table has its own mjd; the exposure's is prefixed
+    assert {"mjd", "exposure_mjd", "rate", "lat", "lon", "date"} <= set(orb.columns)
+    np.testing.assert_allclose(orb["rate"], truth["rate"].to_numpy()[orb["exposure_index"]], rtol=1e-6)
+    assert (orb["mjd"] >= orb["exposure_mjd"] - 1e-9).all()
+    assert orb["lat"].abs().max() < 29.0
+
+
+def test_reprocessed_month_replaces_rows_and_joins_stay_right(tmp_path):
+    path = tmp_path / "wfc3_uvis.h5"
+    build_store(path, first="2011-01", last="2011-03", frames_per_month=4, crs_per_frame=3)
+    rng = np.random.default_rng(7)
+    tables, _ = month_frames(month=Month(2011, 2), instrument="wfc3_uvis", n_frames=2, crs_per_frame=5, rng=rng)
+    tables["cosmic_rays"]["energy"][:] = 777.0
+    with ResultsStore.open(path, instrument="wfc3_uvis", **OPEN) as store:
+        store.commit_month(month="2011-02", n_found=2, started=time.time(), **tables)
+    res = open_results(path)
+    exp = res.exposures()
+    assert (exp["month"] == "2011-02").sum() == 2 and len(exp) == 10
+    crs = res.cosmic_rays(exposure_columns=["month"])
+    feb = crs[crs["month"] == "2011-02"]
+    assert len(feb) == 10 and (feb["energy"] == 777.0).all()
+    assert set(crs["exposure_index"]) <= set(exp.index)
+    assert res.months().set_index("month").loc["2011-02", "n_processed"] == 2
+
+
+def test_reads_follow_a_writer(tmp_path):
+    path = tmp_path / "wfc3_uvis.h5"
+    build_store(path, first="2012-01", last="2012-02", frames_per_month=3, crs_per_frame=2)
+    res = open_results(path)
+    assert len(res.exposures()) == 6
+    rng = np.random.default_rng(3)
+    with ResultsStore.open(path, instrument="wfc3_uvis", **OPEN) as store:
+        tables, _ = month_frames(month=Month(2012, 3), instrument="wfc3_uvis", n_frames=3, crs_per_frame=2, rng=rng)
+        store.commit_month(month="2012-03", n_found=3, started=time.time(), **tables)
+        # the same Results object sees the new month on the next call
+        assert len(res.exposures()) == 9
+        assert len(res.cosmic_rays()) == 18
+    # rows appended without a ledger row (a commit in progress) stay invisible
+    import h5py
+
+    with h5py.File(path, "r+", libver="latest") as f:
+        for name, ds in f["cosmic_rays"].items():
+            ds.resize((ds.shape[0] + 100,))
+    assert len(res.cosmic_rays()) == 18
+    assert len(res.cosmic_rays(lazy=True).compute()) == 18
+
+
+# ----------------------------------------------------------------------------------------------
+# rate series
+
+
+def test_summarize_rates_matches_astropy_and_formulas():
+    from astropy.stats import sigma_clip
+
+    rng = np.random.default_rng(11)
+    jan = to_mjd("2015-01-01") + rng.uniform(0, 31, 40)
+    feb = to_mjd("2015-02-01") + rng.uniform(0, 28, 30)
+    mjd = np.concatenate([jan, feb])
+    rate = np.concatenate([rng.normal(1.5, 0.1, 40), rng.normal(1.2, 0.1, 30)])
+    rate[3] = 40.0     # an SAA frame: clipped
+    rate[45] = 0.1     # below the 0.2 floor: dropped before clipping
+    err = np.sqrt(rate * 900 * 37.8) / 900 / 37.8
+    series = summarize_rates(mjd=mjd, rate=rate, rate_err=err)
+    assert series.index.to_list() == [pd.Timestamp("2015-01-01"), pd.Timestamp("2015-02-01")]
+    for label, sel in (("2015-01-01", slice(0, 40)), ("2015-02-01", slice(40, 70))):
+        r, e = rate[sel], err[sel]
+        e = e[r > 0.2]
+        r = r[r > 0.2]
+        kept = ~sigma_clip(r, sigma=3, maxiters=5, cenfunc="median", stdfunc="std").mask
+        row = series.loc[label]
+        assert row["n_frames"] == len(r) and row["count"] == kept.sum()
+        assert row["mean"] == pytest.approx(r[kept].mean())
+        assert row["median"] == pytest.approx(np.median(r[kept]))
+        assert row["q25"] == pytest.approx(np.percentile(r[kept], 25))
+        assert row["scatter_err"] == pytest.approx(r[kept].std(ddof=1) / np.sqrt(kept.sum()))
+        assert row["poisson_err"] == pytest.approx(np.sqrt(np.sum(e[kept] ** 2)) / kept.sum())
+    assert series.loc["2015-01-01", "count"] == 39          # the 40 CR/s/cm^2 frame is gone
+    assert series.loc["2015-02-01", "n_frames"] == 29       # the 0.1 frame is gone
+    # without clipping the outlier stays in the mean
+    raw = summarize_rates(mjd=mjd, rate=rate, rate_err=err, clip_sigma=0)
+    assert raw.loc["2015-01-01", "mean"] > series.loc["2015-01-01", "mean"] + 0.5
+    yearly = summarize_rates(mjd=mjd, rate=rate, rate_err=err, freq="YS")
+    assert len(yearly) == 1 and yearly["n_frames"].iloc[0] == 69
+
+
+def test_summarize_rates_empty_and_gaps():
+    empty = summarize_rates(mjd=[], rate=[], rate_err=[])
+    assert len(empty) == 0 and "mean" in empty.columns
+    mjd = [to_mjd("2015-01-05"), to_mjd("2015-04-05")]
+    s = summarize_rates(mjd=mjd, rate=[1.0, 2.0], rate_err=[0.1, 0.1])
+    # months without frames are left out rather than NaN
+    assert len(s) == 2 and np.isnan(s["std"]).all()
+
+
+def test_rate_series_of_a_store(small):
+    path, truth = small
+    series = open_results(path).rate_series()
+    assert len(series) == 6
+    assert series["n_frames"].sum() == (truth["rate"] > 0.2).sum()
+    jan = truth[truth["month"] == "2010-01"]
+    assert series["n_frames"].iloc[0] == (jan["rate"] > 0.2).sum()
+    assert (series["q25"] <= series["median"]).all() and (series["median"] <= series["q75"]).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# rate map
+
+
+def test_bin_rate_map_known_values():
+    lon = np.array([-179.0, -175.0, 5.0, 5.0, 365.0, 10.0])
+    lat = np.array([-20.0, -21.0, 1.0, 2.0, 1.0, 50.0])   # 50 deg lies outside the grid
+    rate = np.array([2.0, 4.0, 1.0, 3.0, 5.0, 99.0])
+    m = bin_rate_map(lon=lon, lat=lat, rate=rate, lon_bin=10, lat_bin=5)
+    assert m.mean.shape == (14, 36) and m.count.sum() == 5
+    assert m.mean[(-20 + 35) // 5, 0] == pytest.approx(2.0)        # -20 is in [-20, -15)
+    assert m.mean[(-25 + 35) // 5, 0] == pytest.approx(4.0)
+    assert m.mean[7, 18] == pytest.approx((1.0 + 3.0 + 5.0) / 3)    # 365 deg wraps to 5 deg
+    assert m.peak() == (-175.0, -22.5)                               # the single 4.0 sample
+    assert m.peak(min_count=3) == (5.0, 2.5)
+    with pytest.raises(ValueError):
+        bin_rate_map(lon=lon, lat=lat, rate=rate, lon_bin=7)
+
+
+def test_to_mjd_inputs():
+    assert to_mjd("1970-01-01") == 40587.0
+    assert to_mjd(dt.date(2000, 1, 1)) == 51544.0
+    assert to_mjd(dt.datetime(2000, 1, 1, 12, tzinfo=dt.timezone.utc)) == 51544.5
+    assert to_mjd(pd.Timestamp("2000-01-01T12:00", tz="US/Eastern")) == pytest.approx(51544.5 + 5 / 24)
+    assert to_mjd(55000) == 55000.0 and to_mjd(None) is None
+    with pytest.raises(ValueError):
+        to_mjd("not a date")
+    assert mjd_to_datetime([51544.25])[0] == pd.Timestamp("2000-01-01T06:00")
+
+
+# ----------------------------------------------------------------------------------------------
+# export
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_export_round_trip_in_pieces(small, tmp_path, monkeypatch, fmt):
+    path, _ = small
+    res = open_results(path)
+    monkeypatch.setattr(results_mod, "PARTITION_ROWS", 100)
+    out = tmp_path / f"crs.{fmt}"
+    n = res.export(table="cosmic_rays", fmt=fmt, out=out, start="2010-02-01")
+    expected = res.cosmic_rays(start="2010-02-01").reset_index()
+    assert n == len(expected) == 5 * 8 * 20
+    back = pd.read_csv(out) if fmt == "csv" else pd.read_parquet(out)
+    assert list(back.columns) == list(expected.columns)
+    np.testing.assert_array_equal(back["cr_index"], expected["cr_index"])
+    np.testing.assert_allclose(back["energy"], expected["energy"], rtol=1e-6)
+    exp_out = tmp_path / f"exp.{fmt}"
+    assert res.export(table="exposures", fmt=fmt, out=exp_out) == 48
+    back = pd.read_csv(exp_out) if fmt == "csv" else pd.read_parquet(exp_out)
+    assert back["rootname"].iloc[0] == res.exposures()["rootname"].iloc[0]
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_cli_export(small, tmp_path, capsys):
+    from hstcosmicrays.cli import main
+
+    path, truth = small
+    out = tmp_path / "orbit.csv"
+    assert main(["-q", "export", "--instr", "wfc3uvis", "--table", "orbit", "--format", "csv",
+                 "--out", str(out), "--output", str(path.parent)]) == 0
+    assert f"wrote {len(truth) * 9} rows of orbit" in capsys.readouterr().out
+    assert len(pd.read_csv(out)) == len(truth) * 9
