@@ -397,12 +397,13 @@ def _where_extra(where, table, columns, lookup) -> list[str]:
     return [c for c in _where_columns(where, table) if c not in columns and c not in attached]
 
 
-def _read_part(path: str, table: str, columns: list[str], read: list[str], lookup, where, piece) -> pd.DataFrame:
-    """Read one range of rows: the function behind each dask partition (picklable)."""
-    a, b = piece
-    data = store.read_rows(path, table, ranges=[(a, b)], columns=read)
-    return _frame_from_columns(table, data, np.arange(a, b, dtype=np.int64), columns=columns,
-                               lookup=lookup, where=where)
+def _read_part(path: str, table: str, columns: list[str], read: list[str], lookup, where, ranges) -> pd.DataFrame:
+    """Read some ranges of rows into one DataFrame: the function behind each dask partition
+    (picklable; ``ranges`` a list of ``(start, stop)`` or a single pair)."""
+    if len(ranges) == 2 and np.isscalar(ranges[0]):
+        ranges = [tuple(ranges)]
+    data = store.read_rows(path, table, ranges=ranges, columns=read)
+    return _frame_from_columns(table, data, _row_numbers(ranges), columns=columns, lookup=lookup, where=where)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -698,8 +699,7 @@ class Results:
                                enforce_metadata=False)
         if not pieces:
             return plan["meta"]
-        parts = [plan["reader"](p) for p in pieces]
-        return pd.concat(parts) if len(parts) > 1 else parts[0]
+        return plan["reader"](plan["ranges"])
 
 
 def open_results(path_or_instrument, output_dir: str | os.PathLike = "data_products") -> Results:
