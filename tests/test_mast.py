@@ -1,0 +1,538 @@
+"""MastArchive through the real astroquery client against the local MAST stand-in.
+
+The server runs in a thread of the test process (so faults can be set and requests inspected);
+the client runs in a child process whose astropy configuration
+(``$XDG_CONFIG_HOME/astropy/astroquery.cfg``) points ``astroquery.mast`` at the server, because
+astroquery fixes its server URL when it is first imported. Nothing in astroquery is patched.
+
+The source archive here is a tiny in-test archive with known contents (three darks a month,
+one of them starting exactly at 00:00 of the 1st), so every expected answer is known.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from astropy.io import fits
+
+from hstcosmicrays.archive.base import Dataset, ProductFile
+from hstcosmicrays.archive.mast import dark_criteria, verify_product
+from hstcosmicrays.config import load_config
+from hstcosmicrays.intervals import Month
+from hstcosmicrays.testing.mast_server import (
+    CAOM_FIELDS, PRODUCT_FIELDS, Fault, MastServer, write_astroquery_config,
+)
+
+CONFIG = load_config()
+HRC = CONFIG.instrument("acs_hrc")
+WFC = CONFIG.instrument("acs_wfc")
+MAY = Month(2003, 5)
+JUNE = Month(2003, 6)
+
+
+# ---------------------------------------------------------------------------------------------
+# a tiny archive with known contents
+
+
+class TinyArchive:
+    """Three darks a month per instrument; the first starts exactly at the month's start."""
+
+    def __init__(self, darks_per_month: int = 3, shape=(8, 8)):
+        self.n = darks_per_month
+        self.shape = shape
+        self.fetched: list[str] = []
+
+    def query(self, instrument, month):
+        out = []
+        for i in range(self.n):
+            root = f"{instrument.rootname_prefix}{month.year % 100:02d}{month.month:02d}{i:02d}x{zlib.crc32(instrument.name.encode()) % 100:02d}"
+            t0 = month.mjd_start + i * (month.mjd_stop - month.mjd_start) / self.n
+            prods = tuple(ProductFile(filename=f"{root}_{s.lower()}.fits", suffix=s, size=None, uri=f"tiny:{root}")
+                          for s in instrument.products)
+            out.append(Dataset(obs_id=root, instrument=instrument.name, t_min=t0, exptime=900.0 + i, products=prods))
+        return out
+
+    def fetch(self, datasets, workdir):
+        out = {}
+        for ds in datasets:
+            d = Path(workdir) / "mastDownload" / "HST" / ds.obs_id
+            d.mkdir(parents=True, exist_ok=True)
+            out[ds.obs_id] = {}
+            for p in ds.products:
+                self.fetched.append(p.filename)
+                out[ds.obs_id][p.suffix] = write_product(d / p.filename, p.suffix, ds.obs_id, self.shape)
+        return out
+
+
+def write_product(path: Path, suffix: str, rootname: str, shape=(8, 8), chips=(1,)) -> Path:
+    rng = np.random.default_rng(zlib.crc32(path.name.encode()))
+    primary = fits.PrimaryHDU()
+    primary.header["ROOTNAME"] = rootname
+    hdus = [primary]
+    if suffix == "FLT":
+        for v in chips:
+            hdus += [fits.ImageHDU(rng.normal(size=shape).astype("f4"), name="SCI", ver=v),
+                     fits.ImageHDU(np.ones(shape, "f4"), name="ERR", ver=v),
+                     fits.ImageHDU(np.zeros(shape, "i2"), name="DQ", ver=v)]
+    fits.HDUList(hdus).writeto(path, overwrite=True)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# the client in a child process
+
+DRIVER = r"""
+import json, logging, sys
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+args = json.loads(sys.argv[1])
+if args.get("hide_boto3"):
+    sys.modules["boto3"] = None  # as if boto3 were not installed
+from hstcosmicrays.archive.base import ArchiveError
+from hstcosmicrays.archive.mast import MastArchive
+from hstcosmicrays.config import load_config
+from hstcosmicrays.intervals import parse_month
+inst = load_config().instrument(args["instrument"])
+archive = MastArchive(timeout=args["timeout"], retries=args["retries"], backoff=args["backoff"],
+                      cloud=args.get("cloud", False))
+out = {"months": {}, "cloud_enabled": None}
+for label in args["months"]:
+    res = {"datasets": None, "files": None, "query_error": None, "fetch_error": None}
+    try:
+        ds = archive.query(inst, parse_month(label))
+        res["datasets"] = [[d.obs_id, d.t_min, d.exptime, [[p.suffix, p.filename, p.size] for p in d.products]]
+                           for d in ds]
+    except ArchiveError as exc:
+        res["query_error"] = str(exc)
+    if res["datasets"] is not None and args.get("fetch", True):
+        try:
+            files = archive.fetch(ds, args["workdir"])
+            res["files"] = {k: {s: str(p) for s, p in v.items()} for k, v in files.items()}
+        except ArchiveError as exc:
+            res["fetch_error"] = str(exc)
+    out["months"][label] = res
+out["cloud_enabled"] = archive.cloud_enabled
+print("RESULT " + json.dumps(out))
+"""
+
+
+def run_client(server: MastServer, tmp_path: Path, months=(MAY,), *, instrument="acs_hrc",
+               timeout=5.0, retries=3, backoff=0.01, pagesize=None, workdir=None, fetch=True,
+               cloud=False, hide_boto3=False, expect_ok=True) -> dict:
+    """Run MastArchive.query (+ fetch) for ``months`` in a child process pointed at ``server``."""
+    home = tmp_path / "xdg"
+    write_astroquery_config(home, server.url, pagesize=pagesize)
+    workdir = Path(workdir or tmp_path / "work")
+    args = dict(instrument=instrument, months=[m.label for m in months], timeout=timeout,
+                retries=retries, backoff=backoff, workdir=str(workdir), fetch=fetch, cloud=cloud,
+                hide_boto3=hide_boto3)
+    env = dict(os.environ, XDG_CONFIG_HOME=str(home))
+    proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(args)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
+    out = json.loads(line[len("RESULT "):])
+    out["stderr"] = proc.stderr
+    return out
+
+
+@pytest.fixture
+def tiny():
+    return TinyArchive()
+
+
+@pytest.fixture
+def server(tiny):
+    with MastServer(tiny, CONFIG.instruments) as srv:
+        yield srv
+
+
+def expected_files(archive: TinyArchive, instrument, month) -> dict[str, set[str]]:
+    """obs_id -> product file names of the darks starting in [month start, next month start)."""
+    return {d.obs_id: {p.filename for p in d.products} for d in archive.query(instrument, month)}
+
+
+def downloads(server: MastServer, method="GET") -> list[str]:
+    return [r.uri.rsplit("/", 1)[-1] for r in server.requests if r.kind == "download" and r.method == method]
+
+
+def assert_month_complete(result: dict, archive: TinyArchive, instrument, month, workdir: Path):
+    """The month's files are all there, in MAST's layout, byte-identical to the archive's."""
+    res = result["months"][month.label]
+    assert res["query_error"] is None and res["fetch_error"] is None, res
+    want = expected_files(archive, instrument, month)
+    assert {d[0] for d in res["datasets"]} == set(want)
+    assert set(res["files"]) == set(want)
+    reference = archive.fetch(archive.query(instrument, month), workdir.parent / "reference")
+    for obs_id, by_suffix in res["files"].items():
+        assert set(by_suffix) == set(instrument.products)
+        for suffix, path in by_suffix.items():
+            path = Path(path)
+            assert path.parent == workdir / "mastDownload" / "HST" / obs_id
+            assert path.read_bytes() == reference[obs_id][suffix].read_bytes()
+    assert not list(workdir.rglob("*.part"))
+
+
+# ---------------------------------------------------------------------------------------------
+# reply shapes against the recorded real MAST replies shipped with astroquery
+
+
+def recorded(name: str) -> dict:
+    import astroquery.mast
+
+    path = Path(astroquery.mast.__file__).parent / "tests" / "data" / name
+    if not path.exists():
+        pytest.skip(f"astroquery's recorded MAST reply {name} is not installed")
+    return json.loads(path.read_text())
+
+
+def invoke(server: MastServer, request: dict) -> dict:
+    from urllib.parse import quote
+
+    body = "request=" + quote(json.dumps(request))
+    r = requests.post(server.url + "/api/v0/invoke", data=body, timeout=10,
+                      headers={"Content-type": "application/x-www-form-urlencoded"})
+    r.raise_for_status()
+    return r.json()
+
+
+def _filters(instrument, month):
+    lo, hi = instrument.exptime_range
+    return [
+        {"paramName": "obs_collection", "separator": ";", "values": ["HST"]},
+        {"paramName": "intentType", "values": ["calibration"]},
+        {"paramName": "target_name", "values": [], "freeText": "DARK%"},
+        {"paramName": "instrument_name", "values": [instrument.mast_name]},
+        {"paramName": "t_min", "values": [{"min": month.mjd_start, "max": month.mjd_stop}]},
+        {"paramName": "t_exptime", "values": [{"min": lo, "max": hi}]},
+        {"paramName": "dataproduct_type", "values": ["image"]},
+    ]
+
+
+def _same_kind(value, ours) -> bool:
+    """JSON values of one field are alike: both null-or-text, or both numbers."""
+    def kind(v):
+        if v is None or isinstance(v, str):
+            return "text"
+        if isinstance(v, bool):
+            return "bool"
+        return "number"
+    return ours is None or value is None or kind(value) == kind(ours)
+
+
+@pytest.mark.parametrize("service, recorded_name, fields", [
+    ("Mast.Caom.Filtered", "advSearch.json", CAOM_FIELDS),
+    ("Mast.Caom.Products", "products.json", PRODUCT_FIELDS),
+    ("count", "countsResp.json", None),
+])
+def test_replies_have_the_shape_of_recorded_mast_replies(server, service, recorded_name, fields):
+    real = recorded(recorded_name)
+    filters = _filters(HRC, MAY)
+    if service == "Mast.Caom.Products":
+        rows = invoke(server, {"service": "Mast.Caom.Filtered", "params": {"columns": "*", "filters": filters},
+                               "format": "json", "pagesize": 50000, "page": 1})["data"]
+        request = {"service": service, "params": {"obsid": ",".join(str(r["obsid"]) for r in rows)}}
+    elif service == "count":
+        request = {"service": "Mast.Caom.Filtered", "params": {"columns": "COUNT_BIG(*)", "filters": filters}}
+    else:
+        request = {"service": service, "params": {"columns": "*", "filters": filters}}
+    ours = invoke(server, dict(request, format="json", pagesize=50000, page=1))
+    assert set(ours) == set(real)
+    assert set(ours["paging"]) == set(real["paging"])
+    assert ours["status"] == real["status"] == "COMPLETE"
+    # same field names and MAST type names, in the same order
+    assert [(f["name"], f["type"]) for f in ours["fields"]] == [(f["name"], f["type"]) for f in real["fields"]]
+    assert ours["data"], "the stand-in returned no rows"
+    for row in ours["data"]:
+        assert set(row) == set(real["data"][0])
+        for name, value in row.items():
+            assert all(_same_kind(r.get(name), value) for r in real["data"]), name
+    if service == "count":
+        assert ours["data"][0]["Column1"] == len(expected_files(TinyArchive(), HRC, MAY)) + 1  # + next month's 1st
+
+
+def test_columnsconfig_agrees_with_the_recorded_one(server):
+    real = recorded("columnsconfig.json")
+    r = requests.post(server.url + "/portal/Mashup/Mashup.asmx/columnsconfig", data="colConfigId=Mast.Caom.Cone",
+                      headers={"Content-type": "application/x-www-form-urlencoded"}, timeout=10)
+    ours = r.json()
+    for name, _ in CAOM_FIELDS:
+        assert name in real and name in ours
+    for name in set(ours) & set(real):
+        # what the client reads: the data type (continuous or discrete filter) and the separator
+        assert ours[name].get("vot.datatype") == real[name].get("vot.datatype"), name
+        assert ours[name].get("separator") == real[name].get("separator"), name
+    assert "intentType" in ours
+
+
+def test_the_client_parses_the_stand_in_replies(server):
+    """astroquery's own JSON-to-table conversion accepts every reply (types as MAST's)."""
+    from astroquery.mast.discovery_portal import _json_to_table
+
+    reply = invoke(server, {"service": "Mast.Caom.Filtered", "format": "json", "pagesize": 50000, "page": 1,
+                            "params": {"columns": "*", "filters": _filters(HRC, MAY)}})
+    table = _json_to_table(reply)
+    assert len(table) == 4 and table["t_min"].dtype.kind == "f"
+    assert set(table["instrument_name"]) == {"ACS/HRC"}
+
+
+# ---------------------------------------------------------------------------------------------
+# queries
+
+
+def test_dark_criteria_are_those_of_the_configured_instrument_and_month():
+    c = dark_criteria(WFC, MAY)
+    assert c == {
+        "obs_collection": "HST", "intentType": "calibration", "target_name": "DARK*",
+        "instrument_name": "ACS/WFC", "t_min": [MAY.mjd_start, MAY.mjd_stop],
+        "t_exptime": list(WFC.exptime_range), "dataproduct_type": ["image"],
+    }
+
+
+def test_query_asks_mast_for_exactly_the_instrument_window_and_product_types(server, tiny, tmp_path):
+    result = run_client(server, tmp_path, (MAY,), pagesize=2)
+    assert_month_complete(result, tiny, HRC, MAY, tmp_path / "work")
+    reqs = server.requests
+    queries = [r for r in reqs if r.kind in ("count", "filtered")]
+    assert {r.kind for r in queries} == {"count", "filtered"}
+    for r in queries:
+        assert r.service == "Mast.Caom.Filtered"
+        assert "position" not in r.params
+        assert r.params["filters"] == _filters(HRC, MAY)
+    # paging: 4 rows (3 of May + the dark at 00:00 on June 1st) in pages of 2
+    assert [r.page for r in queries if r.kind == "filtered"] == [1, 2]
+    assert all(r.pagesize == 2 for r in queries)
+    # the products asked for are those of the kept observations only (not the June 1st dark)
+    rows = invoke(server, {"service": "Mast.Caom.Filtered", "format": "json", "pagesize": 50, "page": 1,
+                           "params": {"columns": "*", "filters": _filters(HRC, MAY)}})["data"]
+    may_ids = {str(r["obsid"]) for r in rows if r["t_min"] < MAY.mjd_stop}
+    asked = {r.params["obsid"] for r in reqs if r.kind == "products"}
+    assert len(asked) == 1 and set(asked.pop().split(",")) == may_ids
+    # downloads: exactly the FLT and SPT files (the product list also names RAW, FLC, TRL, JIF, JIT)
+    want = set().union(*expected_files(tiny, HRC, MAY).values())
+    assert sorted(downloads(server, "GET")) == sorted(want)
+    assert {n.split("_")[1] for n in want} == {"flt.fits", "spt.fits"}
+
+
+def test_a_dark_starting_at_midnight_of_the_first_belongs_to_that_month_only(server, tiny, tmp_path):
+    result = run_client(server, tmp_path, (MAY, JUNE), fetch=False)
+    may = {d[0] for d in result["months"][MAY.label]["datasets"]}
+    june = {d[0] for d in result["months"][JUNE.label]["datasets"]}
+    first_of_june = tiny.query(HRC, JUNE)[0]
+    assert first_of_june.t_min == JUNE.mjd_start
+    assert first_of_june.obs_id in june and first_of_june.obs_id not in may
+    assert may == set(expected_files(tiny, HRC, MAY))
+
+
+def test_empty_month_is_an_empty_list_not_an_error(server, tmp_path):
+    server.add_fault(kind="empty", target="query", times=None)
+    result = run_client(server, tmp_path, (MAY,))
+    res = result["months"][MAY.label]
+    assert res["datasets"] == [] and res["query_error"] is None and res["fetch_error"] is None
+    assert not [r for r in server.requests if r.kind in ("products", "download")]
+
+
+def test_dataset_t_min_and_exptime_come_from_the_observation_rows(server, tiny, tmp_path):
+    result = run_client(server, tmp_path, (MAY,), fetch=False)
+    got = {d[0]: (d[1], d[2]) for d in result["months"][MAY.label]["datasets"]}
+    for ds in tiny.query(HRC, MAY):
+        assert got[ds.obs_id] == pytest.approx((ds.t_min, ds.exptime), abs=1e-9)
+    sizes = {p[1]: p[2] for d in result["months"][MAY.label]["datasets"] for p in d[3]}
+    assert all(isinstance(s, int) and s > 0 for s in sizes.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# faults: transient ones are retried to a complete month, persistent ones raise ArchiveError
+
+TRANSIENT = {
+    "count 500": dict(kind="status", target="count", status=500, times=2),
+    "query 503": dict(kind="status", target="filtered", status=503, times=1),
+    "columnsconfig 503": dict(kind="status", target="columnsconfig", status=503, times=1),
+    "executing then complete": dict(kind="executing", target="filtered", times=3),
+    "session in kill state": dict(kind="error", target="products", times=1),
+    "truncated query reply": dict(kind="truncate", target="filtered", times=1),
+    "query hangs past the time-out": dict(kind="hang", target="filtered", times=1, seconds=6),
+    "second page lost": dict(kind="empty", target="filtered", after=1, times=1),
+    "download 500": dict(kind="status", target="download", status=500, times=2),
+    "download 503 on GET": dict(kind="status", target="download", status=503, method="GET", times=3),
+    "download truncated": dict(kind="truncate", target="download", times=2),
+    "download short file": dict(kind="short", target="download", times=1),
+    "download corrupt": dict(kind="corrupt", target="download", times=1),
+    "listed file 404s once": dict(kind="missing", target="download", match="_flt", times=1),
+    "download hangs past the time-out": dict(kind="hang", target="download", method="GET", times=1, seconds=6),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRANSIENT))
+def test_transient_fault_is_retried_to_a_complete_month(server, tiny, tmp_path, name):
+    fault = server.add_fault(**TRANSIENT[name])
+    pagesize = 2 if name == "second page lost" else None
+    result = run_client(server, tmp_path, (MAY,), timeout=1.5, pagesize=pagesize)
+    assert fault.fired == (fault.times or fault.fired) and fault.fired >= 1
+    assert_month_complete(result, tiny, HRC, MAY, tmp_path / "work")
+
+
+PERSISTENT = {
+    "query 500": (dict(kind="status", target="query", status=500, times=None), "query"),
+    "query hangs": (dict(kind="hang", target="filtered", times=None, seconds=6), "query"),
+    "always executing": (dict(kind="executing", target="filtered", times=None), "query"),
+    "listed file always 404s": (dict(kind="missing", target="download", match="_spt", times=None), "fetch"),
+    "always truncated": (dict(kind="truncate", target="download", match="_flt", times=None), "fetch"),
+    "always short": (dict(kind="short", target="download", match="_flt", times=None), "fetch"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PERSISTENT))
+def test_persistent_fault_raises_archive_error_and_leaves_no_bad_file(server, tiny, tmp_path, name):
+    spec, stage = PERSISTENT[name]
+    server.add_fault(**spec)
+    result = run_client(server, tmp_path, (MAY,), timeout=1.0, retries=2)
+    res = result["months"][MAY.label]
+    work = tmp_path / "work"
+    if stage == "query":
+        assert res["query_error"] and "2003-05" in res["query_error"]
+        assert res["datasets"] is None
+        assert not work.exists() or not any(p.is_file() for p in work.rglob("*"))
+        return
+    assert res["query_error"] is None and res["fetch_error"], res
+    assert "3 of 6 files" in res["fetch_error"]
+    # the files that did verify are in place, nothing truncated has a final name, no part files
+    bad = "_spt" if "404" in name else "_flt"
+    present = sorted(p.name for p in work.rglob("*") if p.is_file())
+    want = sorted(n for names in expected_files(tiny, HRC, MAY).values() for n in names if bad not in n)
+    assert present == want
+    for p in work.rglob("*.fits"):
+        assert verify_product(p, suffix=p.stem.split("_")[1].upper(), instrument=HRC) is None
+    # bounded: 1 + retries tries per bad file
+    gets = [n for n in downloads(server, "GET" if "404" not in name else "HEAD") if bad in n]
+    assert len(gets) == 3 * 3
+
+
+def test_refetch_keeps_valid_files_and_replaces_bad_ones(server, tiny, tmp_path):
+    work = tmp_path / "work"
+    first = run_client(server, tmp_path, (MAY,))
+    assert_month_complete(first, tiny, HRC, MAY, work)
+    files = sorted(work.rglob("*.fits"))
+    truncated, removed, garbage = files[0], files[1], files[2]
+    truncated.write_bytes(truncated.read_bytes()[:1000])
+    removed.unlink()
+    garbage.write_bytes(bytes(garbage.stat().st_size))  # right size, not FITS
+    untouched = {p: p.stat().st_mtime_ns for p in files[3:]}
+    server.clear_requests()
+    second = run_client(server, tmp_path, (MAY,))
+    assert_month_complete(second, tiny, HRC, MAY, work)
+    assert sorted(downloads(server, "GET")) == sorted(p.name for p in (truncated, removed, garbage))
+    assert all(p.stat().st_mtime_ns == t for p, t in untouched.items())
+
+
+def test_archive_file_names_cannot_escape_the_work_directory(server, tiny, tmp_path):
+    server.add_fault(kind="rename", target="products", times=None, template="../../../../{filename}")
+    work = tmp_path / "deep" / "work"
+    result = run_client(server, tmp_path, (MAY,), workdir=work)
+    res = result["months"][MAY.label]
+    assert res["fetch_error"] is None and res["query_error"] is None, res
+    # the client asked for the archive's (hostile) names but wrote only under the work directory
+    assert any(r.uri.startswith("mast:HST/product/../") for r in server.requests if r.kind == "download")
+    written = sorted(p for p in tmp_path.rglob("*") if p.is_file() and "xdg" not in p.parts)
+    assert written and all(work in p.parents for p in written)
+    assert {p.name for p in written} == set().union(*expected_files(tiny, HRC, MAY).values())
+
+
+def test_retries_are_bounded_and_back_off_exponentially(server, tmp_path):
+    server.add_fault(kind="status", target="count", status=503, times=None)
+    result = run_client(server, tmp_path, (MAY,), retries=3, backoff=0.2, fetch=False)
+    assert "4 attempts" in result["months"][MAY.label]["query_error"]
+    counts = [r for r in server.requests if r.kind == "count"]
+    assert len(counts) == 4
+    # waits of 0.2, 0.4, 0.8 s are logged before the three retries
+    waits = re.findall(r"query retry \d+/3 in ([\d.]+) s", result["stderr"])
+    assert [float(w) for w in waits] == [0.2, 0.4, 0.8]
+
+
+def test_cloud_without_boto3_is_skipped_with_a_clear_error(server, tiny, tmp_path):
+    result = run_client(server, tmp_path, (MAY,), cloud=True, hide_boto3=True)
+    assert result["cloud_enabled"] is False
+    assert "--cloud skipped" in result["stderr"] and "boto3" in result["stderr"]
+    assert_month_complete(result, tiny, HRC, MAY, tmp_path / "work")
+
+
+# ---------------------------------------------------------------------------------------------
+# verification of one file
+
+
+@pytest.fixture
+def flt(tmp_path):
+    return write_product(tmp_path / "j0000001q_flt.fits", "FLT", "j0000001q", chips=(1, 2))
+
+
+def test_verify_accepts_a_good_file(flt):
+    assert verify_product(flt, suffix="FLT", size=flt.stat().st_size, instrument=WFC) is None
+
+
+def test_verify_accepts_a_subarray_with_one_chip_of_two(tmp_path):
+    path = write_product(tmp_path / "j0000002q_flt.fits", "FLT", "j0000002q", chips=(2,))
+    assert verify_product(path, suffix="FLT", instrument=WFC) is None
+
+
+@pytest.mark.parametrize("damage, reason", [
+    ("size", "archive announced"),
+    ("truncate", "announced"),
+    ("zeros", "not a readable FITS"),
+    ("empty", "empty"),
+    ("missing", "missing"),
+    ("no_dq", "no SCI/DQ imset"),
+])
+def test_verify_rejects_a_damaged_file(flt, damage, reason):
+    size = flt.stat().st_size
+    if damage == "size":
+        size += 2880
+    elif damage == "truncate":
+        flt.write_bytes(flt.read_bytes()[: size // 2])
+    elif damage == "zeros":
+        flt.write_bytes(bytes(size))
+    elif damage == "empty":
+        flt.write_bytes(b"")
+        size = None
+    elif damage == "missing":
+        flt.unlink()
+    elif damage == "no_dq":
+        with fits.open(flt) as h:
+            fits.HDUList([hdu.copy() for hdu in h if hdu.name != "DQ"]).writeto(flt, overwrite=True)
+        size = None
+    got = verify_product(flt, suffix="FLT", size=size, instrument=WFC)
+    assert got is not None and reason in got
+
+
+@pytest.mark.parametrize("cut", [2880, 2880 + 100, 1])
+def test_verify_rejects_a_fits_file_cut_anywhere(flt, cut):
+    """Even without an announced size, a file cut inside data or inside a header is refused."""
+    data = flt.read_bytes()
+    flt.write_bytes(data[: len(data) - cut])
+    got = verify_product(flt, suffix="FLT", size=None, instrument=WFC)
+    assert got is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# the live service
+
+
+@pytest.mark.remote_data
+def test_live_mast_lists_acs_hrc_darks_of_may_2003():
+    from hstcosmicrays.archive.mast import MastArchive
+
+    archive = MastArchive(timeout=120, retries=2, backoff=5)
+    darks = archive.query(HRC, MAY)
+    assert darks, "MAST lists no ACS/HRC darks in May 2003"
+    for d in darks:
+        assert MAY.mjd_start <= d.t_min < MAY.mjd_stop
+        assert d.obs_id.startswith("j")
+        assert {p.suffix for p in d.products} == {"FLT", "SPT"}
+        assert all(p.size and p.size > 0 for p in d.products)
