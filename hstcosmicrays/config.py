@@ -26,6 +26,7 @@ import yaml
 __all__ = [
     "ConfigError",
     "CRRejectParams",
+    "SimulationConfig",
     "InstrumentConfig",
     "PipelineSettings",
     "Config",
@@ -77,6 +78,91 @@ class CRRejectParams:
             raise ConfigError(f"crreject.skysub: expected 'none' or 'mode', got {self.skysub!r}")
         if not self.crsigmas or any(s <= 0 for s in self.crsigmas):
             raise ConfigError(f"crreject.crsigmas: expected one or more positive values, got {self.crsigmas!r}")
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Knobs of the simulated darks of one instrument (the ``simulation`` section).
+
+    Used only by :mod:`hstcosmicrays.simulate`; their meaning and the physics they feed are
+    described in that module's docstring. Units: seconds, electrons, days, micron, arcsec.
+
+    Attributes
+    ----------
+    darks_per_month : int
+        Frames per month (CR-SPLIT sets of ``crsplit`` frames; IR: single ramps).
+    exptime : float
+        EXPTIME of a CCD frame (s); IR: ignored, EXPTIME = (nsamp - 1) * sample_time.
+    crsplit : int
+        Frames per CR-SPLIT set (1 for IR).
+    single_fraction : float
+        Fraction of sets taken as a single frame (WFPC2 darks without a partner).
+    nsamp, sample_time : int, float
+        IR: reads per ramp including the zeroth read, and seconds between reads.
+    gains : tuple of float
+        CCDGAIN values (e-/DN); each set picks one at random.
+    read_noise : float
+        Read noise (e-) of one read (per amplifier it varies by a few percent).
+    dark_current, dark_growth : float
+        Dark current (e-/s/pixel) at ``active_start`` and its fractional growth per year.
+    hot_fraction, hot_growth, hot_permanent, hot_rate : float
+        Fraction of pixels hot at ``active_start``; fraction of pixels turning hot per year;
+        fraction of those that survive anneals; smallest hot-pixel dark rate (e-/s).
+    anneal_period : float
+        Days between anneals (0: none).
+    full_well : float
+        Full well (e-); pixels above it are clipped and flagged ``dq_saturated``.
+    adc_max : float
+        Largest value of the analogue-to-digital converter (DN).
+    dq_saturated : int
+        DQ bit of a saturated pixel.
+    bad_columns : int
+        Bad columns per chip (DQ ``dq_bad``).
+    flash_fraction, flash_level : float
+        Fraction of sets that are post-flashed, and the flash level (e-).
+    plate_scale : float
+        Pixel scale (arcsec) of the WCS.
+    mpv_per_micron : float
+        Most probable CR charge deposit (e- per micron of path).
+    diffusion_min, diffusion_max : float
+        Charge-diffusion sigma (micron) of charge released at the front and at the back of the
+        depletion layer.
+    saa_pass_fraction : float
+        Fraction of sets scheduled to cross the SAA contour.
+    """
+
+    darks_per_month: int
+    exptime: float
+    crsplit: int
+    single_fraction: float
+    nsamp: int
+    sample_time: float
+    gains: tuple[float, ...]
+    read_noise: float
+    dark_current: float
+    dark_growth: float
+    hot_fraction: float
+    hot_growth: float
+    hot_permanent: float
+    hot_rate: float
+    anneal_period: float
+    full_well: float
+    adc_max: float
+    dq_saturated: int
+    bad_columns: int
+    flash_fraction: float
+    flash_level: float
+    plate_scale: float
+    mpv_per_micron: float
+    diffusion_min: float
+    diffusion_max: float
+    saa_pass_fraction: float
+
+    def __post_init__(self) -> None:
+        if self.darks_per_month < 0 or self.crsplit < 1 or not self.gains:
+            raise ConfigError("simulation: darks_per_month >= 0, crsplit >= 1 and one or more gains expected")
+        if not 0.0 <= self.single_fraction <= 1.0 or not 0.0 <= self.saa_pass_fraction <= 1.0:
+            raise ConfigError("simulation: single_fraction and saa_pass_fraction must be within [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -133,6 +219,8 @@ class InstrumentConfig:
         Width (pixels) of the reference-pixel border excluded from CR detection.
     crreject : CRRejectParams
         Default CR-rejection parameters (the values of the real CRREJTAB).
+    simulation : SimulationConfig or None
+        Knobs of the simulated archive (None: the instrument cannot be simulated).
     """
 
     name: str
@@ -167,6 +255,7 @@ class InstrumentConfig:
     noise_model: str
     border: int
     crreject: CRRejectParams
+    simulation: Optional[SimulationConfig] = None
 
     def __post_init__(self) -> None:
         where = f"instruments.{self.name}"
