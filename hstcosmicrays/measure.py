@@ -51,7 +51,7 @@ from .orbit import OrbitalElements, circular_mean_deg, hst_positions, sample_tim
 from .schema import COSMIC_RAYS, EXPOSURES, ORBIT
 from .stats import cr_properties, fraction_hit, frame_rate
 
-__all__ = ["FrameResult", "measure_frame", "measure_file", "orbit_samples", "month_of"]
+__all__ = ["FrameResult", "measure_frame", "frame_result", "measure_file", "orbit_samples", "month_of"]
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,6 @@ def measure_frame(
         ``cosmic_rays`` rows are in chip order, then label order; ``x``/``y`` are 0-based
         column/row within the chip; ``energy`` in electrons; ``read`` is -1 (CCDs).
     """
-    warnings: list[str] = []
     parts = []
     n_science = 0
     b = max(int(instrument.border), 0)
@@ -231,13 +230,51 @@ def measure_frame(
         cosmic_rays = {k: np.concatenate([p[k] for p in parts]).astype(dt) for k, dt in _CR_DTYPES.items()}
     else:
         cosmic_rays = _empty_crs()
+    return frame_result(
+        header=header, cosmic_rays=cosmic_rays, n_science=n_science, instrument=instrument,
+        spt_path=spt_path, method=method, group_id=group_id, month=month,
+    )
+
+
+def frame_result(
+    *, header: FrameHeader, cosmic_rays: dict, n_science: int, instrument: InstrumentConfig,
+    spt_path: Path | None, method: str, group_id: int, month: str, integration_time: float | None = None,
+) -> FrameResult:
+    """Assemble a frame's :class:`FrameResult` from its measured CRs: rate over the area searched,
+    fraction of pixels hit, pointing, HST orbit samples and SAA keywords.
+
+    Shared by :func:`measure_frame` (CCDs, WFPC2) and :mod:`hstcosmicrays.ir` (ramps), so that
+    every detector fills the exposure row the same way.
+
+    Parameters
+    ----------
+    header : FrameHeader
+    cosmic_rays : dict of ndarray
+        One array per column of ``schema.COSMIC_RAYS`` except ``exposure_index``.
+    n_science : int
+        Science pixels searched (all chips, reference border excluded); the area searched is
+        ``detector_area * n_science / N_full`` with ``N_full`` the science pixels of a full frame.
+    instrument : InstrumentConfig
+    spt_path : Path or None
+        SPT/SHM file with the orbit keywords.
+    method, group_id, month
+        As in :func:`measure_frame`.
+    integration_time : float, optional
+        Integration time (s) of the rate; default EXPTIME + FLASHDUR + readout time
+        (``instrument.integration_time``). IR ramps pass their sampled ramp time.
+    """
+    warnings: list[str] = []
+    b = max(int(instrument.border), 0)
     n_cr = int(cosmic_rays["n_pixels"].shape[0])
     n_hit = int(cosmic_rays["n_pixels"].sum(dtype=np.int64))
 
     full_pixels = len(instrument.chips) * max(instrument.chip_shape[0] - 2 * b, 0) * max(
         instrument.chip_shape[1] - 2 * b, 0)
     area = instrument.detector_area * (n_science / full_pixels if full_pixels and n_science else 1.0)
-    t_int = instrument.integration_time(exptime=header.exptime, flashdur=header.flashdur)
+    if integration_time is None:
+        t_int = instrument.integration_time(exptime=header.exptime, flashdur=header.flashdur)
+    else:
+        t_int = float(integration_time)
     if t_int > 0 and area > 0:
         rate, rate_err = frame_rate(n_cr=n_cr, integration_time=t_int, detector_area=area)
     else:
