@@ -29,8 +29,11 @@ amplifiers named in CCDAMP (gain) or to ``instrument.readnoise_default`` (read n
 Per-pixel gain and read-noise arrays vary only along columns, so they are returned as read-only
 broadcast views of one row (no full-size allocation); use them in arithmetic, do not write to them.
 
-IR IMA files (``kind == "ir"``) are read elsewhere; this module serves FLT-like CCD files and
-WFPC2 C0M/C1M pairs.
+IR IMA files (``kind == "ir"``): :func:`read_header` reads their metadata (the imset with EXTVER 1,
+the last read, stands for the science extension; NSAMP is the number of reads; NICMOS headers
+without DETECTOR are matched by CAMERA); their pixels, one imset per read, are read by
+:func:`hstcosmicrays.ir.read_ramp`, not by :func:`read_chips`. Otherwise this module serves
+FLT-like CCD files and WFPC2 C0M/C1M pairs.
 """
 
 from __future__ import annotations
@@ -326,7 +329,7 @@ def read_header(path: str | Path, *, instrument: InstrumentConfig) -> FrameHeade
     Parameters
     ----------
     path : str or Path
-        FLT file (CCDs) or C0M file (WFPC2).
+        FLT file (CCDs), C0M file (WFPC2) or IMA file (IR).
     instrument : InstrumentConfig
         The instrument the file must belong to.
 
@@ -347,8 +350,6 @@ def read_header(path: str | Path, *, instrument: InstrumentConfig) -> FrameHeade
     with _open(path) as hdul:
         primary = hdul[0].header
         scis = _science_hdus(hdul, instrument)
-        if instrument.kind == "ir":
-            raise FrameError(f"{path}: IR ramps ({instrument.name}) are read by the ir module, not frames")
         if not scis:
             raise FrameError(
                 f"{path}: no science extension of {instrument.name} (expected EXTVER {list(instrument.chips)})"
@@ -356,8 +357,12 @@ def read_header(path: str | Path, *, instrument: InstrumentConfig) -> FrameHeade
         sci = scis[0].header
         headers = [primary, sci]
         instrume = _str(_require(path, headers, "INSTRUME"))
-        detector = _str(_get(headers, "DETECTOR", "")) if instrument.kind == "wfpc2" else _str(
-            _require(path, headers, "DETECTOR"))
+        if instrument.kind == "wfpc2":
+            detector = _str(_get(headers, "DETECTOR", ""))
+        elif instrument.kind == "ir" and _get(headers, "DETECTOR") is None and _get(headers, "CAMERA") is not None:
+            detector = _str(_get(headers, "CAMERA"))  # NICMOS names its camera, not a detector
+        else:
+            detector = _str(_require(path, headers, "DETECTOR"))
         if not _detector_matches(instrument, instrume, detector):
             raise FrameError(
                 f"{path}: INSTRUME/DETECTOR {instrume}/{detector} is not {instrument.name} "
@@ -491,9 +496,12 @@ def read_chips(path: str | Path, *, instrument: InstrumentConfig) -> tuple[Chip,
     Raises
     ------
     FrameError
-        Not a FITS file, no science chip, a missing DQ (or C1M for WFPC2), or an IR file.
+        Not a FITS file, no science chip, a missing DQ (or C1M for WFPC2), or an IR file
+        (read those with :func:`hstcosmicrays.ir.read_ramp`).
     """
     path = Path(path)
+    if instrument.kind == "ir":
+        raise FrameError(f"{path}: IR ramps ({instrument.name}) are read one read at a time by hstcosmicrays.ir.read_ramp")
     header = read_header(path, instrument=instrument)
     if instrument.kind == "wfpc2":
         return _read_wfpc2(path, header=header, instrument=instrument)
@@ -640,7 +648,7 @@ def identify_instrument(path: str | Path, *, config: Config) -> InstrumentConfig
     with _open(path) as hdul:
         headers = [hdul[0].header] + ([hdul[1].header] if len(hdul) > 1 else [])
         instrume = _str(_get(headers, "INSTRUME", ""))
-        detector = _str(_get(headers, "DETECTOR", ""))
+        detector = _str(_get(headers, "DETECTOR", _get(headers, "CAMERA", "")))
     if not instrume:
         raise FrameError(f"{path}: missing keyword INSTRUME")
     for inst in config.instruments.values():
