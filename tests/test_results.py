@@ -1,10 +1,11 @@
 """The read API: tables as DataFrames, time windows, joins, lazy reading, rate series, rate map.
 
 Test stores are written with the store's own writer (``ResultsStore.commit_month``) from
-synthetic frames with a known truth: a per-frame true rate = base rate x solar modulation(t) x
-mean SAA factor over the frame's orbit samples (real HST ground tracks from ``orbit``), and
-Poisson-fluctuated CR counts. :func:`build_store` is shared with ``test_plots`` and
-``test_notebooks``.
+synthetic frames with a known truth: the simulator's rate model (``simulate.cr_rate``: base rate
+x solar modulation(t) x SAA factor) averaged over each frame's orbit samples (real HST ground
+tracks from ``orbit``), and Poisson-fluctuated CR counts. :func:`build_store` (frames at random
+times, with a CR table) and :func:`build_truth_store` (the simulator's own schedule, a decade)
+are shared with ``test_plots`` and ``test_notebooks``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hstcosmicrays import open_results
+from hstcosmicrays import open_results, simulate
 from hstcosmicrays import results as results_mod
 from hstcosmicrays.intervals import Month
 from hstcosmicrays.orbit import hst_positions, realistic_elements
@@ -30,29 +31,18 @@ READOUT = {"wfc3_uvis": 50.0, "acs_wfc": 50.0, "acs_hrc": 15.0, "stis_ccd": 15.0
 
 
 # ----------------------------------------------------------------------------------------------
-# the injected truth
-
-
-def solar_modulation(mjd):
-    """Injected solar-cycle modulation: 11-year cosine, +-25 %, minimum at MJD 52000 (solar max)."""
-    return 1.0 - 0.25 * np.cos(2 * np.pi * (np.asarray(mjd, dtype=float) - 52000.0) / (11 * 365.25))
-
-
-def saa_factor(lat, lon):
-    """Injected SAA enhancement: a Gaussian bump centred at lon -50, lat -25 deg, 60x at the peak."""
-    dlon = (np.asarray(lon, dtype=float) + 50.0 + 180.0) % 360.0 - 180.0
-    dlat = np.asarray(lat, dtype=float) + 25.0
-    return 1.0 + 60.0 * np.exp(-0.5 * ((dlon / 20.0) ** 2 + (dlat / 6.0) ** 2))
+# the injected truth: the simulator's solar modulation and SAA
 
 
 def in_saa(lon, lat):
-    """The injected SAA region: where the factor exceeds 10."""
-    return saa_factor(lat, lon) > 10.0
+    """Inside the simulator's SAA contour."""
+    return bool(simulate.saa_factor(lat, lon) > simulate.SAA_CONTOUR)
 
 
 def month_frames(*, month: Month, instrument: str, n_frames: int, crs_per_frame: int, rng,
-                 base_rate: float = 1.3, n_samples: int = 9, modulation=solar_modulation, saa=saa_factor):
-    """One month of synthetic tables with their truth (true rate per frame)."""
+                 n_samples: int = 9):
+    """One month of synthetic tables with their truth (true rate per frame), frames at random
+    times: the simulator's rate model sampled at ``n_samples`` points of each exposure."""
     t0, t1 = month.mjd_start, month.mjd_stop
     exptime = rng.choice([500.0, 900.0, 1000.0], n_frames).astype(np.float32)
     t_int = exptime + READOUT[instrument]
@@ -61,8 +51,7 @@ def month_frames(*, month: Month, instrument: str, n_frames: int, crs_per_frame:
     frac = np.linspace(0.0, 1.0, n_samples)
     sample_mjd = (expstart[:, None] + (expend - expstart)[:, None] * frac).ravel()
     lat, lon, alt = hst_positions(elements=realistic_elements(epoch_mjd=t0, rng=rng), mjd=sample_mjd)
-    factor = saa(lat, lon).reshape(n_frames, n_samples).mean(axis=1)
-    true_rate = base_rate * modulation(expstart) * factor
+    true_rate = simulate.cr_rate(mjd=sample_mjd, lat=lat, lon=lon).reshape(n_frames, n_samples).mean(axis=1)
     n_cr = rng.poisson(true_rate * t_int * AREA[instrument])
     e = empty_table("exposures", n_frames)
     e["rootname"][:] = [f"i{month.year % 100:02d}{month.month:02d}{i:03d}q".encode() for i in range(n_frames)]
@@ -133,6 +122,72 @@ def build_store(path, *, instrument="wfc3_uvis", first="2010-01", last="2010-06"
             e = tables["exposures"]
             truth.append(pd.DataFrame({"mjd": e["mjd"], "rate": e["rate"], "true_rate": true_rate,
                                        "n_cr": e["n_cr"], "month": month.label}))
+    return pd.concat(truth, ignore_index=True)
+
+
+def build_truth_store(path, *, instrument="wfc3_uvis", first="2009-06", last="2021-05", darks_per_month=10,
+                      seed=2021):
+    """A store built from the simulator's truth, without pixels: the simulator's own schedule
+    (``simulate.month_schedule``: CR-SPLIT sets, its share of SAA passes, a realistic orbit per
+    month), the expected count :math:`\\bar N = \\mathcal{A}\\int R\\,dt` of ``simulate.cr_rate``
+    over each frame's integration time (orbit sampled every 30 s, as the simulator does), a
+    Poisson count, and orbit samples every 60 s over the exposure (as the pipeline stores them).
+
+    Running the full pipeline over a decade of full-frame darks takes hours; the rate and map
+    statistics depend only on these per-frame counts and positions. Returns the truth per frame.
+    """
+    from hstcosmicrays.config import load_config
+    from hstcosmicrays.orbit import sample_times
+
+    inst = load_config().instrument(instrument)
+    rng = np.random.default_rng(seed)
+    truth = []
+    with ResultsStore.open(path, instrument=inst.name, **OPEN) as store:
+        for month in months_between(first, last):
+            specs = simulate.month_schedule(instrument=inst, month=month, seed=seed,
+                                            darks_per_month=darks_per_month)
+            if not specs:
+                continue
+            n = len(specs)
+            e = empty_table("exposures", n)
+            orbit_parts, expected = [], np.zeros(n)
+            for i, sp in enumerate(specs):
+                t_int = inst.integration_time(exptime=sp.exptime, flashdur=sp.flashdur)
+                t = sample_times(expstart=sp.expstart, expend=sp.expstart + t_int / 86400.0, max_step=30.0)
+                lat, lon, _ = hst_positions(elements=sp.elements, mjd=t)
+                rate = simulate.cr_rate(mjd=t, lat=lat, lon=lon)
+                expected[i] = inst.detector_area * np.trapezoid(rate, (t - t[0]) * 86400.0)
+                ts = sample_times(expstart=sp.expstart, expend=sp.expend)
+                slat, slon, salt = hst_positions(elements=sp.elements, mjd=ts)
+                orbit_parts.append((np.full(len(ts), i), ts, slat, slon, salt))
+                e["integration_time"][i] = t_int
+            n_cr = rng.poisson(expected)
+            t_int = e["integration_time"].astype(np.float64)
+            e["rootname"][:] = [sp.obs_id for sp in specs]
+            e["month"][:] = month.label
+            e["group_id"][:] = [sp.set_index for sp in specs]
+            e["method"][:] = b"crsplit"
+            e["mjd"][:] = [sp.expstart for sp in specs]
+            e["expstart"][:] = e["mjd"]
+            e["expend"][:] = [sp.expend for sp in specs]
+            e["exptime"][:] = [sp.exptime for sp in specs]
+            e["flashdur"][:] = [sp.flashdur for sp in specs]
+            e["n_cr"][:] = n_cr
+            e["rate"][:] = n_cr / t_int / inst.detector_area
+            e["rate_err"][:] = np.sqrt(n_cr) / t_int / inst.detector_area
+            e["saa_exit"][:] = [sp.saa_exit for sp in specs]
+            e["saa_time"][:] = [sp.saa_time for sp in specs]
+            o = empty_table("orbit", sum(len(p[1]) for p in orbit_parts))
+            for k, name in enumerate(("exposure_index", "mjd", "lat", "lon", "alt")):
+                o[name][:] = np.concatenate([p[k] for p in orbit_parts])
+            for i in range(n):
+                sel = o["exposure_index"] == i
+                e["hst_lat"][i] = o["lat"][sel].mean()
+                e["hst_alt"][i] = o["alt"][sel].mean()
+            store.commit_month(month=month.label, exposures=e, cosmic_rays=empty_table("cosmic_rays"), orbit=o,
+                               n_found=n, started=time.time())
+            truth.append(pd.DataFrame({"mjd": e["mjd"], "rate": e["rate"], "expected": expected,
+                                       "true_rate": expected / t_int / inst.detector_area}))
     return pd.concat(truth, ignore_index=True)
 
 
@@ -426,3 +481,51 @@ def test_cli_export(small, tmp_path, capsys):
                  "--out", str(out), "--output", str(path.parent)]) == 0
     assert f"wrote {len(truth) * 9} rows of orbit" in capsys.readouterr().out
     assert len(pd.read_csv(out)) == len(truth) * 9
+
+
+# ----------------------------------------------------------------------------------------------
+# acceptance: a solar cycle of simulated WFC3/UVIS darks
+
+
+@pytest.fixture(scope="module")
+def decade(tmp_path_factory):
+    """2009-06 to 2020-05 (one 11-year cycle), 30 darks a month, built by :func:`build_truth_store`
+    from the simulator's schedule and rate model (not through the pixel pipeline: see there)."""
+    path = tmp_path_factory.mktemp("decade") / "wfc3_uvis.h5"
+    truth = build_truth_store(path, first="2009-06", last="2020-05", darks_per_month=30)
+    return path, truth
+
+
+@pytest.mark.slow
+def test_acceptance_rate_series_recovers_the_injected_solar_cycle(decade):
+    path, truth = decade
+    series = open_results(path).rate_series()
+    assert len(series) == 132 and series["n_frames"].sum() == len(truth)
+    injected = simulate.solar_modulation(series["mjd"].to_numpy())
+    for stat in ("mean", "median"):
+        r = np.corrcoef(series[stat], injected)[0, 1]
+        assert r > 0.9, f"{stat}: correlation {r:.3f}"
+    # the amplitude and the quiet rate come back too: median = R0 (1 + a cos(...))
+    c1, c0 = np.polyfit((injected - 1.0) / simulate.SOLAR_AMPLITUDE, series["median"], 1)
+    assert c1 / c0 == pytest.approx(simulate.SOLAR_AMPLITUDE, abs=0.02)
+    assert c0 == pytest.approx(simulate.BASE_RATE, rel=0.03)
+    # the clipping removes the frames that crossed the SAA: the kept frames are quiet
+    crossed = truth["true_rate"] > 1.5 * simulate.BASE_RATE * simulate.solar_modulation(truth["mjd"])
+    assert crossed.sum() > 0.05 * len(truth)
+    assert (series["n_frames"] - series["count"]).sum() >= 0.8 * crossed.sum()
+
+
+@pytest.mark.slow
+def test_acceptance_map_peak_lies_in_the_injected_saa(decade):
+    path, _ = decade
+    rmap = open_results(path).rate_map(lon_bin=10, lat_bin=5)
+    lon, lat = rmap.peak(min_count=5)
+    assert in_saa(lon, lat), (lon, lat)
+    # bins whose centre is far from the SAA sit at the quiet rate
+    centres_lon, centres_lat = np.meshgrid(0.5 * (rmap.lon_edges[1:] + rmap.lon_edges[:-1]),
+                                           0.5 * (rmap.lat_edges[1:] + rmap.lat_edges[:-1]))
+    far = (np.abs((centres_lon + 45 + 180) % 360 - 180) > 120) & (rmap.count >= 5)
+    assert far.sum() > 20
+    assert np.median(rmap.mean[far]) == pytest.approx(simulate.BASE_RATE, rel=0.1)
+    assert rmap.mean[far].max() < simulate.BASE_RATE * (1 + simulate.SOLAR_AMPLITUDE)
+    assert np.nanmax(rmap.mean) > 5 * simulate.BASE_RATE
