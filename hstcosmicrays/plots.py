@@ -33,7 +33,7 @@ MORPHOLOGY_BINS = {
     "n_pixels": ("size [pixels]", np.unique(np.round(np.geomspace(3, 10000, 60))) - 0.5, True, True),
     "size_sigma": ("size $\\sigma$ [pixels]", np.linspace(0.0, 5.0, 101), False, True),
     "shape": ("shape (0 round, 1 a line)", np.linspace(0.0, 1.0, 51), False, False),
-    "energy": ("energy deposited [e$^-$]", np.geomspace(10.0, 1e6, 81), True, False),
+    "energy": ("energy deposited [e$^-$]", np.geomspace(10.0, 1e7, 91), True, False),
 }
 
 
@@ -189,7 +189,7 @@ def plot_morphology(
     Each panel shows, per instrument, the fraction of its CRs in each bin (so instruments of
     different areas and exposure totals compare), accumulated over the store in pieces of ~1e6
     rows (:meth:`Results.histogram`). Size in pixels and energy use log-spaced bins on a log
-    axis. Values outside the bins are not counted.
+    axis. Values outside the bins are not counted; the legend gives the number inside.
 
     Parameters
     ----------
@@ -218,7 +218,7 @@ def plot_morphology(
             counts, _ = res.histogram(column, bins=edges, start=start, stop=stop, where=where)
             total = counts.sum()
             fraction = counts / total if total else counts.astype(np.float64)
-            ax.stairs(fraction, edges, color=f"C{k}", lw=1.3, label=f"{res.instrument} ({total:,} CRs)")
+            ax.stairs(fraction, edges, color=f"C{k}", lw=1.3, label=f"{res.instrument} ({total:,} CRs in range)")
         ax.set_xlabel(label)
         ax.set_ylabel("fraction of CRs per bin")
         if logx:

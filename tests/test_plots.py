@@ -127,7 +127,7 @@ def test_plot_morphology_overlay(stores, tmp_path):
             assert values.sum() == pytest.approx(1.0)
             assert values.max() == pytest.approx(np.histogram(crs[inside], edges)[0].max() / inside.sum())
     legend = [t.get_text() for t in fig.axes[3].get_legend().get_texts()]
-    assert legend == [f"wfc3_uvis ({len(uvis) * 30:,} CRs)", f"acs_hrc ({len(hrc) * 40:,} CRs)"]
+    assert legend == [f"wfc3_uvis ({len(uvis) * 30:,} CRs in range)", f"acs_hrc ({len(hrc) * 40:,} CRs in range)"]
 
 
 def test_plot_morphology_single_and_custom_bins(stores):
