@@ -14,9 +14,9 @@ Physics
 
     R(t) = R_0 \\, S(t) \\, A(\\phi, \\lambda)
 
-with :math:`R_0` = :data:`BASE_RATE` (1.35 CR/s/cm^2, the mean outside the SAA),
+with :math:`R_0` = :data:`BASE_RATE` (1.5 CR/s/cm^2, the mean outside the SAA),
 :func:`solar_modulation` :math:`S(t) = 1 + a \\cos(2\\pi (t - t_{max}) / P)` (amplitude
-:data:`SOLAR_AMPLITUDE` 0.25, period :data:`SOLAR_PERIOD_YEARS` 11 yr, maximum of the CR flux
+:data:`SOLAR_AMPLITUDE` 0.2, period :data:`SOLAR_PERIOD_YEARS` 11 yr, maximum of the CR flux
 :data:`CR_MAXIMUM_MJD` in 2009, i.e. anti-correlated with solar activity) and the South Atlantic
 Anomaly :func:`saa_factor` :math:`A = 1 + A_0 \\exp(-(r^2/2)^2)`, a flat-topped bump of height
 :data:`SAA_PEAK` centred at latitude -25 deg, longitude -45 deg with
@@ -153,9 +153,9 @@ log = logging.getLogger(__name__)
 # the environment
 
 #: Mean CR rate outside the SAA (CR s^-1 cm^-2) averaged over the solar cycle.
-BASE_RATE = 1.35
+BASE_RATE = 1.5
 #: Relative amplitude of the solar-cycle modulation of the CR rate.
-SOLAR_AMPLITUDE = 0.25
+SOLAR_AMPLITUDE = 0.2
 #: Period of the solar cycle (years).
 SOLAR_PERIOD_YEARS = 11.0
 #: MJD of a maximum of the CR flux (a solar minimum; 2009-08).
@@ -1145,14 +1145,13 @@ _DTYPES = {"sci": ">f4", "err": ">f4", "dq": ">i2", "udl": ">i2"}
 
 
 def _hdu_size(header: fits.Header, shape: Optional[tuple], dtype: Optional[str], primary: bool) -> int:
-    if shape is None:
-        hdu = fits.PrimaryHDU(header=header.copy()) if primary else fits.ImageHDU(header=header.copy())
-        data_bytes = 0
-    else:
-        dummy = np.zeros((1,) * len(shape), dtype=dtype)
-        hdu = fits.PrimaryHDU(dummy, header=header.copy()) if primary else fits.ImageHDU(dummy, header=header.copy())
-        data_bytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    head = len(hdu.header.tostring(padding=True))
+    """Bytes of one HDU written by astropy: the header (our cards plus the structural ones astropy
+    adds: SIMPLE/XTENSION, BITPIX, NAXIS, NAXISn, EXTEND (primary) or PCOUNT, GCOUNT, then END)
+    padded to 2880, plus the padded data. Every card of ours fits on one 80-character line."""
+    ndim = 0 if shape is None else len(shape)
+    structural = (4 if primary else 5) + ndim
+    head = -(-(len(header) + structural + 1) * 80 // 2880) * 2880
+    data_bytes = 0 if shape is None else int(np.prod(shape)) * np.dtype(dtype).itemsize
     return head + -(-data_bytes // 2880) * 2880
 
 
@@ -1225,9 +1224,17 @@ def _truth_hdulist(frame: SimulatedFrame) -> fits.HDUList:
     return fits.HDUList([prim, frame_hdu, crs_hdu])
 
 
+def _add_checksums(hdul: fits.HDUList) -> fits.HDUList:
+    """CHECKSUM/DATASUM cards with a fixed comment (astropy's default comment is a timestamp,
+    which would make the bytes depend on the time of writing)."""
+    for hdu in hdul:
+        hdu.add_checksum(when="HDU checksum")
+    return hdul
+
+
 def _to_bytes(hdul: fits.HDUList) -> bytes:
     buf = io.BytesIO()
-    hdul.writeto(buf, checksum=True)
+    _add_checksums(hdul).writeto(buf)
     return buf.getvalue()
 
 
@@ -1267,7 +1274,7 @@ def write_dataset(*, instrument: InstrumentConfig, spec: FrameSpec, out_dir: Pat
     for suffix, hdul in hduls.items():
         path = out_dir / _filename(spec.obs_id, suffix)
         tmp = path.with_name(path.name + ".part")
-        hdul.writeto(tmp, overwrite=True, checksum=True)
+        _add_checksums(hdul).writeto(tmp, overwrite=True)
         tmp.replace(path)
         paths[suffix] = path
     return paths

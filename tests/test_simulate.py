@@ -1,0 +1,435 @@
+"""Tests of the simulated archive: file structure, realism against the truth, determinism."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from hstcosmicrays import simulate
+from hstcosmicrays.archive.base import Archive
+from hstcosmicrays.archive.simulated import SimulatedArchive
+from hstcosmicrays.config import load_config
+from hstcosmicrays.intervals import Month
+from hstcosmicrays.orbit import ORBIT_KEYWORDS, OrbitalElements, hst_positions
+
+calcos_orbit = pytest.importorskip("calcos.orbit")
+
+SHAPE = (96, 128)
+MONTHS = {
+    "acs_wfc": Month(2004, 5), "acs_hrc": Month(2005, 3), "stis_ccd": Month(2000, 7),
+    "wfc3_uvis": Month(2012, 2), "wfc3_ir": Month(2011, 9), "wfpc2": Month(1999, 4),
+    "nicmos_nic1": Month(2003, 1), "nicmos_nic2": Month(2004, 8), "nicmos_nic3": Month(2005, 11),
+}
+PRIMARY_COMMON = ("INSTRUME", "ROOTNAME", "IMAGETYP", "TARGNAME", "EXPTIME", "EXPSTART", "EXPEND",
+                  "DATE-OBS", "TIME-OBS", "EXPFLAG", "QUALITY", "NEXTEND", "SUBARRAY", "SAA_EXIT",
+                  "SAA_TIME", "FILENAME", "TELESCOP", "PROPOSID")
+PRIMARY_CCD = ("DETECTOR", "CCDAMP", "CCDGAIN", "FLASHDUR", "FLASHSTA", "CRSPLIT", "CRREJTAB", "CCDTAB")
+WCS_KEYS = ("CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2", "CD1_1", "CD1_2", "CD2_1", "CD2_2", "CTYPE1", "CTYPE2",
+            "ORIENTAT")
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config()
+
+
+@pytest.fixture(scope="module")
+def archive():
+    return SimulatedArchive(seed=11, darks_per_month=4, shape=SHAPE)
+
+
+def _archive_for(inst) -> SimulatedArchive:
+    """4 darks (2 CR-SPLIT pairs) a month for the CCDs, 2 ramps for IR (their files are larger)."""
+    return SimulatedArchive(seed=11, darks_per_month=2 if inst.kind == "ir" else 4, shape=SHAPE)
+
+
+@pytest.fixture(scope="module")
+def fetched(config, tmp_path_factory):
+    """Every instrument's simulated month, fetched into one work directory."""
+    work = tmp_path_factory.mktemp("sim")
+    out = {}
+    for name, month in MONTHS.items():
+        inst = config.instruments[name]
+        archive = _archive_for(inst)
+        datasets = archive.query(inst, month)
+        out[name] = (inst, datasets, archive.fetch(datasets, work))
+    return work, out
+
+
+def _open(path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        hdul = fits.open(path)
+        hdul.verify("exception")
+    return hdul
+
+
+def _check_wcs(header):
+    for key in WCS_KEYS:
+        assert key in header, key
+    assert header["CTYPE1"] == "RA---TAN" and header["CTYPE2"] == "DEC--TAN"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        w = WCS(header)
+    ra, dec = w.all_pix2world([[header["CRPIX1"], header["CRPIX2"]]], 1)[0]
+    assert ra == pytest.approx(header["CRVAL1"], abs=1e-7)
+    assert dec == pytest.approx(header["CRVAL2"], abs=1e-7)
+    scale = np.hypot(header["CD1_1"], header["CD2_1"]) * 3600
+    assert 0.02 < scale < 0.25
+
+
+def _check_orbit_header(path, primary):
+    for key in ORBIT_KEYWORDS:
+        assert key in primary, key
+    ref = calcos_orbit.HSTOrbit(str(path))
+    t = np.linspace(primary["EXPSTART"], primary["EXPEND"], 7)
+    xyz = np.array([ref.getPos(float(v))[0] for v in t])
+    r = np.linalg.norm(xyz, axis=1)
+    lat = np.degrees(np.arcsin(xyz[:, 2] / r))
+    assert np.all((r - 6378.137 > 500) & (r - 6378.137 < 600))
+    assert np.all(np.abs(lat) <= 28.6)
+    elements = OrbitalElements.from_header(primary)
+    lat2, _, alt2 = hst_positions(elements=elements, mjd=t)
+    np.testing.assert_allclose(alt2, r - 6378.137, atol=1e-6)
+    np.testing.assert_allclose(lat2, lat, atol=1e-9)
+
+
+def test_is_an_archive(archive):
+    assert isinstance(archive, Archive)
+
+
+@pytest.mark.parametrize("name", sorted(MONTHS))
+def test_file_structure(fetched, name):
+    _, results = fetched
+    inst, datasets, files = results[name]
+    assert datasets, name
+    assert [d.t_min for d in datasets] == sorted(d.t_min for d in datasets)
+    for ds in datasets:
+        assert ds.obs_id[0] == inst.rootname_prefix and len(ds.obs_id) == 9 and ds.obs_id == ds.obs_id.lower()
+        assert {p.suffix for p in ds.products} == set(inst.products)
+        paths = files[ds.obs_id]
+        for p in ds.products:
+            assert paths[p.suffix].name == p.filename == f"{ds.obs_id}_{p.suffix.lower()}.fits"
+            assert paths[p.suffix].stat().st_size == p.size
+            assert p.uri == f"mast:HST/product/{p.filename}"
+        assert (paths[ds.products[0].suffix].parent / f"{ds.obs_id}_truth.fits").exists()
+        assert paths[ds.products[0].suffix].parent.parts[-3:] == ("mastDownload", "HST", ds.obs_id)
+        for suffix, path in paths.items():
+            with _open(path) as hdul:
+                prim = hdul[0].header
+                assert prim["ROOTNAME"] == ds.obs_id.upper()
+                assert prim["INSTRUME"] == inst.instrume
+                assert prim["EXPSTART"] == pytest.approx(ds.t_min)
+                assert prim["EXPTIME"] == pytest.approx(ds.exptime)
+                assert prim["EXPEND"] > prim["EXPSTART"]
+                if suffix in ("SPT", "SHM"):
+                    _check_orbit_header(path, prim)
+                    continue
+                for key in PRIMARY_COMMON:
+                    assert key in prim, (suffix, key)
+                assert prim["IMAGETYP"] == "DARK" and prim["TARGNAME"] == "DARK"
+                assert prim["EXPFLAG"] == "NORMAL" and prim["SUBARRAY"] is False
+                assert prim["NEXTEND"] == len(hdul) - 1
+                if inst.kind == "ccd":
+                    _check_ccd(inst, hdul, prim)
+                elif inst.kind == "ir":
+                    _check_ir(inst, hdul, prim)
+                else:
+                    _check_wfpc2(inst, hdul, prim, suffix)
+
+
+def _check_gain_keywords(inst, prim):
+    for key in inst.gain_keywords + inst.readnoise_keywords:
+        assert key in prim, key
+    gains = [prim[k] for k in inst.gain_keywords if prim[k] > 0]
+    assert gains and all(0.5 < g < 20 for g in gains)
+
+
+def _check_ccd(inst, hdul, prim):
+    for key in PRIMARY_CCD:
+        assert key in prim, key
+    assert prim["DETECTOR"] == inst.detector
+    assert prim["FLASHDUR"] >= 0
+    assert prim["FLASHSTA"] in ("NOT PERFORMED", "SUCCESSFUL")
+    _check_gain_keywords(inst, prim)
+    for extver, ccdchip in zip(inst.chips, inst.ccdchip):
+        sci, err, dq = hdul["SCI", extver], hdul["ERR", extver], hdul["DQ", extver]
+        assert sci.data.shape == err.data.shape == dq.data.shape == SHAPE
+        assert sci.data.dtype.kind == "f" and dq.data.dtype.kind == "i"
+        assert sci.header["CCDCHIP"] == ccdchip and sci.header["BUNIT"] == inst.bunit
+        assert np.all(err.data > 0)
+        _check_wcs(sci.header)
+    if len(inst.chips) == 2:
+        assert hdul["SCI", 1].header["CCDCHIP"] == 2  # ACS and WFC3/UVIS: SCI,1 is chip 2
+
+
+def _check_ir(inst, hdul, prim):
+    nsamp = prim["NSAMP"]
+    assert nsamp >= 3 and prim["NEXTEND"] == 5 * nsamp
+    _check_gain_keywords(inst, prim)
+    times = []
+    for extver in range(1, nsamp + 1):
+        for name in ("SCI", "ERR", "DQ", "SAMP", "TIME"):
+            assert hdul[name, extver].header["EXTVER"] == extver
+        assert hdul["SCI", extver].header["BUNIT"] == inst.bunit
+        assert hdul["SCI", extver].data.shape == SHAPE
+        times.append(hdul["TIME", extver].header["PIXVALUE"])
+        assert hdul["SCI", extver].header["SAMPTIME"] == times[-1]
+    # reverse time order: EXTVER 1 is the last read, EXTVER NSAMP the zeroth
+    assert times == sorted(times, reverse=True) and times[-1] == 0 and times[0] == pytest.approx(prim["EXPTIME"])
+    _check_wcs(hdul["SCI", 1].header)
+    # the CR bit, once set, stays set in every later read
+    flags = np.array([(hdul["DQ", e].data & inst.dq_cr) > 0 for e in range(nsamp, 0, -1)])  # time order
+    assert not flags[0].any()
+    assert np.all(flags[1:] >= flags[:-1])
+
+
+def _check_wfpc2(inst, hdul, prim, suffix):
+    assert prim["ATODGAIN"] in (7.0, 14.0)
+    images = [h for h in hdul[1:]]
+    assert len(images) == 4
+    for extver, h in zip(inst.chips, images):
+        assert h.header["EXTVER"] == extver and h.data.shape == SHAPE
+        if suffix == "C0M":
+            assert h.name == "SCI" and h.header["BUNIT"] == "DN" and h.data.dtype.kind == "f"
+            _check_wcs(h.header)
+        else:
+            assert h.name == "DQ" and h.data.dtype.kind == "i"
+
+
+def test_crsplit_sets(config):
+    """CCD darks come in CR-SPLIT pairs with identical EXPTIME, CCDAMP and gain."""
+    for name in ("acs_wfc", "acs_hrc", "stis_ccd", "wfc3_uvis"):
+        inst = config.instruments[name]
+        specs = simulate.month_schedule(instrument=inst, month=MONTHS[name], seed=3)
+        assert len(specs) == inst.simulation.darks_per_month
+        sets = {}
+        for sp in specs:
+            sets.setdefault(sp.set_index, []).append(sp)
+        for frames in sets.values():
+            assert len(frames) == 2
+            a, b = frames
+            assert a.exptime == b.exptime and a.ccdamp == b.ccdamp and a.ccdgain == b.ccdgain
+            assert 0 < (b.expstart - a.expend) * 86400 < 300  # consecutive
+            assert a.set_obs_ids == b.set_obs_ids == (a.obs_id, b.obs_id)
+    wfpc2 = config.instruments["wfpc2"]
+    sizes = [sp.set_size for m in range(1, 13) for sp in simulate.month_schedule(
+        instrument=wfpc2, month=Month(1998, m), seed=3)]
+    assert sizes.count(1) > 0 and sizes.count(2) > len(sizes) / 2
+    ir = simulate.month_schedule(instrument=config.instruments["wfc3_ir"], month=Month(2012, 1), seed=3)
+    assert all(sp.set_size == 1 for sp in ir)
+
+
+def test_inactive_months_are_empty(config, archive):
+    assert archive.query(config.instruments["acs_wfc"], Month(2008, 3)) == []
+    assert archive.query(config.instruments["wfpc2"], Month(2012, 3)) == []
+
+
+def test_resolve_obs_id(fetched, archive):
+    _, results = fetched
+    for name, (inst, datasets, _) in results.items():
+        for ds in datasets:
+            assert archive.resolve(ds.obs_id.upper()) == (name, MONTHS[name])
+    with pytest.raises(ValueError):
+        archive.resolve("notanid")
+
+
+def test_deterministic_bytes(config, fetched, tmp_path):
+    _, results = fetched
+    for name in ("wfc3_uvis", "wfc3_ir", "wfpc2"):
+        inst, datasets, files = results[name]
+        again = _archive_for(inst)
+        ds = again.query(inst, MONTHS[name])
+        assert ds == datasets
+        copy = again.fetch(ds[:1], tmp_path / name)
+        for suffix, path in files[ds[0].obs_id].items():
+            original = path.read_bytes()
+            assert copy[ds[0].obs_id][suffix].read_bytes() == original
+            assert again.product_bytes(inst, ds[0].obs_id, suffix) == original
+        truth = path.parent / f"{ds[0].obs_id}_truth.fits"
+        assert again.product_bytes(inst, ds[0].obs_id, "TRUTH") == truth.read_bytes()
+    other = SimulatedArchive(seed=12, darks_per_month=4, shape=SHAPE)
+    inst = config.instruments["wfc3_uvis"]
+    obs = other.query(inst, MONTHS["wfc3_uvis"])[0].obs_id
+    assert other.product_bytes(inst, obs, "FLT") != results["wfc3_uvis"][2][obs]["FLT"].read_bytes()
+
+
+def test_truth_counts_match_the_pixels(fetched, config):
+    """Every truth CR is in the image: its brightest pixel stands far above the noise."""
+    work, results = fetched
+    for name in ("wfc3_uvis", "stis_ccd", "acs_hrc"):
+        inst, datasets, files = results[name]
+        frames, crs = simulate.read_truth(work / "mastDownload" / "HST" / datasets[0].obs_id)
+        frame = frames.iloc[0]
+        assert frame["n_cr"] == len(crs) > 20
+        with fits.open(files[datasets[0].obs_id]["FLT"]) as hdul:
+            gain = 1.0 if inst.bunit == "ELECTRONS" else hdul[0].header[inst.gain_keywords[0]]
+            images = {v: hdul["SCI", v].data * gain for v in inst.chips}
+        ok = []
+        for cr in crs.itertuples():
+            x, y = int(round(cr.x)), int(round(cr.y))
+            ys, xs = slice(max(y - 1, 0), y + 2), slice(max(x - 1, 0), x + 2)
+            ok.append(images[cr.chip][ys, xs].max() > 10 * frame["read_noise"])
+        assert np.mean(ok) > 0.97
+        assert crs["chip"].isin(inst.chips).all() and (crs["read"] == -1).all()
+        assert frame["rate_true"] == pytest.approx(
+            frame["n_cr"] / frame["integration_time"] / frame["area_cm2"])
+        assert frame["integration_time"] == pytest.approx(
+            inst.integration_time(exptime=frame["exptime"], flashdur=frame["flashdur"]))
+        assert frame["area_cm2"] == pytest.approx(len(inst.chips) * SHAPE[0] * SHAPE[1] * (inst.pixel_size * 1e-4) ** 2)
+
+
+def test_ir_reads_match_the_truth(fetched):
+    """An IR CR is flagged from the read in which the truth says it arrived, not before."""
+    work, results = fetched
+    inst, datasets, files = results["wfc3_ir"]
+    checked = 0
+    for ds in datasets:
+        frames, crs = simulate.read_truth(work / "mastDownload" / "HST" / ds.obs_id)
+        with fits.open(files[ds.obs_id]["IMA"]) as hdul:
+            nsamp = hdul[0].header["NSAMP"]
+            flags = np.array([(hdul["DQ", e].data & inst.dq_cr) > 0 for e in range(nsamp, 0, -1)])
+        strong = crs[crs["charge"] > 2000]
+        hits = []
+        for cr in strong.itertuples():
+            x, y = int(round(cr.x)), int(round(cr.y))
+            box = (slice(max(y - 1, 0), y + 2), slice(max(x - 1, 0), x + 2))
+            hits.append(flags[cr.read][box].any() and 1 <= cr.read < nsamp)
+            checked += 1
+        assert np.mean(hits) > 0.95
+        assert ((crs["read"] >= 1) & (crs["read"] < nsamp)).all()
+        assert (crs["time_s"] <= frames["exptime"].iloc[0]).all()
+    assert checked > 20
+
+
+def _amp_noise(sci, dq, left):
+    half = sci.shape[1] // 2
+    part = sci[:, :half] if left else sci[:, half:]
+    good = dq[:, :half] == 0 if left else dq[:, half:] == 0
+    v = part[good]
+    med = np.median(v)
+    return med, 1.4826 * np.median(np.abs(v - med))
+
+
+@pytest.mark.parametrize("name", ["wfc3_uvis", "stis_ccd"])
+def test_dark_level_and_read_noise(config, name):
+    """Dark level and read noise measured from a frame match the configured values."""
+    inst = config.instruments[name]
+    month = MONTHS[name]
+    spec = simulate.month_schedule(instrument=inst, month=month, seed=5, shape=(512, 512))[0]
+    frame = simulate.simulate_frame(instrument=inst, spec=spec)
+    sim = inst.simulation
+    years = (spec.expstart - simulate._mjd(inst.active_start)) / 365.25
+    dark_e = sim.dark_current * (1 + sim.dark_growth * years) * (spec.exptime + spec.flashdur) + spec.flash_level
+    gain = 1.0 if inst.bunit == "ELECTRONS" else spec.ccdgain
+    amps = dict(zip("ABCD", spec.amp_readnoise))
+    for i, ccdchip in enumerate(inst.ccdchip):
+        for left in (True, False):
+            if len(inst.chips) == 2:
+                amp = ("A" if left else "B") if ccdchip == 1 else ("C" if left else "D")
+            else:
+                amp = spec.ccdamp
+            med, sigma = _amp_noise(frame.sci[i] * gain, frame.dq[i], left)
+            expected_sigma = np.sqrt(amps[amp] ** 2 + dark_e)
+            assert med == pytest.approx(dark_e, abs=0.1 * dark_e + 0.3)
+            assert sigma == pytest.approx(expected_sigma, rel=0.08)
+
+
+def test_acs_wfc_fraction_of_pixels_hit(config):
+    """1.5-3 % of the pixels of ACS/WFC are hit per 1000 s (ACS ISR 2002-07), across the cycle."""
+    inst = config.instruments["acs_wfc"]
+    fractions = []
+    for month in (Month(2002, 6), Month(2004, 6), Month(2010, 1), Month(2013, 6)):
+        for spec in simulate.month_schedule(instrument=inst, month=month, seed=9, shape=(512, 1024)):
+            frame = simulate.simulate_frame(instrument=inst, spec=spec)
+            if frame.frame["in_saa"]:
+                continue
+            hit = frame.crs["n_pixels"].sum() / frame.sci.size
+            fractions.append(hit / (frame.frame["integration_time"] / 1000.0))
+    assert len(fractions) >= 6
+    assert 0.015 <= min(fractions) and max(fractions) <= 0.03
+
+
+@pytest.mark.parametrize("name", ["acs_wfc", "acs_hrc", "stis_ccd", "wfc3_uvis", "wfpc2"])
+def test_most_crs_cover_3_to_6_pixels(config, name):
+    inst = config.instruments[name]
+    spec = simulate.month_schedule(instrument=inst, month=MONTHS[name], seed=2, shape=(256, 256))[0]
+    frame = simulate.simulate_frame(instrument=inst, spec=spec)
+    n = frame.crs["n_pixels"]
+    assert len(n) > 300
+    assert np.mean((n >= 3) & (n <= 6)) > 0.5
+    assert np.mean(n < 3) < 0.1
+
+
+def test_rates_outside_the_saa(config):
+    """Frames outside the SAA see 1-2 CR/s/cm^2; SAA frames more; the true count is Poisson."""
+    inst = config.instruments["stis_ccd"]
+    outside, inside = [], []
+    for year in (1998, 2001, 2010, 2015, 2019):
+        for spec in simulate.month_schedule(instrument=inst, month=Month(year, 3), seed=4, darks_per_month=8,
+                                            shape=(512, 512)):
+            frame = simulate.simulate_frame(instrument=inst, spec=spec).frame
+            (inside if frame["in_saa"] else outside).append(frame)
+            assert abs(frame["n_cr"] - frame["n_expected"]) < 5 * np.sqrt(frame["n_expected"])
+    assert len(outside) > len(inside) > 0
+    rates = np.array([f["rate_true"] for f in outside])
+    assert np.all((rates > 1.0) & (rates < 2.0))
+    assert np.median([f["rate_true"] for f in inside]) > np.median(rates)
+    assert all(f["saa_factor_max"] > simulate.SAA_CONTOUR for f in inside)
+    assert all(f["saa_time"] == 0 or f["saa_exit"] < f["expstart"] for f in outside + inside)
+
+
+def test_solar_modulation_and_saa_map():
+    mjd = simulate.CR_MAXIMUM_MJD + np.linspace(0, 11 * 365.25, 1001)
+    s = simulate.solar_modulation(mjd)
+    assert s[0] == pytest.approx(1 + simulate.SOLAR_AMPLITUDE)
+    assert s.min() == pytest.approx(1 - simulate.SOLAR_AMPLITUDE, abs=1e-4)
+    assert 0.2 <= simulate.SOLAR_AMPLITUDE <= 0.3
+    # solar maximum of 2001-2002 and 2013-2014 is a CR minimum
+    # CR minima at the solar maxima (2003-12, 2014-05), a CR maximum at the 2009 solar minimum
+    assert simulate.solar_modulation(53000.0) < 0.85 < 1.15 < simulate.solar_modulation(55050.0)
+    assert simulate.solar_modulation(56800.0) < 0.85
+    assert simulate.saa_factor(-25.0, -45.0) > 100
+    assert simulate.saa_factor(-25.0, 135.0) == pytest.approx(1.0)
+    assert simulate.saa_factor(25.0, -45.0) == pytest.approx(1.0)
+    assert simulate.saa_factor(-20.0, -60.0) > simulate.SAA_CONTOUR
+
+
+def test_schedule_crosses_the_saa_sometimes(config):
+    inst = config.instruments["wfc3_uvis"]
+    crossing = []
+    for m in range(1, 13):
+        for spec in simulate.month_schedule(instrument=inst, month=Month(2011, m), seed=1, darks_per_month=8):
+            t = np.linspace(spec.expstart, spec.expend, 30)
+            lat, lon, _ = hst_positions(elements=spec.elements, mjd=t)
+            crossing.append(simulate.saa_factor(lat, lon).max() > simulate.SAA_CONTOUR)
+    assert 0.05 < np.mean(crossing) < 0.45
+
+
+def test_read_truth_columns(fetched):
+    work, _ = fetched
+    frames, crs = simulate.read_truth(work)
+    assert len(frames) == sum(1 for _ in work.rglob("*_truth.fits"))
+    for col in ("obs_id", "n_cr", "rate_true", "integration_time", "hst_lat", "hst_lon", "threshold_e"):
+        assert col in frames
+    for col in ("obs_id", "chip", "read", "x", "y", "n_pixels", "charge", "theta_deg", "phi_deg"):
+        assert col in crs
+    assert frames["n_cr"].sum() == len(crs)
+    assert set(crs["obs_id"]) <= set(frames["obs_id"])
+    assert (frames["hst_lat"].abs() <= 28.6).all()
+
+
+def test_cli_simulate_writes_an_archive(tmp_path):
+    from hstcosmicrays.cli import main
+
+    rc = main(["-q", "simulate", "--instr", "stis", "--start", "2010-01", "--stop", "2010-02",
+               "--out", str(tmp_path), "--darks-per-month", "2", "--seed", "3"])
+    assert rc == 0
+    flts = sorted(tmp_path.glob("mastDownload/HST/*/*_flt.fits"))
+    assert len(flts) == 4
+    frames, crs = simulate.read_truth(tmp_path)
+    assert len(frames) == 4 and len(crs) == frames["n_cr"].sum()
