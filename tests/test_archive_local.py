@@ -1,0 +1,103 @@
+"""Tests of LocalArchive: a directory of downloaded files used as an archive."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hstcosmicrays.archive.base import Archive, ArchiveError
+from hstcosmicrays.archive.local import LocalArchive
+from hstcosmicrays.archive.simulated import SimulatedArchive
+from hstcosmicrays.config import load_config
+from hstcosmicrays.intervals import Month
+
+SHAPE = (32, 48)
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    """Simulated WFC3/UVIS (two months) and STIS darks, the STIS ones in a flat directory."""
+    config = load_config()
+    root = tmp_path_factory.mktemp("library")
+    sim = SimulatedArchive(seed=21, darks_per_month=2, shape=SHAPE)
+    uvis = config.instruments["wfc3_uvis"]
+    stis = config.instruments["stis_ccd"]
+    expected = {}
+    for month in (Month(2012, 3), Month(2012, 4)):
+        ds = sim.query(uvis, month)
+        sim.fetch(ds, root / "mast")
+        expected[("wfc3_uvis", month)] = ds
+    ds = sim.query(stis, Month(2012, 3))
+    files = sim.fetch(ds, root / "tmp")
+    flat = root / "stis_flat"
+    flat.mkdir()
+    for paths in files.values():
+        for p in paths.values():
+            shutil.copy(p, flat / p.name)
+    shutil.rmtree(root / "tmp")
+    expected[("stis_ccd", Month(2012, 3))] = ds
+    (root / "notes_readme.fits").write_text("not a FITS file")
+    return root, config, expected
+
+
+def test_is_an_archive(library):
+    root, _, _ = library
+    assert isinstance(LocalArchive(root), Archive)
+    with pytest.raises(ValueError):
+        LocalArchive(root / "missing")
+
+
+def test_query_finds_the_month_and_instrument(library):
+    root, config, expected = library
+    archive = LocalArchive(root)
+    for (name, month), sim_ds in expected.items():
+        found = archive.query(config.instruments[name], month)
+        assert [d.obs_id for d in found] == [d.obs_id for d in sim_ds]
+        for got, ref in zip(found, sim_ds):
+            assert got.t_min == pytest.approx(ref.t_min) and got.exptime == ref.exptime
+            assert got.instrument == name
+            assert [p.suffix for p in got.products] == ["FLT", "SPT"]
+            assert [p.size for p in got.products] == [p.size for p in ref.products]
+    assert archive.query(config.instruments["wfc3_uvis"], Month(2012, 5)) == []
+    assert archive.query(config.instruments["acs_wfc"], Month(2012, 3)) == []
+    assert archive.query(config.instruments["wfc3_ir"], Month(2012, 3)) == []
+
+
+def test_fetch_copies_without_touching_the_originals(library, tmp_path):
+    root, config, expected = library
+    archive = LocalArchive(root)
+    datasets = archive.query(config.instruments["stis_ccd"], Month(2012, 3))
+    before = {p.uri: (Path(p.uri).read_bytes(), os.stat(p.uri).st_mtime_ns) for d in datasets for p in d.products}
+    files = archive.fetch(datasets, tmp_path / "work")
+    for d in datasets:
+        for p in d.products:
+            dst = files[d.obs_id][p.suffix]
+            assert dst == tmp_path / "work" / "mastDownload" / "HST" / d.obs_id / p.filename
+            assert dst.read_bytes() == before[p.uri][0]
+            assert dst.stat().st_ino != os.stat(p.uri).st_ino  # a copy, not a link
+            with open(dst, "r+b") as fh:  # a later stage writing into its copy ...
+                fh.seek(100)
+                fh.write(b"X")
+    for uri, (data, mtime) in before.items():  # ... leaves the user's files alone
+        assert Path(uri).read_bytes() == data
+        assert os.stat(uri).st_mtime_ns == mtime
+    # a second fetch is cheap and keeps what is there
+    again = archive.fetch(datasets, tmp_path / "work")
+    assert again == files
+
+
+def test_fetch_notices_a_vanished_file(library, tmp_path):
+    root, config, _ = library
+    archive = LocalArchive(root)
+    datasets = archive.query(config.instruments["wfc3_uvis"], Month(2012, 4))
+    victim = tmp_path / "gone.fits"
+    ds = datasets[0]
+    moved = ds.products[0].__class__(filename=ds.products[0].filename, suffix="FLT", size=ds.products[0].size,
+                                     uri=str(victim))
+    broken = ds.__class__(obs_id=ds.obs_id, instrument=ds.instrument, t_min=ds.t_min, exptime=ds.exptime,
+                          products=(moved,))
+    with pytest.raises(ArchiveError):
+        archive.fetch([broken], tmp_path / "work")
