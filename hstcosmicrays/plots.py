@@ -65,9 +65,10 @@ def plot_rate(
     The summary is :meth:`Results.rate_series` (frames above ``min_rate``, sigma-clipped per
     period): the means with error bars (the standard error of the mean, :math:`s/\\sqrt{n}`)
     and the medians as a line. The rate axis spans twice the typical upper quartile; frames
-    (SAA crossings) and period means above it are counted in a note. An optional solar-activity series (``solar_csv``: a CSV with date and
-    value columns, see :func:`~hstcosmicrays.results.read_activity_csv`; or ``solar``: a pandas
-    Series indexed by date) is drawn on a second axis.
+    (SAA crossings) and period means above it are counted in a note. An optional
+    solar-activity series (``solar_csv``: a CSV with date and value columns, see
+    :func:`~hstcosmicrays.results.read_activity_csv`; or ``solar``: a pandas Series indexed by
+    date) is drawn on a second axis.
 
     Returns
     -------

@@ -30,7 +30,6 @@ Conventions
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import os
 import re
@@ -317,7 +316,8 @@ def read_activity_csv(path) -> pd.Series:
 
 def _decode(values: np.ndarray) -> np.ndarray:
     if values.dtype.kind == "S":
-        return np.strings.decode(values, "ascii", "replace") if hasattr(np, "strings") else np.char.decode(values, "ascii", "replace")
+        decode = np.strings.decode if hasattr(np, "strings") else np.char.decode
+        return decode(values, "ascii", "replace")
     return values
 
 
@@ -398,10 +398,8 @@ def _where_extra(where, table, columns, lookup) -> list[str]:
 
 
 def _read_part(path: str, table: str, columns: list[str], read: list[str], lookup, where, ranges) -> pd.DataFrame:
-    """Read some ranges of rows into one DataFrame: the function behind each dask partition
-    (picklable; ``ranges`` a list of ``(start, stop)`` or a single pair)."""
-    if len(ranges) == 2 and np.isscalar(ranges[0]):
-        ranges = [tuple(ranges)]
+    """Read a list of ``(start, stop)`` row ranges into one DataFrame: the function behind each
+    dask partition (picklable)."""
     data = store.read_rows(path, table, ranges=ranges, columns=read)
     return _frame_from_columns(table, data, _row_numbers(ranges), columns=columns, lookup=lookup, where=where)
 
@@ -572,7 +570,7 @@ class Results:
             raise KeyError(f"iter_chunks: table must be exposures, cosmic_rays or orbit, not {table!r}")
         plan = self._plan(table, start=start, stop=stop, columns=columns, where=where, exposure_columns=None)
         for piece in _split_ranges(plan["ranges"], rows):
-            yield plan["reader"](piece)
+            yield plan["reader"]([piece])
 
     def export(self, *, table: str, fmt: str, out, start=None, stop=None, columns: Iterable[str] | None = None,
                where: str | None = None) -> int:
@@ -695,7 +693,7 @@ class Results:
             if not pieces:
                 return dd.from_pandas(plan["meta"], npartitions=1)
             divisions = [a for a, _ in pieces] + [pieces[-1][1] - 1]
-            return dd.from_map(plan["reader"], pieces, meta=plan["meta"], divisions=divisions,
+            return dd.from_map(plan["reader"], [[p] for p in pieces], meta=plan["meta"], divisions=divisions,
                                enforce_metadata=False)
         if not pieces:
             return plan["meta"]
