@@ -38,6 +38,7 @@ FLT-like CCD files and WFPC2 C0M/C1M pairs.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
@@ -432,14 +433,8 @@ def read_header(path: str | Path, *, instrument: InstrumentConfig) -> FrameHeade
             targname=_str(_get(headers, "TARGNAME", "")),
         )
     if math.isnan(header.ccdgain):
-        header = _replace(header, ccdgain=header.mean_gain)
+        header = dataclasses.replace(header, ccdgain=header.mean_gain)
     return header
-
-
-def _replace(obj, **changes):
-    import dataclasses
-
-    return dataclasses.replace(obj, **changes)
 
 
 def _amp_row(

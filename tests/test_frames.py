@@ -196,3 +196,26 @@ def test_pointing_and_identify(tmp_path, config):
     spt.write_bytes(b"")
     assert companion_path(p, "spt") == spt
     assert companion_path(p, "shm") is None
+
+
+def test_wfpc2_c0m_with_c1m_beside_it(tmp_path, config):
+    """A simulated WFPC2 dark (small chips): four chips in DN with ATODGAIN, DQ from the C1M."""
+    from hstcosmicrays import simulate
+    from hstcosmicrays.intervals import Month
+
+    inst = config.instrument("wfpc2")
+    spec = simulate.month_schedule(instrument=inst, month=Month(2005, 3), seed=3, darks_per_month=1,
+                                   shape=(48, 40))[0]
+    paths = simulate.write_dataset(instrument=inst, spec=spec, out_dir=tmp_path)
+    h = read_header(paths["C0M"], instrument=inst)
+    assert h.nchips == 4 and h.shape == (48, 40) and h.bunit == "DN" and not h.in_electrons
+    assert h.gains == (spec.ccdgain,) and h.detector == "WFPC2"
+    chips = read_chips(paths["C0M"], instrument=inst)
+    assert [c.extver for c in chips] == [1, 2, 3, 4] and all(c.err is None for c in chips)
+    with fits.open(paths["C1M"]) as c1m:
+        for c in chips:
+            np.testing.assert_array_equal(c.dq, c1m["DQ", c.extver].data)
+            assert np.all(c.gain == np.float32(spec.ccdgain))
+    paths["C1M"].unlink()
+    with pytest.raises(FrameError, match="no C1M"):
+        read_chips(paths["C0M"], instrument=inst)

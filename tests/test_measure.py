@@ -11,7 +11,7 @@ from astropy.io import fits
 
 from hstcosmicrays import cli
 from hstcosmicrays.config import load_config
-from hstcosmicrays.frames import Chip, read_chips, read_header
+from hstcosmicrays.frames import read_chips, read_header
 from hstcosmicrays.labels import label_crs
 from hstcosmicrays.measure import measure_file, measure_frame, month_of
 from hstcosmicrays.orbit import realistic_elements
