@@ -143,7 +143,12 @@ def test_cli_plot_writes_png(stores, tmp_path, capsys, kind):
     out, _, _ = stores
     png = tmp_path / f"{kind}.png"
     instr = "wfc3uvis,acs_hrc" if kind == "morphology" else "WFC3/UVIS"
-    assert main(["-q", "plot", kind, "--instr", instr, "--output", str(out), "--out", str(png)]) == 0
+    extra = []
+    if kind == "rate":
+        solar = tmp_path / "ssn.csv"
+        solar.write_text("date,value\n2010-01-01,20\n2011-01-01,60\n2012-01-01,90\n")
+        extra = ["--solar", str(solar)]
+    assert main(["-q", "plot", kind, "--instr", instr, "--output", str(out), "--out", str(png)] + extra) == 0
     assert f"wrote {png}" in capsys.readouterr().out
     _png_ok(png)
 
