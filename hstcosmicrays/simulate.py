@@ -84,8 +84,9 @@ files.
 Truth
 -----
 ``<obs_id>_truth.fits`` beside the products: extension ``FRAME`` (one row: n_cr, true and
-expected rate, integration time, area, solar modulation, mean and max SAA factor, mean HST
-lat/lon/alt, dark current, read noise, threshold, ...) and extension ``CRS`` (one row per CR:
+expected rate, integration time, area, solar modulation and mean and max SAA factor over the
+integration time, mean HST lat/lon/alt over EXPSTART..EXPEND (samples at most 60 s apart; the
+longitude a circular mean), dark current, read noise, threshold, ...) and extension ``CRS`` (one row per CR:
 chip (EXTVER), read (IR, time order, 1 = first after the zeroth; -1 for CCDs), x, y (charge-weighted
 centroid of the deposited charge on the chip, 0-based pixels), x_mid, y_mid, n_pixels (pixels whose
 charge from this CR exceeds the threshold, 5 sigma of the read noise of one read), charge (e- on
@@ -806,28 +807,38 @@ def simulate_frame(*, instrument: InstrumentConfig, spec: FrameSpec) -> Simulate
         noise *= np.float32(sim.read_noise)
         counts = np.zeros((nsamp, ny, nx), dtype=np.float32)
         counts[1:] = total + noise[1:] - noise[0]
-        dq = np.zeros((nsamp, ny, nx), dtype=np.int16)
-        dq |= dq_base[0]
-        sat = np.zeros((nsamp, ny, nx), dtype=bool)
-        sat[1:] = np.logical_or.accumulate(total > full, axis=0)
-        counts[sat] = full
-        dq[sat] |= sim.dq_saturated
-        crmask = np.zeros((nsamp, ny, nx), dtype=bool)
-        crmask[1:] = np.logical_or.accumulate(cr_image > threshold, axis=0)
-        dq[crmask] |= instrument.dq_cr
-        with np.errstate(divide="ignore", invalid="ignore"):
-            tt = read_times[:, None, None].astype(np.float32)
-            sci = np.where(tt > 0, counts / np.maximum(tt, 1e-9), 0.0).astype(np.float32)
-            err = np.where(
-                tt > 0, np.sqrt(2.0 * sim.read_noise**2 + np.maximum(counts, 0.0)) / np.maximum(tt, 1e-9),
-                sim.read_noise,
-            ).astype(np.float32)
+        dq = np.empty((nsamp, ny, nx), dtype=np.int16)
+        dq[:] = dq_base[0]
+        # the total only grows (Poisson and CR increments are >= 0): saturated from the first
+        # read above the full well on
+        if (total[-1] > full).any():
+            sat = np.zeros((nsamp, ny, nx), dtype=bool)
+            sat[1:] = total > full
+            counts[sat] = full
+            dq[sat] |= sim.dq_saturated
+        # the CR bit from the read of the hit on: cumulative OR over the reads in time order
+        hit = np.zeros((ny, nx), dtype=bool)
+        for k in range(1, nsamp):
+            hit |= cr_image[k - 1] > threshold
+            dq[k] |= hit.astype(np.int16) * np.int16(instrument.dq_cr)
+        sci = np.zeros((nsamp, ny, nx), dtype=np.float32)
+        err = np.empty((nsamp, ny, nx), dtype=np.float32)
+        err[0] = sim.read_noise
+        var0 = np.float32(2.0 * sim.read_noise**2)
+        for k in range(1, nsamp):  # a loop over reads, each step vectorised over the pixels
+            inv_t = np.float32(1.0 / read_times[k])
+            np.multiply(counts[k], inv_t, out=sci[k])
+            np.sqrt(var0 + np.maximum(counts[k], 0.0), out=err[k])
+            err[k] *= inv_t
         if not instrument.bunit.upper().startswith("ELECTRON"):
             sci /= np.float32(gain)
             err /= np.float32(gain)
         crs_chip = np.full(n_cr, instrument.chips[0], np.int16)
         crs_read = read_of.astype(np.int16)
         dark_time = spec.exptime
+    # mean position over the exposure itself (EXPSTART..EXPEND, as the results store defines it)
+    exp_lat, exp_lon, exp_alt = hst_positions(
+        elements=spec.elements, mjd=sample_times(expstart=spec.expstart, expend=spec.expend))
     order = np.lexsort((crs["x"], crs["y"], crs_chip, arrival)) if n_cr else np.zeros(0, np.int64)
     crs_out = {
         "chip": crs_chip[order], "read": crs_read[order], "time_s": arrival[order].astype(np.float32),
@@ -842,7 +853,8 @@ def simulate_frame(*, instrument: InstrumentConfig, spec: FrameSpec) -> Simulate
         "rate_expected": mean_rate, "solar_modulation": float(np.mean(solar_modulation(t))),
         "saa_factor_mean": float(np.trapezoid(fac, sec) / sec[-1]) if sec[-1] > 0 else float(fac[0]),
         "saa_factor_max": float(fac.max()), "in_saa": bool(fac.max() > SAA_CONTOUR),
-        "hst_lat": float(np.mean(lat)), "hst_lon": circular_mean_deg(lon), "hst_alt": float(np.mean(alt)),
+        "hst_lat": float(np.mean(exp_lat)), "hst_lon": circular_mean_deg(exp_lon),
+        "hst_alt": float(np.mean(exp_alt)),
         "dark_current": dark, "dark_time": dark_time, "read_noise": sim.read_noise, "gain": gain,
         "threshold_e": threshold, "threshold_rule": f"{THRESHOLD_SIGMA:g} x read noise of one read",
         "n_hot": int(hot_idx.size), "nsamp": spec.nsamp, "saa_exit": spec.saa_exit,
