@@ -122,7 +122,86 @@ def process_group(task: GroupTask, *, instrument: InstrumentConfig) -> list:
     """
     if instrument.kind == "ccd":
         return _process_ccd_group(task, instrument=instrument)
+    if instrument.kind == "ir":
+        return _process_ir_group(task, instrument=instrument)
+    if instrument.kind == "wfpc2":
+        return _process_wfpc2_group(task, instrument=instrument)
     raise NotImplementedError(f"{instrument.name}: processing of {instrument.kind} detectors is not available")
+
+
+def _process_ir_group(task: GroupTask, *, instrument: InstrumentConfig) -> list:
+    """IR ramps: each IMA on its own (``ir.read_ramp`` + ``ir.measure_ramp``, method ``ir_ramp``).
+
+    The frames of a task share nothing (a ramp needs no CR-SPLIT partner); they are read one at
+    a time so that only one ramp is in memory. ``group_id`` is -1: no CR-SPLIT group.
+    """
+    from .ir import measure_ramp, read_ramp
+
+    outcomes = []
+    for path, orbit_file in zip(task.science, task.orbit_files):
+        try:
+            ramp = read_ramp(path, instrument=instrument)
+        except Exception as exc:  # noqa: BLE001 - any unreadable frame is recorded, not fatal
+            outcomes.append(_frame_failure(_rootname(path), "read", exc))
+            continue
+        try:
+            outcomes.append(measure_ramp(
+                ramp=ramp, instrument=instrument, spt_path=orbit_file, month=task.month, group_id=-1,
+            ))
+        except Exception as exc:  # noqa: BLE001
+            outcomes.append(_frame_failure(ramp.header.rootname, "measure", exc))
+        del ramp
+    return outcomes
+
+
+def _process_wfpc2_group(task: GroupTask, *, instrument: InstrumentConfig) -> list:
+    """WFPC2 (C0M + C1M): CR-SPLIT rejection when two or more usable frames share the group
+    (the CCD path, method ``crsplit``), else the robust threshold of ``wfpc2.threshold_masks``
+    on the lone frame (method ``threshold``, ``group_id`` -1).
+    """
+    from . import crreject
+    from .frames import read_chips, read_header
+    from .measure import measure_frame
+    from .wfpc2 import threshold_masks
+
+    outcomes: dict[int, object] = {}
+    usable = []  # (position, path, orbit file)
+    lone = None  # (position, header, chips, orbit file) of the last usable frame
+    for pos, (path, orbit_file) in enumerate(zip(task.science, task.orbit_files)):
+        try:
+            header = read_header(path, instrument=instrument)
+            chips = read_chips(path, instrument=instrument)
+        except Exception as exc:  # noqa: BLE001 - any unreadable frame is recorded, not fatal
+            outcomes[pos] = _frame_failure(_rootname(path), "read", exc)
+            continue
+        reason = crreject.screen_frame(header=header, chips=chips, instrument=instrument)
+        if reason:
+            outcomes[pos] = _frame_failure(header.rootname, "select", reason)
+            continue
+        usable.append((pos, path, orbit_file))
+        lone = (pos, header, chips, orbit_file)
+    if len(usable) >= 2:
+        lone = None  # the CCD path reads the frames again; keep one copy in memory at most
+        sub = dataclasses.replace(
+            task, science=tuple(u[1] for u in usable), orbit_files=tuple(u[2] for u in usable),
+        )
+        for (pos, _, _), outcome in zip(usable, _process_ccd_group(sub, instrument=instrument)):
+            outcomes[pos] = outcome
+    elif lone is not None:
+        pos, header, chips, orbit_file = lone
+        try:
+            masks = threshold_masks(chips=chips, instrument=instrument)
+            flagged = tuple(
+                dataclasses.replace(chip, dq=chip.dq | (mask.astype(chip.dq.dtype) * instrument.dq_cr))
+                for chip, mask in zip(chips, masks)
+            )
+            outcomes[pos] = measure_frame(
+                header=header, chips=flagged, instrument=instrument, spt_path=orbit_file,
+                method="threshold", group_id=-1, month=task.month,
+            )
+        except Exception as exc:  # noqa: BLE001
+            outcomes[pos] = _frame_failure(header.rootname, "measure", exc)
+    return [outcomes[pos] for pos in sorted(outcomes)]
 
 
 def _process_ccd_group(task: GroupTask, *, instrument: InstrumentConfig) -> list:
@@ -205,7 +284,7 @@ class _Dask:
             log.info("using the dask.distributed scheduler at %s", scheduler)
         else:
             self._cluster = LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
             )
             self.client = Client(self._cluster)
             log.info("started a local dask cluster of %d worker processes", workers)
@@ -333,11 +412,6 @@ class CosmicRayPipeline:
 
     def run(self) -> RunSummary:
         """Process every pending month; returns what was committed, failed or skipped."""
-        if self.instrument.kind not in ("ccd",):
-            raise ValueError(
-                f"{self.instrument.name}: processing of {self.instrument.kind} detectors is not available "
-                "in this version"
-            )
         committed, failed = [], []
         with ResultsStore.open(
             self.store_path, instrument=self.instrument.name, software_version=__version__,
@@ -481,7 +555,7 @@ class CosmicRayPipeline:
     # -- progress and Ctrl-C --------------------------------------------------------------------
 
     def _progress(self, **kwargs):
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         return tqdm(disable=not self.options.progress, **kwargs)
 
