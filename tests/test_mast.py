@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import subprocess
 import sys
+import threading
 import zlib
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from hstcosmicrays.archive.mast import dark_criteria, verify_product
 from hstcosmicrays.config import load_config
 from hstcosmicrays.intervals import Month
 from hstcosmicrays.testing.mast_server import (
-    CAOM_FIELDS, PRODUCT_FIELDS, Fault, MastServer, write_astroquery_config,
+    CAOM_FIELDS, PRODUCT_FIELDS, MastServer, write_astroquery_config,
 )
 
 CONFIG = load_config()
@@ -49,7 +51,6 @@ class TinyArchive:
     def __init__(self, darks_per_month: int = 3, shape=(8, 8)):
         self.n = darks_per_month
         self.shape = shape
-        self.fetched: list[str] = []
 
     def query(self, instrument, month):
         out = []
@@ -68,7 +69,6 @@ class TinyArchive:
             d.mkdir(parents=True, exist_ok=True)
             out[ds.obs_id] = {}
             for p in ds.products:
-                self.fetched.append(p.filename)
                 out[ds.obs_id][p.suffix] = write_product(d / p.filename, p.suffix, ds.obs_id, self.shape)
         return out
 
@@ -90,69 +90,143 @@ def write_product(path: Path, suffix: str, rootname: str, shape=(8, 8), chips=(1
 # ---------------------------------------------------------------------------------------------
 # the client in a child process
 
-DRIVER = r"""
-import json, logging, sys
-logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-args = json.loads(sys.argv[1])
-if args.get("hide_boto3"):
+WORKER = r"""
+import io, json, logging, sys
+opts = json.loads(sys.argv[1])
+if opts.get("hide_boto3"):
     sys.modules["boto3"] = None  # as if boto3 were not installed
+root = logging.getLogger()
+root.setLevel(logging.INFO)
 from hstcosmicrays.archive.base import ArchiveError
 from hstcosmicrays.archive.mast import MastArchive
 from hstcosmicrays.config import load_config
 from hstcosmicrays.intervals import parse_month
-inst = load_config().instrument(args["instrument"])
-archive = MastArchive(timeout=args["timeout"], retries=args["retries"], backoff=args["backoff"],
-                      cloud=args.get("cloud", False))
-out = {"months": {}, "cloud_enabled": None}
-for label in args["months"]:
-    res = {"datasets": None, "files": None, "query_error": None, "fetch_error": None}
-    try:
-        ds = archive.query(inst, parse_month(label))
-        res["datasets"] = [[d.obs_id, d.t_min, d.exptime, [[p.suffix, p.filename, p.size] for p in d.products]]
-                           for d in ds]
-    except ArchiveError as exc:
-        res["query_error"] = str(exc)
-    if res["datasets"] is not None and args.get("fetch", True):
+config = load_config()
+
+
+def run(args):
+    inst = config.instrument(args["instrument"])
+    archive = MastArchive(timeout=args["timeout"], retries=args["retries"], backoff=args["backoff"],
+                          cloud=args["cloud"], pagesize=args["pagesize"])
+    out = {"months": {}}
+    for label in args["months"]:
+        res = {"datasets": None, "files": None, "query_error": None, "fetch_error": None}
         try:
-            files = archive.fetch(ds, args["workdir"])
-            res["files"] = {k: {s: str(p) for s, p in v.items()} for k, v in files.items()}
+            ds = archive.query(inst, parse_month(label))
+            res["datasets"] = [[d.obs_id, d.t_min, d.exptime, [[p.suffix, p.filename, p.size] for p in d.products]]
+                               for d in ds]
         except ArchiveError as exc:
-            res["fetch_error"] = str(exc)
-    out["months"][label] = res
-out["cloud_enabled"] = archive.cloud_enabled
-print("RESULT " + json.dumps(out))
-"""
-
-
-def run_client(server: MastServer, tmp_path: Path, months=(MAY,), *, instrument="acs_hrc",
-               timeout=5.0, retries=3, backoff=0.01, pagesize=None, workdir=None, fetch=True,
-               cloud=False, hide_boto3=False, expect_ok=True) -> dict:
-    """Run MastArchive.query (+ fetch) for ``months`` in a child process pointed at ``server``."""
-    home = tmp_path / "xdg"
-    write_astroquery_config(home, server.url, pagesize=pagesize)
-    workdir = Path(workdir or tmp_path / "work")
-    args = dict(instrument=instrument, months=[m.label for m in months], timeout=timeout,
-                retries=retries, backoff=backoff, workdir=str(workdir), fetch=fetch, cloud=cloud,
-                hide_boto3=hide_boto3)
-    env = dict(os.environ, XDG_CONFIG_HOME=str(home))
-    proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(args)], env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
-    out = json.loads(line[len("RESULT "):])
-    out["stderr"] = proc.stderr
+            res["query_error"] = str(exc)
+        if res["datasets"] is not None and args["fetch"]:
+            try:
+                files = archive.fetch(ds, args["workdir"])
+                res["files"] = {k: {s: str(p) for s, p in v.items()} for k, v in files.items()}
+            except ArchiveError as exc:
+                res["fetch_error"] = str(exc)
+        out["months"][label] = res
+    out["cloud_enabled"] = archive.cloud_enabled
     return out
 
 
-@pytest.fixture
+for line in sys.stdin:
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    root.addHandler(handler)
+    try:
+        out = run(json.loads(line))
+    finally:
+        root.removeHandler(handler)
+    out["log"] = buf.getvalue()
+    print("RESULT " + json.dumps(out), flush=True)
+"""
+
+
+class ClientProcess:
+    """A child process running MastArchive with astroquery pointed at ``server_url``.
+
+    It serves one request per line on stdin, so the (slow) imports happen once per process.
+    """
+
+    def __init__(self, server_url: str, config_home: Path, *, hide_boto3: bool = False):
+        write_astroquery_config(config_home, server_url)
+        self.stderr = open(config_home / "client.stderr", "w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", WORKER, json.dumps({"hide_boto3": hide_boto3})],
+            env=dict(os.environ, XDG_CONFIG_HOME=str(config_home)), stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=self.stderr, text=True,
+        )
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            if line.startswith("RESULT "):
+                self.lines.put(json.loads(line[len("RESULT "):]))
+        self.lines.put(None)
+
+    def run(self, **args) -> dict:
+        self.proc.stdin.write(json.dumps(args) + "\n")
+        self.proc.stdin.flush()
+        try:
+            out = self.lines.get(timeout=120)
+        except queue.Empty:
+            out = None
+        if out is None:
+            self.stderr.seek(0)
+            raise AssertionError("the client process failed:\n" + self.stderr.read()[-3000:])
+        return out
+
+    def close(self):
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+        self.stderr.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@pytest.fixture(scope="module")
 def tiny():
     return TinyArchive()
 
 
-@pytest.fixture
-def server(tiny):
+@pytest.fixture(scope="module")
+def mast(tiny):
     with MastServer(tiny, CONFIG.instruments) as srv:
         yield srv
+
+
+@pytest.fixture
+def server(mast):
+    """The module's server without faults and with an empty request log."""
+    mast.clear_faults()
+    mast.clear_requests()
+    yield mast
+    mast.clear_faults()
+
+
+@pytest.fixture(scope="module")
+def client(mast, tmp_path_factory):
+    with ClientProcess(mast.url, tmp_path_factory.mktemp("xdg")) as proc:
+        yield proc
+
+
+def run_client(client: ClientProcess, tmp_path: Path, months=(MAY,), *, instrument="acs_hrc", timeout=5.0,
+               retries=3, backoff=0.01, pagesize=None, workdir=None, fetch=True, cloud=False) -> dict:
+    """MastArchive.query (+ fetch) of ``months`` in the client process; files under ``workdir``."""
+    workdir = Path(workdir or tmp_path / "work")
+    return client.run(instrument=instrument, months=[m.label for m in months], timeout=timeout,
+                      retries=retries, backoff=backoff, pagesize=pagesize, workdir=str(workdir),
+                      fetch=fetch, cloud=cloud)
 
 
 def expected_files(archive: TinyArchive, instrument, month) -> dict[str, set[str]]:
@@ -297,8 +371,8 @@ def test_dark_criteria_are_those_of_the_configured_instrument_and_month():
     }
 
 
-def test_query_asks_mast_for_exactly_the_instrument_window_and_product_types(server, tiny, tmp_path):
-    result = run_client(server, tmp_path, (MAY,), pagesize=2)
+def test_query_asks_mast_for_exactly_the_instrument_window_and_product_types(server, client, tiny, tmp_path):
+    result = run_client(client, tmp_path, (MAY,), pagesize=2)
     assert_month_complete(result, tiny, HRC, MAY, tmp_path / "work")
     reqs = server.requests
     queries = [r for r in reqs if r.kind in ("count", "filtered")]
@@ -309,7 +383,7 @@ def test_query_asks_mast_for_exactly_the_instrument_window_and_product_types(ser
         assert r.params["filters"] == _filters(HRC, MAY)
     # paging: 4 rows (3 of May + the dark at 00:00 on June 1st) in pages of 2
     assert [r.page for r in queries if r.kind == "filtered"] == [1, 2]
-    assert all(r.pagesize == 2 for r in queries)
+    assert all(r.pagesize == 2 for r in queries if r.kind == "filtered")
     # the products asked for are those of the kept observations only (not the June 1st dark)
     rows = invoke(server, {"service": "Mast.Caom.Filtered", "format": "json", "pagesize": 50, "page": 1,
                            "params": {"columns": "*", "filters": _filters(HRC, MAY)}})["data"]
@@ -322,8 +396,8 @@ def test_query_asks_mast_for_exactly_the_instrument_window_and_product_types(ser
     assert {n.split("_")[1] for n in want} == {"flt.fits", "spt.fits"}
 
 
-def test_a_dark_starting_at_midnight_of_the_first_belongs_to_that_month_only(server, tiny, tmp_path):
-    result = run_client(server, tmp_path, (MAY, JUNE), fetch=False)
+def test_a_dark_starting_at_midnight_of_the_first_belongs_to_that_month_only(server, client, tiny, tmp_path):
+    result = run_client(client, tmp_path, (MAY, JUNE), fetch=False)
     may = {d[0] for d in result["months"][MAY.label]["datasets"]}
     june = {d[0] for d in result["months"][JUNE.label]["datasets"]}
     first_of_june = tiny.query(HRC, JUNE)[0]
@@ -332,16 +406,16 @@ def test_a_dark_starting_at_midnight_of_the_first_belongs_to_that_month_only(ser
     assert may == set(expected_files(tiny, HRC, MAY))
 
 
-def test_empty_month_is_an_empty_list_not_an_error(server, tmp_path):
+def test_empty_month_is_an_empty_list_not_an_error(server, client, tmp_path):
     server.add_fault(kind="empty", target="query", times=None)
-    result = run_client(server, tmp_path, (MAY,))
+    result = run_client(client, tmp_path, (MAY,))
     res = result["months"][MAY.label]
     assert res["datasets"] == [] and res["query_error"] is None and res["fetch_error"] is None
     assert not [r for r in server.requests if r.kind in ("products", "download")]
 
 
-def test_dataset_t_min_and_exptime_come_from_the_observation_rows(server, tiny, tmp_path):
-    result = run_client(server, tmp_path, (MAY,), fetch=False)
+def test_dataset_t_min_and_exptime_come_from_the_observation_rows(server, client, tiny, tmp_path):
+    result = run_client(client, tmp_path, (MAY,), fetch=False)
     got = {d[0]: (d[1], d[2]) for d in result["months"][MAY.label]["datasets"]}
     for ds in tiny.query(HRC, MAY):
         assert got[ds.obs_id] == pytest.approx((ds.t_min, ds.exptime), abs=1e-9)
@@ -359,7 +433,7 @@ TRANSIENT = {
     "executing then complete": dict(kind="executing", target="filtered", times=3),
     "session in kill state": dict(kind="error", target="products", times=1),
     "truncated query reply": dict(kind="truncate", target="filtered", times=1),
-    "query hangs past the time-out": dict(kind="hang", target="filtered", times=1, seconds=6),
+    "query hangs past the time-out": dict(kind="hang", target="filtered", times=1, seconds=8),
     "second page lost": dict(kind="empty", target="filtered", after=1, times=1),
     "download 500": dict(kind="status", target="download", status=500, times=2),
     "download 503 on GET": dict(kind="status", target="download", status=503, method="GET", times=3),
@@ -367,22 +441,27 @@ TRANSIENT = {
     "download short file": dict(kind="short", target="download", times=1),
     "download corrupt": dict(kind="corrupt", target="download", times=1),
     "listed file 404s once": dict(kind="missing", target="download", match="_flt", times=1),
-    "download hangs past the time-out": dict(kind="hang", target="download", method="GET", times=1, seconds=6),
+    "download hangs past the time-out": dict(kind="hang", target="download", method="GET", times=1, seconds=8),
 }
 
 
 @pytest.mark.parametrize("name", sorted(TRANSIENT))
-def test_transient_fault_is_retried_to_a_complete_month(server, tiny, tmp_path, name):
+def test_transient_fault_is_retried_to_a_complete_month(server, client, tiny, tmp_path, name):
     fault = server.add_fault(**TRANSIENT[name])
     pagesize = 2 if name == "second page lost" else None
-    result = run_client(server, tmp_path, (MAY,), timeout=1.5, pagesize=pagesize)
+    if fault.target == "columnsconfig":
+        # astroquery caches column configurations per process: only a new process asks for them
+        with ClientProcess(server.url, tmp_path / "xdg") as fresh:
+            result = run_client(fresh, tmp_path, (MAY,), timeout=2.0)
+    else:
+        result = run_client(client, tmp_path, (MAY,), timeout=2.0, pagesize=pagesize)
     assert fault.fired == (fault.times or fault.fired) and fault.fired >= 1
     assert_month_complete(result, tiny, HRC, MAY, tmp_path / "work")
 
 
 PERSISTENT = {
     "query 500": (dict(kind="status", target="query", status=500, times=None), "query"),
-    "query hangs": (dict(kind="hang", target="filtered", times=None, seconds=6), "query"),
+    "query hangs": (dict(kind="hang", target="filtered", times=None, seconds=8), "query"),
     "always executing": (dict(kind="executing", target="filtered", times=None), "query"),
     "listed file always 404s": (dict(kind="missing", target="download", match="_spt", times=None), "fetch"),
     "always truncated": (dict(kind="truncate", target="download", match="_flt", times=None), "fetch"),
@@ -391,10 +470,10 @@ PERSISTENT = {
 
 
 @pytest.mark.parametrize("name", sorted(PERSISTENT))
-def test_persistent_fault_raises_archive_error_and_leaves_no_bad_file(server, tiny, tmp_path, name):
+def test_persistent_fault_raises_archive_error_and_leaves_no_bad_file(server, client, tiny, tmp_path, name):
     spec, stage = PERSISTENT[name]
     server.add_fault(**spec)
-    result = run_client(server, tmp_path, (MAY,), timeout=1.0, retries=2)
+    result = run_client(client, tmp_path, (MAY,), timeout=1.5, retries=2)
     res = result["months"][MAY.label]
     work = tmp_path / "work"
     if stage == "query":
@@ -416,9 +495,9 @@ def test_persistent_fault_raises_archive_error_and_leaves_no_bad_file(server, ti
     assert len(gets) == 3 * 3
 
 
-def test_refetch_keeps_valid_files_and_replaces_bad_ones(server, tiny, tmp_path):
+def test_refetch_keeps_valid_files_and_replaces_bad_ones(server, client, tiny, tmp_path):
     work = tmp_path / "work"
-    first = run_client(server, tmp_path, (MAY,))
+    first = run_client(client, tmp_path, (MAY,))
     assert_month_complete(first, tiny, HRC, MAY, work)
     files = sorted(work.rglob("*.fits"))
     truncated, removed, garbage = files[0], files[1], files[2]
@@ -427,16 +506,16 @@ def test_refetch_keeps_valid_files_and_replaces_bad_ones(server, tiny, tmp_path)
     garbage.write_bytes(bytes(garbage.stat().st_size))  # right size, not FITS
     untouched = {p: p.stat().st_mtime_ns for p in files[3:]}
     server.clear_requests()
-    second = run_client(server, tmp_path, (MAY,))
+    second = run_client(client, tmp_path, (MAY,))
     assert_month_complete(second, tiny, HRC, MAY, work)
     assert sorted(downloads(server, "GET")) == sorted(p.name for p in (truncated, removed, garbage))
     assert all(p.stat().st_mtime_ns == t for p, t in untouched.items())
 
 
-def test_archive_file_names_cannot_escape_the_work_directory(server, tiny, tmp_path):
+def test_archive_file_names_cannot_escape_the_work_directory(server, client, tiny, tmp_path):
     server.add_fault(kind="rename", target="products", times=None, template="../../../../{filename}")
     work = tmp_path / "deep" / "work"
-    result = run_client(server, tmp_path, (MAY,), workdir=work)
+    result = run_client(client, tmp_path, (MAY,), workdir=work)
     res = result["months"][MAY.label]
     assert res["fetch_error"] is None and res["query_error"] is None, res
     # the client asked for the archive's (hostile) names but wrote only under the work directory
@@ -446,22 +525,31 @@ def test_archive_file_names_cannot_escape_the_work_directory(server, tiny, tmp_p
     assert {p.name for p in written} == set().union(*expected_files(tiny, HRC, MAY).values())
 
 
-def test_retries_are_bounded_and_back_off_exponentially(server, tmp_path):
+def test_retries_are_bounded_and_back_off_exponentially(server, client, tmp_path):
     server.add_fault(kind="status", target="count", status=503, times=None)
-    result = run_client(server, tmp_path, (MAY,), retries=3, backoff=0.2, fetch=False)
+    result = run_client(client, tmp_path, (MAY,), retries=3, backoff=0.2, fetch=False)
     assert "4 attempts" in result["months"][MAY.label]["query_error"]
     counts = [r for r in server.requests if r.kind == "count"]
     assert len(counts) == 4
     # waits of 0.2, 0.4, 0.8 s are logged before the three retries
-    waits = re.findall(r"query retry \d+/3 in ([\d.]+) s", result["stderr"])
+    waits = re.findall(r"query retry \d+/3 in ([\d.]+) s", result["log"])
     assert [float(w) for w in waits] == [0.2, 0.4, 0.8]
 
 
 def test_cloud_without_boto3_is_skipped_with_a_clear_error(server, tiny, tmp_path):
-    result = run_client(server, tmp_path, (MAY,), cloud=True, hide_boto3=True)
+    with ClientProcess(server.url, tmp_path / "xdg", hide_boto3=True) as fresh:
+        result = run_client(fresh, tmp_path, (MAY,), cloud=True)
     assert result["cloud_enabled"] is False
-    assert "--cloud skipped" in result["stderr"] and "boto3" in result["stderr"]
+    assert "--cloud skipped" in result["log"] and "boto3" in result["log"]
     assert_month_complete(result, tiny, HRC, MAY, tmp_path / "work")
+
+
+def test_cloud_with_boto3_enables_the_aws_bucket(server, client, tmp_path):
+    pytest.importorskip("boto3")
+    # no download here: with the bucket enabled, astroquery would ask the real MAST for bucket paths
+    result = run_client(client, tmp_path, (MAY,), cloud=True, fetch=False)
+    assert result["cloud_enabled"] is True
+    assert "downloading from the public HST bucket on AWS" in result["log"]
 
 
 # ---------------------------------------------------------------------------------------------

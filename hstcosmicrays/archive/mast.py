@@ -265,6 +265,9 @@ class MastArchive:
         Fetch from the public HST bucket on AWS (``enable_cloud_dataset(provider='AWS')``),
         falling back to MAST per file. Needs boto3; without it the option is skipped with an
         error in the log and files come from MAST.
+    pagesize : int, optional
+        Rows per MAST answer (default: astroquery's ``conf.pagesize``, 50000); the client asks
+        for every page.
     sleep : callable, optional
         ``sleep(seconds)`` used for the back-off (default: a wait that :meth:`cancel` ends).
 
@@ -277,7 +280,7 @@ class MastArchive:
 
     def __init__(
         self, *, timeout: float = 600.0, retries: int = 5, backoff: float = 2.0, cloud: bool = False,
-        sleep: Callable[[float], None] | None = None,
+        pagesize: int | None = None, sleep: Callable[[float], None] | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
@@ -289,6 +292,9 @@ class MastArchive:
         self.retries = int(retries)
         self.backoff = float(backoff)
         self.cloud_requested = bool(cloud)
+        if pagesize is not None and pagesize < 1:
+            raise ValueError(f"pagesize must be 1 or more, got {pagesize}")
+        self.pagesize = pagesize
         self.cloud_enabled = False
         self._cancelled = threading.Event()
         self._sleep = sleep or self._cancelled.wait
@@ -389,7 +395,7 @@ class MastArchive:
                 self.last_query = MastQuery(criteria, 0, 0, 0)
                 log.info("%s %s: no darks in MAST", instrument.name, month)
                 return []
-            obs = client.query_criteria(**criteria)
+            obs = client.query_criteria(pagesize=self.pagesize, **criteria)
             if len(obs) != count:
                 raise _Retry(f"MAST announced {count} observations but returned {len(obs)}")
             t_min = _column(obs, "t_min", float)

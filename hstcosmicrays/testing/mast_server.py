@@ -50,7 +50,7 @@ import re
 import tempfile
 import threading
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Mapping
@@ -249,7 +249,7 @@ class RequestRecord:
     uri : str
         The ``uri`` of a download.
     status : int
-        HTTP status sent (0 when the connection was closed or the answer hung).
+        HTTP status sent (0 while the answer is pending, e.g. hanging, or when the body was cut).
     fault : str
         Kind of the fault applied, or ``""``.
     """
@@ -543,6 +543,7 @@ class MastServer:
         self.products_config = _column_config(_PRODUCT_DATATYPES)
         self._faults: list[Fault] = []
         self._records: list[RequestRecord] = []
+        self._generation = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
@@ -583,6 +584,18 @@ class MastServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    def prepare(self, instrument: InstrumentConfig, months) -> int:
+        """Build the rows and write the files of ``months`` now, so answers come without delay.
+
+        Otherwise the first product list of a month makes the archive write its files, which can
+        take longer than a short client time-out. Returns the number of files prepared.
+        """
+        n = 0
+        for month in months:
+            rows = self.catalogue.rows(instrument.mast_name, month.mjd_start, month.mjd_stop)
+            n += len(self.catalogue.products([r["obsid"] for r in rows], None))
+        return n
+
     # -- faults and records -------------------------------------------------------------------
 
     def add_fault(self, fault: Fault | None = None, /, **kwargs) -> Fault:
@@ -605,6 +618,7 @@ class MastServer:
     def clear_requests(self) -> None:
         with self._lock:
             self._records.clear()
+            self._generation += 1  # answers still pending (e.g. hanging) are not recorded later
 
     def _fault_for(self, kind: str, method: str, subject: str) -> Fault | None:
         with self._lock:
@@ -620,9 +634,17 @@ class MastServer:
                     f.fired += 1
             return chosen
 
-    def _record(self, **kwargs) -> None:
+    def _begin(self, **kwargs) -> tuple[int, int]:
+        """Record a request on arrival (status 0 until :meth:`_finish`); returns its token."""
         with self._lock:
-            self._records.append(RequestRecord(index=len(self._records), **kwargs))
+            self._records.append(RequestRecord(index=len(self._records), status=0, **kwargs))
+            return self._generation, len(self._records) - 1
+
+    def _finish(self, token: tuple[int, int], status: int) -> None:
+        with self._lock:
+            generation, index = token
+            if generation == self._generation:
+                self._records[index] = replace(self._records[index], status=status)
 
     # -- answers ------------------------------------------------------------------------------
 
@@ -702,12 +724,14 @@ class MastServer:
         elif path == _INVOKE_PATH:
             self._invoke(h, form)
         else:
-            self._record(method="POST", path=path, kind="other", status=404)
+            self._finish(self._begin(method="POST", path=path, kind="other"), 404)
             self._send(h, 404, b"not found", content_type="text/plain")
 
     def _columnsconfig(self, h, form) -> None:
         name = (form.get("colConfigId") or [""])[0]
         fault = self._fault_for("columnsconfig", "POST", name)
+        token = self._begin(method="POST", path=_COLUMNS_PATH, kind="columnsconfig", service=name,
+                            fault=fault.kind if fault else "")
         if fault is not None and fault.kind == "hang":
             self._hang(fault)
         status = self._generic_fault(h, fault)
@@ -716,8 +740,7 @@ class MastServer:
                       "Mast.Caom.Filtered.Position": self.caom_config,
                       "Mast.Caom.Products": self.products_config}.get(name, {})
             status = self._json(h, 200, config, fault)
-        self._record(method="POST", path=_COLUMNS_PATH, kind="columnsconfig", service=name,
-                     status=status, fault=fault.kind if fault else "")
+        self._finish(token, status)
 
     def _invoke(self, h, form) -> None:
         try:
@@ -740,20 +763,21 @@ class MastServer:
         fault = self._fault_for(kind, "POST", subject) if kind != "other" else None
         record = dict(method="POST", path=_INVOKE_PATH, kind=kind, service=service, params=params,
                       page=page, pagesize=pagesize, fault=fault.kind if fault else "")
+        token = self._begin(**record)
         if fault is not None and fault.kind == "hang":
             self._hang(fault)
         status = self._generic_fault(h, fault)
         if status is not None:
-            self._record(status=status, **record)
+            self._finish(token, status)
             return
         if fault is not None and fault.kind == "executing":
             reply = {"status": "EXECUTING", "msg": "", "data": [], "fields": [], "paging": {}}
-            self._record(status=self._json(h, 200, reply, None), **record)
+            self._finish(token, self._json(h, 200, reply, None))
             return
         if fault is not None and fault.kind == "error":
             reply = {"status": "ERROR", "msg": "Request failed: session in kill state", "data": [],
                      "fields": [], "paging": {}}
-            self._record(status=self._json(h, 200, reply, None), **record)
+            self._finish(token, self._json(h, 200, reply, None))
             return
         empty = fault is not None and fault.kind == "empty"
         rename = fault.template if fault is not None and fault.kind == "rename" else None
@@ -774,8 +798,7 @@ class MastServer:
         except KeyError as exc:
             reply = {"status": "ERROR", "msg": f"Unknown column {exc.args[0]!r}", "data": [],
                      "fields": [], "paging": {}}
-        self._record(status=self._json(h, 200, reply, fault if fault and fault.kind in _BODY_FAULTS else None),
-                     **record)
+        self._finish(token, self._json(h, 200, reply, fault if fault and fault.kind in _BODY_FAULTS else None))
 
     def _query_subject(self, filters) -> str:
         inst, month = "", ""
@@ -834,24 +857,25 @@ class MastServer:
         parts = urlsplit(h.path)
         method = "HEAD" if head else "GET"
         if parts.path != _DOWNLOAD_PATH:
-            self._record(method=method, path=parts.path, kind="other", status=404)
+            self._finish(self._begin(method=method, path=parts.path, kind="other"), 404)
             self._send(h, 404, b"not found", content_type="text/plain", head=head)
             return
         uri = (parse_qs(parts.query).get("uri") or [""])[0]
         fault = self._fault_for("download", method, uri)
         record = dict(method=method, path=parts.path, kind="download", uri=uri,
                       fault=fault.kind if fault else "")
+        token = self._begin(**record)
         if fault is not None and fault.kind == "hang":
             self._hang(fault)
         status = self._generic_fault(h, fault)
         if status is not None:
-            self._record(status=status, **record)
+            self._finish(token, status)
             return
         entry = self.catalogue.entry(uri)
         if entry is None:
             self._send(h, 404, b"<html><body>404 Not Found</body></html>", content_type="text/html",
                        head=head)
-            self._record(status=404, **record)
+            self._finish(token, 404)
             return
         body = entry.read()
         name = uri.rsplit("/", 1)[-1]
@@ -860,14 +884,14 @@ class MastServer:
         if kind == "truncate":
             self._send(h, 200, body, content_type="application/octet-stream", head=head, extra=extra,
                        cut=max(1, int(len(body) * fault.fraction)))
-            self._record(status=0, **record)
+            self._finish(token, 0)
             return
         if kind == "short":
             body = body[: max(1, int(len(body) * fault.fraction))]
         elif kind == "corrupt":
             body = bytes(len(body))
         self._send(h, 200, body, content_type="application/octet-stream", head=head, extra=extra)
-        self._record(status=200, **record)
+        self._finish(token, 200)
 
 
 def _ints(text) -> list[int]:
