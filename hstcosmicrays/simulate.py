@@ -548,8 +548,12 @@ def _poisson_uniform(rng: np.random.Generator, lam: float, shape: tuple[int, ...
     k = np.arange(kmax + 1)
     logp = k * math.log(lam) - lam - np.array([math.lgamma(v + 1) for v in k])
     cdf = np.cumsum(np.exp(logp))
-    q = (np.arange(2**bits) + 0.5) / 2**bits
-    lut = np.searchsorted(cdf, q).astype(np.float32)
+    # the quantile (j + 0.5) / 2^bits maps to the first k with cdf[k] >= it: count the table
+    # entries below each cdf step and repeat k that many times
+    edges = np.minimum(np.ceil(cdf * 2**bits - 0.5), 2**bits).astype(np.int64)
+    counts = np.diff(np.concatenate([[0], edges]))
+    counts[-1] += 2**bits - edges[-1]
+    lut = np.repeat(np.arange(kmax + 1, dtype=np.float32), counts)
     idx = rng.integers(0, 2**bits, size=shape, dtype=np.uint32)
     return lut[idx]
 
@@ -784,7 +788,9 @@ def simulate_frame(*, instrument: InstrumentConfig, spec: FrameSpec) -> Simulate
         if sat.any():
             signal[sat] = full
             dq[sat] |= sim.dq_saturated
-        err = np.sqrt(rn_cols**2 + np.maximum(signal, 0.0))
+        err = np.maximum(signal, 0.0)
+        err += rn_cols**2
+        np.sqrt(err, out=err)
         if not instrument.bunit.upper().startswith("ELECTRON"):
             signal /= np.float32(gain)
             err /= np.float32(gain)
