@@ -624,3 +624,23 @@ def test_live_mast_lists_acs_hrc_darks_of_may_2003():
         assert d.obs_id.startswith("j")
         assert {p.suffix for p in d.products} == {"FLT", "SPT"}
         assert all(p.size and p.size > 0 for p in d.products)
+
+
+@pytest.mark.remote_data
+@pytest.mark.parametrize("cloud", [False, True])
+def test_live_download_of_one_support_file_verifies(tmp_path, cloud):
+    import dataclasses
+
+    from hstcosmicrays.archive.mast import MastArchive
+
+    if cloud:
+        pytest.importorskip("boto3")
+    archive = MastArchive(timeout=120, retries=2, backoff=5, cloud=cloud)
+    darks = archive.query(HRC, MAY)
+    assert darks
+    one = dataclasses.replace(darks[0], products=tuple(p for p in darks[0].products if p.suffix == "SPT"))
+    files = archive.fetch([one], tmp_path)
+    path = files[one.obs_id]["SPT"]
+    assert path.parent == tmp_path / "mastDownload" / "HST" / one.obs_id
+    assert verify_product(path, suffix="SPT", size=one.products[0].size, instrument=HRC) is None
+    assert archive.cloud_enabled is cloud

@@ -420,7 +420,7 @@ class MastArchive:
             self._state.deadline = None
         datasets = self._datasets(instrument, obs, t_min, exptime, chosen)
         self.last_query = MastQuery(criteria, count, len(keep), len(chosen))
-        log.info("%s %s: %d darks in MAST (%d files of %s)", instrument.name, month, len(datasets),
+        log.debug("%s %s: %d darks in MAST (%d files of %s)", instrument.name, month, len(datasets),
                  sum(len(d.products) for d in datasets), "+".join(instrument.products))
         return datasets
 
