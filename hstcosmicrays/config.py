@@ -221,6 +221,12 @@ class InstrumentConfig:
         Default CR-rejection parameters (the values of the real CRREJTAB).
     simulation : SimulationConfig or None
         Knobs of the simulated archive (None: the instrument cannot be simulated).
+    jump_sigma : float
+        IR ramps without CR flags: a jump above this many sigma of the read-noise plus Poisson
+        difference is a CR hit (:mod:`hstcosmicrays.ir`); default 4.
+    threshold_sigma : float
+        WFPC2 frames without a CR-SPLIT partner: pixels above median + this many robust sigma
+        are CR pixels (:mod:`hstcosmicrays.wfpc2`); default 5.
     """
 
     name: str
@@ -256,9 +262,13 @@ class InstrumentConfig:
     border: int
     crreject: CRRejectParams
     simulation: Optional[SimulationConfig] = None
+    jump_sigma: float = 4.0
+    threshold_sigma: float = 5.0
 
     def __post_init__(self) -> None:
         where = f"instruments.{self.name}"
+        if not (self.jump_sigma > 0 and self.threshold_sigma > 0):
+            raise ConfigError(f"{where}: jump_sigma and threshold_sigma must be positive")
         if self.kind not in ("ccd", "ir", "wfpc2"):
             raise ConfigError(f"{where}.kind: expected 'ccd', 'ir' or 'wfpc2', got {self.kind!r}")
         if self.noise_model not in ("err", "readnoise"):

@@ -43,7 +43,8 @@ Which pixels a CR hit during read k
        \\sigma_k = \\sqrt{2\\,\\mathrm{RN}^2 + \\max(r, 0)\\,\\Delta t_k},
 
    a pixel is hit in read :math:`k` when :math:`J_k > \\kappa\\,\\sigma_k` (``ksigma``
-   :math:`\\kappa`, 4 by default, the threshold of the WFC3 ramp fit). RN is the read noise of
+   :math:`\\kappa`, the instrument's ``jump_sigma``, 4 by default, the threshold of the WFC3
+   ramp fit). RN is the read noise of
    one read (e-), :func:`read_noise_per_read`: the header's read-noise keywords give the noise
    of a difference of two reads (WFC3 ``READNSE[A-D]``), so RN is their mean over
    :math:`\\sqrt 2`; without keywords (NICMOS) it is the instrument's ``readnoise_default``.
@@ -388,7 +389,7 @@ def detect_jumps(
 
 
 def ramp_cr_masks(
-    *, ramp: Ramp, instrument: InstrumentConfig, ksigma: float = JUMP_SIGMA, source: str = "auto",
+    *, ramp: Ramp, instrument: InstrumentConfig, ksigma: float | None = None, source: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """CR pixels of each read of a ramp, and the jump image they are measured on.
 
@@ -397,8 +398,8 @@ def ramp_cr_masks(
     ramp : Ramp
     instrument : InstrumentConfig
         ``dq_cr`` (the ramp fit's CR bit) and ``dq_bad`` (never a CR).
-    ksigma : float
-        Jump threshold of :func:`detect_jumps`.
+    ksigma : float, optional
+        Jump threshold of :func:`detect_jumps` (default ``instrument.jump_sigma``, 4).
     source : str
         ``"flags"``, ``"jumps"`` or ``"auto"`` (flags when ``ramp.ramp_fitted``).
 
@@ -416,6 +417,8 @@ def ramp_cr_masks(
         raise ValueError(f"ramp_cr_masks: source must be 'auto', 'flags' or 'jumps', got {source!r}")
     if source == "auto":
         source = "flags" if ramp.ramp_fitted else "jumps"
+    if ksigma is None:
+        ksigma = instrument.jump_sigma
     excess, rate = jump_excess(counts=ramp.counts, time=ramp.time)
     if source == "flags":
         masks = new_cr_flags(dq=ramp.dq, cr_bit=instrument.dq_cr)
@@ -436,7 +439,7 @@ def ramp_cr_masks(
 
 def measure_ramp(
     *, ramp: Ramp, instrument: InstrumentConfig, spt_path: Path | None, month: str, group_id: int = -1,
-    ksigma: float = JUMP_SIGMA, source: str = "auto",
+    ksigma: float | None = None, source: str = "auto",
 ) -> FrameResult:
     """Label and measure the CRs of every read of a ramp: one :class:`FrameResult`.
 
@@ -488,7 +491,7 @@ def measure_ramp(
 
 def measure_ima(
     path: str | Path, *, instrument: InstrumentConfig, spt_path: Path | None = None, month: str | None = None,
-    group_id: int = -1, ksigma: float = JUMP_SIGMA, source: str = "auto",
+    group_id: int = -1, ksigma: float | None = None, source: str = "auto",
 ) -> FrameResult:
     """:func:`read_ramp` + :func:`measure_ramp` for one IMA file.
 

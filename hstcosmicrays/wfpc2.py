@@ -17,8 +17,9 @@ method), :func:`threshold_masks`:
 
 per chip, over the chip's usable pixels (DN; :math:`\\mathrm{MAD}(s) = \\mathrm{median}|s - m|`,
 so :math:`1.4826\\,\\mathrm{MAD}` is the standard deviation of Gaussian noise), with
-:math:`k = 5` by default. The floor :math:`\\sigma_\\mathrm{read}` = read noise / gain (DN) keeps
-the threshold above the read noise should the MAD collapse (a chip of nearly constant values).
+:math:`k` the instrument's ``threshold_sigma`` (5 by default). The floor
+:math:`\\sigma_\\mathrm{read}` = read noise / gain (DN) keeps the threshold above the read
+noise should the MAD collapse (a chip of nearly constant values).
 
 Excluded C1M flags
 ------------------
@@ -49,15 +50,12 @@ from scipy import ndimage
 from .config import InstrumentConfig
 from .frames import Chip
 
-__all__ = ["EXCLUDE_DQ", "THRESHOLD_SIGMA", "robust_level", "threshold_masks"]
+__all__ = ["EXCLUDE_DQ", "robust_level", "threshold_masks"]
 
 log = logging.getLogger(__name__)
 
 #: C1M bits that exclude a pixel from the threshold method (see the module docstring).
 EXCLUDE_DQ = 1 | 2 | 4 | 16 | 32 | 128 | 512 | 1024 | 2048
-
-#: Default threshold (robust standard deviations above the median).
-THRESHOLD_SIGMA = 5.0
 
 _MAD_TO_SIGMA = 1.4826
 _EIGHT = np.ones((3, 3), dtype=bool)
@@ -93,7 +91,7 @@ def robust_level(*, values: np.ndarray, floor: float = 0.0) -> tuple[float, floa
 
 
 def threshold_masks(
-    *, chips: Sequence[Chip], instrument: InstrumentConfig, k: float = THRESHOLD_SIGMA,
+    *, chips: Sequence[Chip], instrument: InstrumentConfig, k: float | None = None,
     exclude_dq: int = EXCLUDE_DQ,
 ) -> list[np.ndarray]:
     """Cosmic-ray pixels of each chip of one frame by a robust threshold.
@@ -104,8 +102,8 @@ def threshold_masks(
         The frame's chips (:func:`hstcosmicrays.frames.read_chips`), science in DN.
     instrument : InstrumentConfig
         ``dq_bad`` is always excluded besides ``exclude_dq``; ``border`` pixels are never CRs.
-    k : float
-        Threshold in robust standard deviations.
+    k : float, optional
+        Threshold in robust standard deviations (default ``instrument.threshold_sigma``, 5).
     exclude_dq : int
         C1M bits of pixels that are neither CRs nor used for the statistics.
 
@@ -116,6 +114,8 @@ def threshold_masks(
         on an unflagged pixel, or on a flagged (not ``dq_bad``) pixel touching one. A chip
         without usable pixels gets an empty mask.
     """
+    if k is None:
+        k = instrument.threshold_sigma
     if not k > 0:
         raise ValueError(f"threshold_masks: k must be positive, got {k}")
     bits = int(exclude_dq) | int(instrument.dq_bad)

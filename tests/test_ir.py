@@ -243,6 +243,21 @@ def test_border_and_bad_pixels_are_never_crs(tmp_path, wfc3ir):
         assert res.cosmic_rays["read"].tolist() == [4]
 
 
+def test_jump_sigma_comes_from_the_configuration(tmp_path, wfc3ir):
+    user = tmp_path / "user.yaml"
+    user.write_text("instruments:\n  wfc3_ir:\n    jump_sigma: 40.0\n")
+    strict = load_config(user).instrument("wfc3_ir")
+    assert strict.jump_sigma == 40.0 and wfc3ir.jump_sigma == 4.0
+    counts, dq, time = make_ramp(crs=CRS)
+    p = tmp_path / "iram01abq_ima.fits"
+    write_ima(p, counts=counts, dq=dq, time=time, flags=False)
+    assert measure_ima(p, instrument=wfc3ir).n_cr == 4
+    # 40 sigma of 20 e- = 800 e-: only the CR of peak 2000 e- keeps 5 pixels above it
+    only = measure_ima(p, instrument=strict)
+    assert only.n_cr == 1 and only.cosmic_rays["read"].tolist() == [3]
+    assert measure_ima(p, instrument=wfc3ir, ksigma=40.0).n_cr == 1
+
+
 # ---------------------------------------------------------------------------------------------
 # splitting
 

@@ -113,6 +113,11 @@ def test_threshold_follows_k_and_uses_usable_pixels_only(wfpc2):
     # excluding nothing: the flagged rows are all "CRs", and they widen the statistics
     (m_all,) = threshold_masks(chips=[chip(sci, dq)], instrument=wfpc2, k=3.0, exclude_dq=0)
     assert m_all[:20].all() and m_all[20:].sum() < m3[20:].sum()
+    # the default k is the configured threshold_sigma (5)
+    (m_default,) = threshold_masks(chips=[chip(sci, dq)], instrument=wfpc2)
+    np.testing.assert_array_equal(m_default, m5)
+    loose = dataclasses.replace(wfpc2, threshold_sigma=3.0)
+    np.testing.assert_array_equal(threshold_masks(chips=[chip(sci, dq)], instrument=loose)[0], m3)
     with pytest.raises(ValueError, match="positive"):
         threshold_masks(chips=[chip(sci, dq)], instrument=wfpc2, k=0)
     assert EXCLUDE_DQ & 512 and EXCLUDE_DQ & 1024 and not EXCLUDE_DQ & 8
