@@ -55,6 +55,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from ..config import InstrumentConfig
 from ..intervals import Month
 from .base import ArchiveError, Dataset, ProductFile, safe_filename
@@ -398,14 +400,14 @@ class MastArchive:
             obs = client.query_criteria(pagesize=self.pagesize, **criteria)
             if len(obs) != count:
                 raise _Retry(f"MAST announced {count} observations but returned {len(obs)}")
-            t_min = _column(obs, "t_min", float)
-            exptime = _column(obs, "t_exptime", float)
-            keep = [
-                i for i in range(len(obs))
-                if month.mjd_start <= t_min[i] < month.mjd_stop
-                and str(obs["instrument_name"][i]).upper() == instrument.mast_name.upper()
-            ]
-            if not keep:
+            t_min = _float_column(obs, "t_min")
+            exptime = _float_column(obs, "t_exptime")
+            names = np.char.upper(np.asarray(obs["instrument_name"], dtype=str))
+            keep = np.flatnonzero(
+                (t_min >= month.mjd_start) & (t_min < month.mjd_stop)
+                & (names == instrument.mast_name.upper())
+            )
+            if keep.size == 0:
                 self.last_query = MastQuery(criteria, count, 0, 0)
                 return []
             obs = obs[keep]
@@ -575,17 +577,12 @@ def _unlink(path: Path) -> None:
         pass
 
 
-def _column(table, name: str, dtype) -> "Any":
-    import numpy as np
-
-    col = table[name]
-    values = np.ma.filled(np.ma.asarray(col).astype(dtype), np.nan) if dtype is float else col
-    return np.asarray(values, dtype=dtype)
+def _float_column(table, name: str) -> np.ndarray:
+    """A table column as float64, masked entries as NaN (they then fail every window test)."""
+    return np.ma.filled(np.ma.asarray(table[name]).astype(float), np.nan)
 
 
 def _int_or_none(value) -> int | None:
-    import numpy as np
-
     if value is None or value is np.ma.masked:
         return None
     try:
