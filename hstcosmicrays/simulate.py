@@ -73,7 +73,8 @@ Schedule and names
 ------------------
 A month's darks are CR-SPLIT sets (``crsplit`` frames with the same EXPTIME, CCDAMP and gain,
 consecutive EXPSTART) spread evenly over the month; a fraction ``saa_pass_fraction`` of the sets
-is placed so that it crosses the SAA contour (mean factor at most :data:`SAA_MAX_MEAN`), the others
+is placed so that it crosses the SAA contour (the mean factor of each frame at most
+:data:`SAA_MAX_MEAN`: darks skirt the SAA, they are not taken in its core), the others
 outside it. Each month has its own orbit (:func:`hstcosmicrays.orbit.realistic_elements`) and
 every frame's SPT carries it. Rootnames are ``<prefix><code><MM><SS><FF><t>``: the instrument's
 prefix, a detector code (:data:`DETECTOR_CODES`), the month (base 36, months since 1990-01), the
@@ -112,7 +113,6 @@ from scipy.special import ndtr
 from .config import ConfigError, InstrumentConfig, SimulationConfig
 from .intervals import Month, month_windows
 from .orbit import (
-    EARTH_RADIUS_KM,
     OrbitalElements,
     circular_mean_deg,
     hst_positions,
@@ -169,8 +169,8 @@ SAA_SIGMA = (8.0, 22.0)
 SAA_PEAK = 800.0
 #: SAA factor above which HST is inside the SAA (SAA_EXIT / SAA_TIME and scheduling).
 SAA_CONTOUR = 2.0
-#: Largest mean SAA factor of a set scheduled through the SAA.
-SAA_MAX_MEAN = 8.0
+#: Largest mean SAA factor (over its integration) of a frame scheduled through the SAA.
+SAA_MAX_MEAN = 4.0
 #: Relative width of the Landau-like (Moyal) deposit.
 LANDAU_WIDTH = 0.15
 #: Longest projected track (pixels).
@@ -475,13 +475,16 @@ def month_schedule(
         span = max(stratum - duration, 0.0)
         want_saa = rng.random() < sim.saa_pass_fraction
         cand = lo + s * stratum + np.sort(rng.random(48)) * span
-        steps = np.linspace(0.0, duration, 25)
-        grid = cand[:, None] + steps[None, :]
+        # SAA factor over each frame's integration (16 samples a frame) for every candidate start
+        frame_t0 = np.arange(size) * (exptime + gap) / 86400.0
+        within = np.linspace(0.0, (exptime + readout) / 86400.0, 16)
+        grid = cand[:, None, None] + frame_t0[None, :, None] + within[None, None, :]
         lat, lon, _ = hst_positions(elements=elements, mjd=grid)
-        fac = saa_factor(lat, lon)
-        crosses = fac.max(axis=1) > SAA_CONTOUR
-        ok = (crosses & (fac.mean(axis=1) <= SAA_MAX_MEAN)) if want_saa else ~crosses
-        start = float(cand[np.argmax(ok)] if ok.any() else cand[np.argmin(fac.mean(axis=1))])
+        fac = saa_factor(lat, lon)  # (candidates, frames, samples)
+        crosses = fac.max(axis=(1, 2)) > SAA_CONTOUR
+        worst = fac.mean(axis=2).max(axis=1)  # the largest mean factor of a frame
+        ok = (crosses & (worst <= SAA_MAX_MEAN)) if want_saa else ~crosses
+        start = float(cand[np.argmax(ok)] if ok.any() else cand[np.argmin(worst)])
         start = math.floor(start * 86400.0) / 86400.0  # whole seconds
         ccdgain = float(sim.gains[int(rng.integers(len(sim.gains)))])
         flashed = rng.random() < sim.flash_fraction
