@@ -525,6 +525,16 @@ def test_archive_file_names_cannot_escape_the_work_directory(server, client, tin
     assert {p.name for p in written} == set().union(*expected_files(tiny, HRC, MAY).values())
 
 
+def test_a_stale_catalogue_size_is_accepted_on_the_last_try_for_a_complete_fits_file(server, client, tiny, tmp_path):
+    server.add_fault(kind="resize", target="products", times=None, delta=2880)
+    result = run_client(client, tmp_path, (MAY,), retries=2)
+    assert_month_complete(result, tiny, HRC, MAY, tmp_path / "work")
+    # every file was tried 1 + retries times before being accepted, with a warning each
+    gets = downloads(server, "GET")
+    assert sorted(gets) == sorted(3 * [n for names in expected_files(tiny, HRC, MAY).values() for n in names])
+    assert result["log"].count("accepted after 3 tries") == 6
+
+
 def test_retries_are_bounded_and_back_off_exponentially(server, client, tmp_path):
     server.add_fault(kind="status", target="count", status=503, times=None)
     result = run_client(client, tmp_path, (MAY,), retries=3, backoff=0.2, fetch=False)

@@ -24,7 +24,10 @@ what MAST sees):
 4. Files that failed are retried in rounds with exponential back-off
    (``backoff * 2**k`` seconds before round ``k + 1``) up to ``retries`` extra rounds; a file
    still missing after that raises :class:`~hstcosmicrays.archive.base.ArchiveError` for the whole
-   month, which the pipeline records as failed and retries on the next run.
+   month, which the pipeline records as failed and retries on the next run. One exception: on the
+   last round a file whose size differs from the product list's but which is a complete FITS file
+   with the needed extensions is accepted with a warning (catalogue sizes can lag reprocessing;
+   a cut file never passes the FITS structure check).
 
 Valid files already present are kept without any request, so a re-run after a failure only
 downloads what is missing. Every archive-supplied name (obs_id, productFilename) passes through
@@ -518,7 +521,7 @@ class MastArchive:
             still = []
             for obs_id, inst, prod, dest in pending:
                 self._check_cancelled("download")
-                reason = self._download_one(prod, dest, inst)
+                reason = self._download_one(prod, dest, inst, last=attempt == self.retries)
                 if reason is None:
                     out[obs_id][prod.suffix] = dest
                     reasons.pop(dest, None)
@@ -538,8 +541,14 @@ class MastArchive:
         return verify_product(path, suffix=prod.suffix, size=prod.size,
                               instrument=self._instruments.get(instrument_name))
 
-    def _download_one(self, prod: ProductFile, dest: Path, instrument_name: str) -> str | None:
-        """One try at one file: download to ``<dest>.part``, verify, rename. None on success."""
+    def _download_one(self, prod: ProductFile, dest: Path, instrument_name: str, *, last: bool = False) -> str | None:
+        """One try at one file: download to ``<dest>.part``, verify, rename. None on success.
+
+        On the ``last`` try, a file whose only defect is a size different from the product
+        list's is accepted with a warning when it is a complete FITS file with the needed
+        extensions: MAST's catalogue size can lag a reprocessed file, and refusing it would fail
+        the month on every run.
+        """
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + ".part")  # always has a suffix: never taken for a directory
         _unlink(part)
@@ -554,6 +563,12 @@ class MastArchive:
             _unlink(part)
             return f"{status}: {msg}"
         reason = self._check(part, prod, instrument_name)
+        if reason is not None and last and reason.startswith("size "):
+            instrument = self._instruments.get(instrument_name)
+            if verify_product(part, suffix=prod.suffix, size=None, instrument=instrument) is None:
+                log.warning("%s: %s; accepted after %d tries: the FITS file is complete",
+                            dest.name, reason, self.retries + 1)
+                reason = None
         if reason is not None:
             _unlink(part)
             return reason

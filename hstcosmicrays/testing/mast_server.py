@@ -153,7 +153,7 @@ def _column_config(datatypes: Mapping[str, str], separated=()) -> dict:
 
 _REQUEST_KINDS = ("columnsconfig", "count", "filtered", "products", "download")
 _FAULT_KINDS = ("status", "missing", "hang", "truncate", "short", "corrupt", "executing", "error",
-                "empty", "rename")
+                "empty", "rename", "resize")
 _BODY_FAULTS = ("truncate", "short", "corrupt")
 
 
@@ -172,7 +172,8 @@ class Fault:
         bytes, all zero; ``executing``: a Mashup answer ``{"status": "EXECUTING"}``;
         ``error``: a Mashup answer ``{"status": "ERROR"}``; ``empty``: no rows;
         ``rename``: product rows name their file ``template.format(filename=...)`` (e.g.
-        ``"../../{filename}"``), served under that name too.
+        ``"../../{filename}"``), served under that name too; ``resize``: product rows announce
+        ``delta`` bytes more than the file has (a stale catalogue size).
     target : str
         Which requests: ``columnsconfig``, ``count`` (the ``COUNT_BIG(*)`` query), ``filtered``
         (the row query), ``query`` (both), ``products``, ``invoke`` (every Mashup service call),
@@ -195,6 +196,8 @@ class Fault:
         Part of the body sent by ``truncate`` and ``short``.
     template : str
         File-name template of a ``rename`` fault.
+    delta : int
+        Bytes added to the announced size by a ``resize`` fault.
     """
 
     kind: str
@@ -207,6 +210,7 @@ class Fault:
     seconds: float = 30.0
     fraction: float = 0.5
     template: str = "{filename}"
+    delta: int = 2880
     seen: int = field(default=0, init=False)
     fired: int = field(default=0, init=False)
 
@@ -416,7 +420,7 @@ class _Catalogue:
         for e in need:
             e.path = Path(files[e.suffix])
 
-    def products(self, obsids: list[int], rename: str | None) -> list[dict]:
+    def products(self, obsids: list[int], rename: str | None, delta: int = 0) -> list[dict]:
         out = []
         with self._lock:
             for obsid in obsids:
@@ -437,7 +441,7 @@ class _Catalogue:
                         "productGroupDescription": _MRP if e.suffix in _MRP_TYPES else None,
                         "productSubGroupDescription": e.suffix, "productDocumentationURL": None,
                         "project": "HST", "prvversion": None, "productFilename": filename,
-                        "size": e.size(), "_selected_": None,
+                        "size": e.size() + delta, "_selected_": None,
                     })
         return out
 
@@ -790,7 +794,8 @@ class MastServer:
                     fields = CAOM_FIELDS + ((("distance", "float"),) if service.endswith("Position") else ())
                     reply = self._page(rows, fields, page, pagesize)
             elif kind == "products":
-                rows = [] if empty else self.catalogue.products(_ints(params.get("obsid", "")), rename)
+                delta = fault.delta if fault is not None and fault.kind == "resize" else 0
+                rows = [] if empty else self.catalogue.products(_ints(params.get("obsid", "")), rename, delta)
                 reply = self._page(rows, PRODUCT_FIELDS, page, pagesize)
             else:
                 reply = {"status": "ERROR", "msg": f"Unknown service {service!r}", "data": [],
