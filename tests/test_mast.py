@@ -105,7 +105,8 @@ config = load_config()
 
 
 def run(args):
-    inst = config.instrument(args["instrument"])
+    inst = load_config(args["config"]).instrument(args["instrument"]) if args.get("config") else \
+        config.instrument(args["instrument"])
     archive = MastArchive(timeout=args["timeout"], retries=args["retries"], backoff=args["backoff"],
                           cloud=args["cloud"], pagesize=args["pagesize"])
     out = {"months": {}}
@@ -221,12 +222,13 @@ def client(mast, tmp_path_factory):
 
 
 def run_client(client: ClientProcess, tmp_path: Path, months=(MAY,), *, instrument="acs_hrc", timeout=5.0,
-               retries=3, backoff=0.01, pagesize=None, workdir=None, fetch=True, cloud=False) -> dict:
+               retries=3, backoff=0.01, pagesize=None, workdir=None, fetch=True, cloud=False,
+               config=None) -> dict:
     """MastArchive.query (+ fetch) of ``months`` in the client process; files under ``workdir``."""
     workdir = Path(workdir or tmp_path / "work")
     return client.run(instrument=instrument, months=[m.label for m in months], timeout=timeout,
                       retries=retries, backoff=backoff, pagesize=pagesize, workdir=str(workdir),
-                      fetch=fetch, cloud=cloud)
+                      fetch=fetch, cloud=cloud, config=str(config) if config else None)
 
 
 def expected_files(archive: TinyArchive, instrument, month) -> dict[str, set[str]]:
@@ -404,6 +406,17 @@ def test_a_dark_starting_at_midnight_of_the_first_belongs_to_that_month_only(ser
     assert first_of_june.t_min == JUNE.mjd_start
     assert first_of_june.obs_id in june and first_of_june.obs_id not in may
     assert may == set(expected_files(tiny, HRC, MAY))
+
+
+def test_a_wildcard_instrument_name_is_sent_as_free_text_and_matched(server, client, tiny, tmp_path):
+    user = tmp_path / "wild.yaml"
+    user.write_text("instruments:\n  acs_hrc:\n    mast_name: 'ACS/H*'\n")
+    result = run_client(client, tmp_path, (MAY,), config=user)
+    assert_month_complete(result, tiny, HRC, MAY, tmp_path / "work")
+    for r in server.requests:
+        if r.kind in ("count", "filtered"):
+            f = next(x for x in r.params["filters"] if x["paramName"] == "instrument_name")
+            assert f == {"paramName": "instrument_name", "values": [], "freeText": "ACS/H%"}
 
 
 def test_empty_month_is_an_empty_list_not_an_error(server, client, tmp_path):

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections import defaultdict
@@ -405,11 +406,9 @@ class MastArchive:
                 raise _Retry(f"MAST announced {count} observations but returned {len(obs)}")
             t_min = _float_column(obs, "t_min")
             exptime = _float_column(obs, "t_exptime")
-            names = np.char.upper(np.asarray(obs["instrument_name"], dtype=str))
-            keep = np.flatnonzero(
-                (t_min >= month.mjd_start) & (t_min < month.mjd_stop)
-                & (names == instrument.mast_name.upper())
-            )
+            names = np.asarray(obs["instrument_name"], dtype=str)
+            same = _name_matches(names, instrument.mast_name)
+            keep = np.flatnonzero((t_min >= month.mjd_start) & (t_min < month.mjd_stop) & same)
             if keep.size == 0:
                 self.last_query = MastQuery(criteria, count, 0, 0)
                 return []
@@ -590,6 +589,15 @@ def _unlink(path: Path) -> None:
         path.unlink()
     except FileNotFoundError:
         pass
+
+
+def _name_matches(names: np.ndarray, pattern: str) -> np.ndarray:
+    """Which ``names`` equal ``pattern`` ignoring case, ``*`` matching any run of characters
+    (as MAST does for a wildcard criterion such as ``instrument_name='WFPC2*'``)."""
+    import fnmatch
+
+    rx = re.compile(fnmatch.translate(pattern.upper()))
+    return np.array([rx.match(n.upper()) is not None for n in names], dtype=bool)
 
 
 def _float_column(table, name: str) -> np.ndarray:

@@ -824,16 +824,20 @@ class MastServer:
         filters = params.get("filters", []) or []
         inst = next((f for f in filters if f.get("paramName") == "instrument_name"), None)
         window = next((f for f in filters if f.get("paramName") == "t_min"), None)
-        if inst is None or not inst.get("values"):
+        if inst is None or not (inst.get("values") or inst.get("freeText")):
             # the stand-in only serves queries by instrument, like the pipeline makes them
             return []
+        names = list(inst.get("values") or [])
+        if inst.get("freeText"):
+            like = _like(inst["freeText"])
+            names += [n for n in self.catalogue.by_mast_name if like.match(n)]
         lo, hi = 40000.0, 80000.0
         if window is not None and window.get("values"):
             lo = min(float(v["min"]) for v in window["values"])
             hi = max(float(v["max"]) for v in window["values"])
         rows = []
-        for name in inst["values"]:
-            rows.extend(self.catalogue.rows(str(name), lo, hi))
+        for name in dict.fromkeys(str(n).upper() for n in names):
+            rows.extend(self.catalogue.rows(name, lo, hi))
         rows = _apply_filters(rows, filters, self.caom_config)
         if service.endswith("Position") and params.get("position"):
             ra, dec, radius = (float(x) for x in str(params["position"]).split(","))
