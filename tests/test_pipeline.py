@@ -160,17 +160,21 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted_run(tmp_path)
     """Kill a run at random instants (startup, download, rejection, commit), restart it until it
     finishes, and compare with an uninterrupted run: same rows, no duplicate, no missing month.
     (Kills inside the HDF5 commit itself are exercised many times by test_store.py.)"""
+    months = ("2003-01", "2004-12")
     ref = tmp_path / "ref"
-    subprocess.run(_run_cmd(ref), check=True, capture_output=True)
+    t0 = time.monotonic()
+    subprocess.run(_run_cmd(ref, *months), check=True, capture_output=True)
+    duration = time.monotonic() - t0
     killed = tmp_path / "killed"
     rng = np.random.default_rng(1)
     kills, finished = 0, False
-    for attempt in range(60):
-        proc = subprocess.Popen(_run_cmd(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for attempt in range(40):
+        proc = subprocess.Popen(_run_cmd(killed, *months), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            # a year of months takes longer than any of the first 12 kill times, so those kills
-            # land at random instants of the run; after them the run may finish
-            proc.wait(timeout=rng.uniform(0.5, 3.5) if kills < 12 else 600)
+            # each of the first 12 runs lives a random part of a quarter of a full run (the
+            # timing scales with the machine's speed), so the kills land at random instants
+            # while most of the two years are still to do; the run after them may finish
+            proc.wait(timeout=rng.uniform(0.05, 0.25) * duration if kills < 12 else 600)
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
