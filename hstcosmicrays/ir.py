@@ -44,11 +44,10 @@ Which pixels a CR hit during read k
 
    a pixel is hit in read :math:`k` when :math:`J_k > \\kappa\\,\\sigma_k` (``ksigma``
    :math:`\\kappa`, the instrument's ``jump_sigma``, 4 by default, the threshold of the WFC3
-   ramp fit). RN is the read noise of
-   one read (e-), :func:`read_noise_per_read`: the header's read-noise keywords give the noise
-   of a difference of two reads (WFC3 ``READNSE[A-D]``), so RN is their mean over
-   :math:`\\sqrt 2`; without keywords (NICMOS) it is the instrument's ``readnoise_default``.
-   This needs at least 3 differences (NSAMP >= 4); fewer reads are refused.
+   ramp fit). RN is the read noise of one read (e-), :func:`read_noise_per_read`: the header's
+   read-noise keywords give the noise of a difference of two reads (WFC3 ``READNSE[A-D]``), so
+   RN is their mean over :math:`\\sqrt 2`; without keywords (NICMOS) it is the instrument's
+   ``readnoise_default``. This needs at least 3 differences (NSAMP >= 4); fewer are refused.
 
 ``source="auto"`` (the default) uses the flags when any read of the file carries the CR bit, or
 when the header says the ramp fit ran (``CRCORR`` or ``CRIDCALC`` = ``COMPLETE``), and the jump
@@ -73,6 +72,11 @@ taken over the sampled time, not EXPTIME:
 
 with :math:`A` the area of the science pixels searched (border excluded). For WFC3 and NICMOS
 :math:`t_0 = 0`, so :math:`t_\\mathrm{int}` is the TIME of the last read (what EXPTIME holds).
+
+Like every detector here, this counts CRs of more than 2 pixels. IR pixels are large (18 and
+40 micron) and their absorbers thin, so many CRs light only 1 or 2 pixels: on simulated darks
+about 46 % of the WFC3/IR CRs and 24 % of the NICMOS CRs have 3 or more pixels above 5 x the
+read noise, and the rate is that of those CRs, not of all particles.
 """
 
 from __future__ import annotations

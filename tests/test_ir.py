@@ -370,9 +370,9 @@ def test_wfc3ir_jump_detection_without_flags_is_close_to_the_truth(wfc3ir_darks)
 
 
 def test_nicmos_counts_match_the_truth(nic2_darks):
-    """Frames of a typical rate (mean SAA factor below 2). Deep in the SAA (one of these four:
-    mean rate x7, ~7,000 CRs on 256x256 pixels) sub-threshold halos of overlapping CRs blend into
-    3-pixel groups that the per-CR truth does not count: +10 % there."""
+    """Frames of a typical rate (mean SAA factor below 2). Where CRs are dense (a simulated dark
+    deep in the SAA, mean rate x7, ~7,000 CRs on 256x256 pixels) sub-threshold halos of
+    overlapping CRs blend into 3-pixel groups that the per-CR truth does not count: +10 % there."""
     found = truth = 0
     quiet = [d for d in nic2_darks if d[0]["saa_factor_mean"] < 2]
     assert len(quiet) >= 2
