@@ -511,7 +511,8 @@ def test_acceptance_rate_series_recovers_the_injected_solar_cycle(decade):
     assert c0 == pytest.approx(simulate.BASE_RATE, rel=0.03)
     # the clipping removes the frames that crossed the SAA: the kept frames are quiet
     crossed = truth["true_rate"] > 1.5 * simulate.BASE_RATE * simulate.solar_modulation(truth["mjd"])
-    assert crossed.sum() > 0.05 * len(truth)
+    # the simulator schedules about 8 % of frames across the SAA edge, half of them above 1.5x
+    assert crossed.sum() > 0.03 * len(truth)
     assert (series["n_frames"] - series["count"]).sum() >= 0.8 * crossed.sum()
 
 
@@ -528,4 +529,6 @@ def test_acceptance_map_peak_lies_in_the_injected_saa(decade):
     assert far.sum() > 20
     assert np.median(rmap.mean[far]) == pytest.approx(simulate.BASE_RATE, rel=0.1)
     assert rmap.mean[far].max() < simulate.BASE_RATE * (1 + simulate.SOLAR_AMPLITUDE)
-    assert np.nanmax(rmap.mean) > 5 * simulate.BASE_RATE
+    # the simulator keeps every frame's mean SAA factor at most 4, so SAA bins reach a few times
+    # the quiet rate, not the SAA's peak factor
+    assert np.nanmax(rmap.mean) > 2 * simulate.BASE_RATE
