@@ -145,6 +145,8 @@ def run_pipeline_main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"run_pipeline: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
     return EXIT_OK if summary.ok else EXIT_ERROR
 
 

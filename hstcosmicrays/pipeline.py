@@ -541,6 +541,18 @@ class CosmicRayPipeline:
                 continue
             headers.append(header)
             orbit_of[header.path] = next((files[p] for p in ORBIT_PRODUCTS if p in files), None)
+        if self.instrument.kind == "ir":
+            # a ramp needs no partner: one task per frame, so that a month's ramps run in parallel
+            tasks = []
+            for header in headers:
+                if header.exptime < self.instrument.min_exptime:
+                    failures.append(FrameFailure(
+                        header.rootname, "select",
+                        f"EXPTIME {header.exptime:g} s below the minimum {self.instrument.min_exptime:g} s"))
+                    continue
+                tasks.append(GroupTask(group_id=-1, month=work.month.label, science=(header.path,),
+                                       orbit_files=(orbit_of[header.path],)))
+            return tasks
         stacks, exclusions = crreject.group_stacks(headers=headers, instrument=self.instrument)
         failures.extend(FrameFailure(e.rootname, "select", e.reason) for e in exclusions)
         return [
@@ -567,6 +579,10 @@ class CosmicRayPipeline:
             if self._stop.is_set():
                 raise KeyboardInterrupt
             self._stop.set()
+            # an in-flight download of the next month need not finish before we stop
+            cancel = getattr(self._archive, "cancel", None)
+            if callable(cancel):
+                cancel()
             log.warning("Ctrl-C: stopping after the work in progress (Ctrl-C again to stop at once); "
                         "committed months are kept")
 

@@ -232,3 +232,26 @@ def test_dask_scheduler_and_local_pool_give_the_same_store(reference_store, tmp_
     assert run_pipeline_main(args + ["--start", "2003-01", "--stop", "2003-03", "--output", str(pool),
                                      "--workers", "2", "-q"]) == 0
     assert_same_store(reference_store, pool / f"{INSTR}.h5")
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_keeping_committed_months(tmp_path):
+    proc = subprocess.Popen(_run_cmd(tmp_path, "2003-01", "2004-12"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    path = tmp_path / f"{INSTR}.h5"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if path.exists() and len(read_ledger(path)["month"]) >= 1:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Ctrl-C" in err and "resume" in err
+    ledger = read_ledger(path)
+    assert 1 <= len(ledger["month"]) < 24 and set(ledger["state"].tolist()) == {b"committed"}
+    ex = read_committed(path, "exposures", columns=["month"])
+    assert len(ex["month"]) == ledger["n_processed"].sum()
+    # the next run resumes after the last committed month
+    subprocess.run(_run_cmd(tmp_path, "2003-01", "2004-12"), check=True, capture_output=True)
+    assert len(read_ledger(path)["month"]) == 24
