@@ -53,6 +53,11 @@ def _load_config(path):
     return load_config(path)
 
 
+def _output_dir(args, config) -> Path:
+    """``--output`` or the configured output directory."""
+    return Path(args.output or config.pipeline.output_dir)
+
+
 def _month(text):
     from .intervals import parse_month
 
@@ -119,7 +124,7 @@ def run_pipeline_main(argv: list[str] | None = None) -> int:
         from .pipeline import CosmicRayPipeline, RunOptions
 
         settings = config.pipeline
-        output = Path(args.output or settings.output_dir)
+        output = _output_dir(args, config)
         options = RunOptions(
             start=args.start, stop=args.stop,
             archive=args.archive or settings.archive,
@@ -167,7 +172,7 @@ def _cmd_status(args) -> int:
 
     config = _load_config(args.config)
     instrument = config.instrument(args.instr)
-    path = store_path(Path(args.output or config.pipeline.output_dir), instrument)
+    path = store_path(_output_dir(args, config), instrument)
     if not path.exists():
         raise CLIError(f"no results store for {instrument.name} at {path}")
     print(format_ledger(path))
@@ -297,7 +302,7 @@ def _cmd_plot(args) -> int:
     from .results import open_results
 
     config = _load_config(args.config)
-    output = Path(args.output or config.pipeline.output_dir)
+    output = _output_dir(args, config)
     names = [config.instrument(n).name for n in args.instr.split(",") if n.strip()]
     results = [open_results(n, output_dir=output) for n in names]
     out = args.out or output / f"{'_'.join(names)}_{args.kind}.png"
@@ -326,7 +331,7 @@ def _cmd_export(args) -> int:
     from .results import open_results
 
     config = _load_config(args.config)
-    output = Path(args.output or config.pipeline.output_dir)
+    output = _output_dir(args, config)
     res = open_results(config.instrument(args.instr).name, output_dir=output)
     n = res.export(table=args.table, fmt=args.format, out=args.out)
     print(f"wrote {n} rows of {args.table} to {args.out}")

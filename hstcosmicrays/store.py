@@ -232,6 +232,15 @@ def _visible_ranges(ledger: Mapping[str, np.ndarray], table: str) -> list[tuple[
     return merged
 
 
+def _column_names(table: str, columns: Iterable[str] | None) -> list[str]:
+    """The requested columns of ``table`` (all by default); KeyError naming unknown ones."""
+    names = list(columns) if columns is not None else [c.name for c in TABLES[table]]
+    unknown = set(names) - {c.name for c in TABLES[table]}
+    if unknown:
+        raise KeyError(f"table {table} has no column(s) {sorted(unknown)}")
+    return names
+
+
 def read_ledger(path: str | os.PathLike, *, latest: bool = True) -> dict[str, np.ndarray]:
     """The month ledger as columns (``latest``: one row per month, its current state)."""
     with open_for_reading(path) as f:
@@ -267,10 +276,7 @@ def read_committed(
     """
     if table not in TABLES:
         raise KeyError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
-    names = list(columns) if columns is not None else [c.name for c in TABLES[table]]
-    unknown = set(names) - {c.name for c in TABLES[table]}
-    if unknown:
-        raise KeyError(f"table {table} has no column(s) {sorted(unknown)}")
+    names = _column_names(table, columns)
     with open_for_reading(path) as f:
         ledger = _read_ledger_arrays(f)
         if table == "months":
@@ -360,10 +366,7 @@ def read_rows(
     """
     if table not in DATA_TABLES:
         raise KeyError(f"unknown data table {table!r}; tables: {', '.join(DATA_TABLES)}")
-    names = list(columns) if columns is not None else [c.name for c in TABLES[table]]
-    unknown = set(names) - {c.name for c in TABLES[table]}
-    if unknown:
-        raise KeyError(f"table {table} has no column(s) {sorted(unknown)}")
+    names = _column_names(table, columns)
     ranges = [(int(a), int(b)) for a, b in ranges if b > a]
     with open_for_reading(path) as f:
         grp = f[table]
