@@ -93,6 +93,10 @@ centroid of the deposited charge on the chip, 0-based pixels), x_mid, y_mid, n_p
 charge from this CR exceeds the threshold, 5 sigma of the read noise of one read), charge (e- on
 the chip), charge_total, z (nuclear charge), path_um, length_px, theta_deg, phi_deg, time_s
 (arrival, s after EXPSTART)). Read them with :func:`read_truth`.
+
+Per-pixel truth is not written to any file: :func:`simulate_frame` returns it in memory as
+``SimulatedFrame.cr_charge``, the CR charge (e-) deposited in every pixel (what the tests of CR
+rejection score flags against).
 """
 
 from __future__ import annotations
@@ -527,6 +531,16 @@ class SimulatedFrame:
     CCD/WFPC2: ``sci``, ``err`` (file units), ``dq`` with shape (chips, rows, cols).
     IR: shape (nsamp, rows, cols) in time order (index 0 = zeroth read), ``sci`` a count rate in
     file units. ``crs`` and ``frame`` are the truth columns (see the module docstring).
+
+    ``cr_charge`` is the per-pixel truth: the charge (e-, float32) that the injected cosmic rays
+    deposited in each pixel, summed over all CRs, before noise and before saturation clipping.
+    CCD/WFPC2: shape (chips, rows, cols), the same pixels as ``sci``. IR: shape
+    (nsamp - 1, rows, cols), layer ``k - 1`` holding the charge that arrived between reads
+    ``k - 1`` and ``k`` (time order). It is exactly 0 where no CR released any charge; the
+    3x3 diffusion stamps leave tiny positive values (down to ~1e-10 e-) beside every track.
+    The CR charge itself carries no further shot noise in the pixels (it is added as is), so a
+    pixel's recorded counts are ``cr_charge`` + Poisson(dark, hot, flash) + read noise. It is
+    not written to any file (the products and the truth file do not change).
     """
 
     sci: np.ndarray
@@ -534,6 +548,7 @@ class SimulatedFrame:
     dq: np.ndarray
     crs: dict
     frame: dict
+    cr_charge: Optional[np.ndarray] = None
 
 
 def _poisson_uniform(rng: np.random.Generator, lam: float, shape: tuple[int, ...]) -> np.ndarray:
@@ -869,7 +884,7 @@ def simulate_frame(*, instrument: InstrumentConfig, spec: FrameSpec) -> Simulate
         "n_hot": int(hot_idx.size), "nsamp": spec.nsamp, "saa_exit": spec.saa_exit,
         "saa_time": spec.saa_time,
     }
-    return SimulatedFrame(sci=sci, err=err, dq=dq, crs=crs_out, frame=frame)
+    return SimulatedFrame(sci=sci, err=err, dq=dq, crs=crs_out, frame=frame, cr_charge=cr_image)
 
 
 def _readnoise_columns(instrument: InstrumentConfig, spec: FrameSpec, nchips: int) -> np.ndarray:
@@ -1001,8 +1016,13 @@ def _primary_cards(instrument: InstrumentConfig, spec: FrameSpec, suffix: str, n
         for k, v in zip(rk, spec.amp_readnoise):
             cards.append((k, round(v * ir_factor, 3), f"calibrated read noise for amplifier {k[-1]}"))
     else:
+        # one keyword: the read noise of the amplifier that read the pixels (as in
+        # _readnoise_columns), so that readers of the header see the noise in the data
+        rn_one = sim.read_noise
+        if kind == "ccd" and len(instrument.chips) == 1 and spec.ccdamp:
+            rn_one = dict(zip("ABCD", spec.amp_readnoise)).get(spec.ccdamp[0]) or sim.read_noise
         for k in rk:
-            cards.append((k, round(sim.read_noise * ir_factor, 3), "read noise (electrons)"))
+            cards.append((k, round(rn_one * ir_factor, 3), "read noise (electrons)"))
     tabs = _REFFILES.get(instrument.name)
     if tabs:
         cards += [("CRREJTAB", tabs[0], "cosmic ray rejection parameters"),

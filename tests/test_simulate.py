@@ -258,6 +258,32 @@ def test_deterministic_bytes(config, fetched, tmp_path):
     assert other.product_bytes(inst, obs, "FLT") != results["wfc3_uvis"][2][obs]["FLT"].read_bytes()
 
 
+@pytest.mark.parametrize("name", ["acs_wfc", "stis_ccd", "wfc3_ir"])
+def test_cr_charge_is_the_per_pixel_truth(config, name):
+    """``SimulatedFrame.cr_charge`` holds the injected charge of every pixel: per chip (CCD) or
+    per read interval (IR) it sums to the truth table's charges, and it is what the pixels
+    carry above the dark (the CCD science array minus it has no CR left)."""
+    inst = config.instruments[name]
+    spec = simulate.month_schedule(instrument=inst, month=MONTHS[name], seed=4, shape=(128, 256))[0]
+    frame = simulate.simulate_frame(instrument=inst, spec=spec)
+    q, crs = frame.cr_charge, frame.crs
+    assert q.dtype == np.float32 and q.min() == 0.0
+    if inst.kind == "ir":
+        assert q.shape == (spec.nsamp - 1,) + spec.shape
+        per_layer = np.bincount(crs["read"] - 1, crs["charge"].astype(np.float64), minlength=q.shape[0])
+    else:
+        assert q.shape == frame.sci.shape
+        per_layer = np.bincount(crs["chip"] - inst.chips[0], crs["charge"].astype(np.float64), minlength=q.shape[0])
+        gain = 1.0 if inst.bunit.upper().startswith("ELECTRON") else spec.ccdgain
+        clean = frame.sci * gain - q
+        hit = (q > 200.0) & (frame.dq == 0)   # no saturation, hot pixel or bad column
+        assert hit.sum() > 20
+        # a CR pixel without its CR charge looks like any other pixel of the frame
+        assert np.median(clean[hit]) == pytest.approx(np.median(clean[frame.dq == 0]), abs=2.0)
+    np.testing.assert_allclose(q.sum(axis=(1, 2), dtype=np.float64), per_layer, rtol=1e-4)
+    assert len(crs["charge"]) > 10
+
+
 def test_truth_counts_match_the_pixels(fetched, config):
     """Every truth CR is in the image: its brightest pixel stands far above the noise."""
     work, results = fetched
@@ -313,6 +339,26 @@ def _amp_noise(sci, dq, left):
     v = part[good]
     med = np.median(v)
     return med, 1.4826 * np.median(np.abs(v - med))
+
+@pytest.mark.parametrize("name,shape", [("acs_wfc", (16, 4096)), ("acs_hrc", (64, 1024)),
+                                        ("stis_ccd", (64, 1024)), ("wfc3_uvis", (16, 4096))])
+def test_header_read_noise_is_the_noise_in_the_pixels(config, name, shape, tmp_path):
+    """The read noise a reader takes from the header (frames.read_chips: per amplifier, or the
+    one READNSE keyword of STIS) is the read noise the pixels got: ERR^2 = RN^2 + max(S, 0) in
+    electrons. (Two-chip detectors at full width: on narrower simulated chips the simulator
+    puts the amplifier boundary at half the simulated width, frames at column 2048.)"""
+    from hstcosmicrays.frames import read_chips
+
+    inst = config.instruments[name]
+    for spec in simulate.month_schedule(instrument=inst, month=MONTHS[name], seed=3, shape=shape)[:2]:
+        path = tmp_path / f"{spec.obs_id}_flt.fits"
+        simulate.build_products(instrument=inst, spec=spec, suffixes=["FLT"])["FLT"].writeto(path)
+        for chip in read_chips(path, instrument=inst):
+            signal = np.maximum(chip.sci * chip.gain, 0.0)
+            faint = signal < 1000.0
+            rn_pixels = np.sqrt((chip.err * chip.gain) ** 2 - signal)
+            np.testing.assert_allclose(rn_pixels[faint], chip.readnoise[faint], rtol=2e-3)
+
 
 
 @pytest.mark.parametrize("name", ["wfc3_uvis", "stis_ccd"])
