@@ -156,48 +156,24 @@ def _process_ir_group(task: GroupTask, *, instrument: InstrumentConfig) -> list:
 
 def _process_wfpc2_group(task: GroupTask, *, instrument: InstrumentConfig) -> list:
     """WFPC2 (C0M + C1M): CR-SPLIT rejection when two or more usable frames share the group
-    (the CCD path, method ``crsplit``), else the robust threshold of ``wfpc2.threshold_masks``
-    on the lone frame (method ``threshold``, ``group_id`` -1).
+    (as for the CCDs, method ``crsplit``), else the robust threshold of
+    ``wfpc2.threshold_masks`` on the lone frame (method ``threshold``, ``group_id`` -1).
     """
-    from . import crreject
-    from .frames import read_chips, read_header
     from .measure import measure_frame
     from .wfpc2 import threshold_masks
 
     outcomes: dict[int, object] = {}
-    usable = []  # (position, path, orbit file)
-    lone = None  # (position, header, chips, orbit file) of the last usable frame
-    for pos, (path, orbit_file) in enumerate(zip(task.science, task.orbit_files)):
-        try:
-            header = read_header(path, instrument=instrument)
-            chips = read_chips(path, instrument=instrument)
-        except Exception as exc:  # noqa: BLE001 - any unreadable frame is recorded, not fatal
-            outcomes[pos] = _frame_failure(_rootname(path), "read", exc)
-            continue
-        reason = crreject.screen_frame(header=header, chips=chips, instrument=instrument)
-        if reason:
-            outcomes[pos] = _frame_failure(header.rootname, "select", reason)
-            continue
-        usable.append((pos, path, orbit_file))
-        lone = (pos, header, chips, orbit_file)
-    if len(usable) >= 2:
-        lone = None  # the CCD path reads the frames again; keep one copy in memory at most
-        sub = dataclasses.replace(
-            task, science=tuple(u[1] for u in usable), orbit_files=tuple(u[2] for u in usable),
-        )
-        for (pos, _, _), outcome in zip(usable, _process_ccd_group(sub, instrument=instrument)):
-            outcomes[pos] = outcome
-    elif lone is not None:
-        pos, header, chips, orbit_file = lone
+    frames = _read_usable_frames(task, instrument=instrument, outcomes=outcomes)
+    if len(frames) >= 2:
+        _reject_and_measure(frames, task=task, instrument=instrument, outcomes=outcomes)
+    elif frames:
+        pos, header, chips, orbit_file = frames[0]
         try:
             masks = threshold_masks(chips=chips, instrument=instrument)
-            flagged = tuple(
-                dataclasses.replace(chip, dq=chip.dq | (mask.astype(chip.dq.dtype) * instrument.dq_cr))
-                for chip, mask in zip(chips, masks)
-            )
             outcomes[pos] = measure_frame(
-                header=header, chips=flagged, instrument=instrument, spt_path=orbit_file,
-                method="threshold", group_id=-1, month=task.month,
+                header=header, chips=_with_cr_flags(chips, masks, instrument=instrument),
+                instrument=instrument, spt_path=orbit_file, method="threshold", group_id=-1,
+                month=task.month,
             )
         except Exception as exc:  # noqa: BLE001
             outcomes[pos] = _frame_failure(header.rootname, "measure", exc)
@@ -205,12 +181,30 @@ def _process_wfpc2_group(task: GroupTask, *, instrument: InstrumentConfig) -> li
 
 
 def _process_ccd_group(task: GroupTask, *, instrument: InstrumentConfig) -> list:
+    """CCDs (FLT): CR-SPLIT rejection of the stack; a lone frame is recorded as unrejectable."""
+    outcomes: dict[int, object] = {}
+    frames = _read_usable_frames(task, instrument=instrument, outcomes=outcomes)
+    if len(frames) == 1:
+        pos, header, _, _ = frames[0]
+        outcomes[pos] = _frame_failure(
+            header.rootname, "reject", "single frame: no CR-SPLIT partner to reject cosmic rays against"
+        )
+    elif frames:
+        _reject_and_measure(frames, task=task, instrument=instrument, outcomes=outcomes)
+    return [outcomes[pos] for pos in sorted(outcomes)]
+
+
+def _read_usable_frames(task: GroupTask, *, instrument: InstrumentConfig, outcomes: dict) -> list:
+    """Read the frames of a task; unreadable or screened-out frames go to ``outcomes``.
+
+    Returns
+    -------
+    list of (position, FrameHeader, chips, orbit file)
+    """
     from . import crreject
     from .frames import read_chips, read_header
-    from .measure import measure_frame
 
-    outcomes: dict[int, object] = {}
-    frames = []  # (position, header, chips, orbit file)
+    frames = []
     for pos, (path, orbit_file) in enumerate(zip(task.science, task.orbit_files)):
         name = _rootname(path)
         try:
@@ -224,39 +218,44 @@ def _process_ccd_group(task: GroupTask, *, instrument: InstrumentConfig) -> list
             outcomes[pos] = _frame_failure(name, "select", reason)
             continue
         frames.append((pos, header, chips, orbit_file))
+    return frames
 
-    if len(frames) == 1:
-        pos, header, _, _ = frames[0]
-        outcomes[pos] = _frame_failure(
-            header.rootname, "reject", "single frame: no CR-SPLIT partner to reject cosmic rays against"
+
+def _with_cr_flags(chips, masks, *, instrument: InstrumentConfig) -> tuple:
+    """Copies of ``chips`` with the CR bit ORed into DQ where ``masks`` is set (inputs untouched)."""
+    return tuple(
+        dataclasses.replace(chip, dq=chip.dq | (mask.astype(chip.dq.dtype) * instrument.dq_cr))
+        for chip, mask in zip(chips, masks)
+    )
+
+
+def _reject_and_measure(frames: list, *, task: GroupTask, instrument: InstrumentConfig, outcomes: dict) -> None:
+    """CR-SPLIT rejection of two or more read frames, then the measurement of each."""
+    from . import crreject
+    from .measure import measure_frame
+
+    headers = [f[1] for f in frames]
+    try:
+        params = crreject.params_for_stack(
+            instrument=instrument, n_images=len(frames),
+            mean_exptime=float(np.mean([h.exptime for h in headers])),
         )
-    elif frames:
-        headers = [f[1] for f in frames]
+        masks = crreject.reject_stack(
+            frames=[f[2] for f in frames], headers=headers, params=params, instrument=instrument,
+        )
+    except Exception as exc:  # noqa: BLE001
+        for pos, header, _, _ in frames:
+            outcomes[pos] = _frame_failure(header.rootname, "reject", exc)
+        return
+    for (pos, header, chips, orbit_file), frame_masks in zip(frames, masks):
         try:
-            params = crreject.params_for_stack(
-                instrument=instrument, n_images=len(frames),
-                mean_exptime=float(np.mean([h.exptime for h in headers])),
-            )
-            masks = crreject.reject_stack(
-                frames=[f[2] for f in frames], headers=headers, params=params, instrument=instrument,
+            outcomes[pos] = measure_frame(
+                header=header, chips=_with_cr_flags(chips, frame_masks, instrument=instrument),
+                instrument=instrument, spt_path=orbit_file, method="crsplit", group_id=task.group_id,
+                month=task.month,
             )
         except Exception as exc:  # noqa: BLE001
-            for pos, header, _, _ in frames:
-                outcomes[pos] = _frame_failure(header.rootname, "reject", exc)
-            frames = []
-        for (pos, header, chips, orbit_file), frame_masks in zip(frames, masks if frames else []):
-            flagged = tuple(
-                dataclasses.replace(chip, dq=chip.dq | (mask.astype(chip.dq.dtype) * instrument.dq_cr))
-                for chip, mask in zip(chips, frame_masks)
-            )
-            try:
-                outcomes[pos] = measure_frame(
-                    header=header, chips=flagged, instrument=instrument, spt_path=orbit_file,
-                    method="crsplit", group_id=task.group_id, month=task.month,
-                )
-            except Exception as exc:  # noqa: BLE001
-                outcomes[pos] = _frame_failure(header.rootname, "measure", exc)
-    return [outcomes[pos] for pos in sorted(outcomes)]
+            outcomes[pos] = _frame_failure(header.rootname, "measure", exc)
 
 
 # ----------------------------------------------------------------------------------------------
