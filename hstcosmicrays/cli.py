@@ -338,12 +338,36 @@ def _cmd_export(args) -> int:
     return EXIT_OK
 
 
+def _add_mast_server(sub) -> None:
+    p = sub.add_parser("mast-server", help="serve the simulated archive as a local MAST stand-in (for trying --archive mast offline)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0: any free port")
+    p.add_argument("--seed", type=int, help="simulation seed (default: the configured one)")
+    p.add_argument("--darks-per-month", type=int)
+    p.add_argument("--config-home", type=Path,
+                   help="write DIR/astropy/astroquery.cfg pointing astroquery at this server")
+    p.add_argument("--config", type=Path)
+    p.set_defaults(func=_cmd_mast_server)
+
+
+def _cmd_mast_server(args) -> int:
+    from .testing.mast_server import serve_simulated
+
+    serve_simulated(
+        config=_load_config(args.config), host=args.host, port=args.port, seed=args.seed,
+        darks_per_month=args.darks_per_month, config_home=args.config_home,
+        ready=lambda url: print(f"MAST stand-in at {url} (Ctrl-C to stop)", flush=True),
+    )
+    return EXIT_OK
+
+
 def _main_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hstcosmicrays", description="HST cosmic-ray tools")
     p.add_argument("--version", action="version", version=f"hstcosmicrays {__version__}")
     _verbosity(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_status, _add_simulate, _add_crreject, _add_measure, _add_split_ima, _add_plot, _add_export):
+    for add in (_add_status, _add_simulate, _add_crreject, _add_measure, _add_split_ima, _add_plot, _add_export,
+                _add_mast_server):
         add(sub)
     return p
 

@@ -667,3 +667,29 @@ def test_live_download_of_one_support_file_verifies(tmp_path, cloud):
     assert path.parent == tmp_path / "mastDownload" / "HST" / one.obs_id
     assert verify_product(path, suffix="SPT", size=one.products[0].size, instrument=HRC) is None
     assert archive.cloud_enabled is cloud
+
+
+def test_mast_server_command_serves_the_simulated_archive(tmp_path):
+    """`hstcosmicrays mast-server` listens, writes the astroquery configuration and stops on Ctrl-C."""
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hstcosmicrays", "-q", "mast-server", "--config-home", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("MAST stand-in at http://127.0.0.1:"), line + proc.stderr.read()
+        url = line.split()[3]
+        cfg = (tmp_path / "astropy" / "astroquery.cfg").read_text()
+        assert url in cfg
+        body = urllib.request.urlopen(url + "/portal/Mashup/Mashup.asmx/columnsconfig",
+                                      data=b"colConfigId=Mast.Caom.Cone", timeout=30).read()
+        assert body.startswith(b"{")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        proc.stdout.close() if not proc.stdout.closed else None
+    assert proc.returncode == 0, err

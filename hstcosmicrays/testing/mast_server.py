@@ -36,8 +36,7 @@ that directory.
 
 Command line, to try ``run_pipeline --archive mast`` without MAST::
 
-    python -m hstcosmicrays.testing.mast_server --port 8765 --darks-per-month 2 \\
-        --config-home /tmp/aq
+    hstcosmicrays mast-server --port 8765 --darks-per-month 2 --config-home /tmp/aq
     XDG_CONFIG_HOME=/tmp/aq run_pipeline --instr acs_hrc --archive mast --start 2003-01 --stop 2003-02
 """
 
@@ -53,7 +52,7 @@ import zlib
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import parse_qs, urlsplit
 
 from ..config import InstrumentConfig
@@ -913,43 +912,41 @@ def _ints(text) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------------
-# command line
+# serving the simulated archive (``hstcosmicrays mast-server``)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Serve the simulated archive as MAST until interrupted."""
-    import argparse
+def serve_simulated(
+    *, config, host: str = "127.0.0.1", port: int = 0, seed: int | None = None,
+    darks_per_month: int | None = None, config_home: Path | None = None,
+    ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the simulated archive as MAST until KeyboardInterrupt.
+
+    Parameters
+    ----------
+    config : Config
+    host, port : where to listen (port 0: any free port)
+    seed, darks_per_month : of the simulated archive (seed default: the configured one)
+    config_home : Path, optional
+        Write ``<config_home>/astropy/astroquery.cfg`` pointing astroquery at this server.
+    ready : callable, optional
+        Called with the server URL once it listens.
+    """
     import time
 
     from ..archive.simulated import SimulatedArchive
-    from ..config import load_config
 
-    p = argparse.ArgumentParser(prog="python -m hstcosmicrays.testing.mast_server",
-                                description="A local MAST stand-in serving the simulated archive.")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0)
-    p.add_argument("--config", type=Path, help="hstcosmicrays YAML configuration")
-    p.add_argument("--seed", type=int, help="simulation seed (default: the configured one)")
-    p.add_argument("--darks-per-month", type=int)
-    p.add_argument("--config-home", type=Path,
-                   help="write <dir>/astropy/astroquery.cfg pointing astroquery at this server")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    config = load_config(args.config)
-    seed = args.seed if args.seed is not None else config.pipeline.simulation_seed
-    archive = SimulatedArchive(seed=seed, darks_per_month=args.darks_per_month)
-    with MastServer(archive, config.instruments, host=args.host, port=args.port) as server:
+    seed = seed if seed is not None else config.pipeline.simulation_seed
+    archive = SimulatedArchive(seed=seed, darks_per_month=darks_per_month)
+    with MastServer(archive, config.instruments, host=host, port=port) as server:
         log.info("MAST stand-in at %s", server.url)
-        if args.config_home is not None:
-            path = write_astroquery_config(args.config_home, server.url)
-            log.info("wrote %s; run clients with XDG_CONFIG_HOME=%s", path, args.config_home)
+        if config_home is not None:
+            path = write_astroquery_config(config_home, server.url)
+            log.info("wrote %s; run clients with XDG_CONFIG_HOME=%s", path, config_home)
+        if ready is not None:
+            ready(server.url)
         try:
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
