@@ -44,7 +44,6 @@ def setup_logging(*, verbosity: int, logfile: Path | None = None) -> None:
         fh.setLevel(logging.DEBUG)
         fh.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"))
         root.addHandler(fh)
-    root.propagate = False
 
 
 def _load_config(path):

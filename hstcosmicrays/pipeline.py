@@ -509,6 +509,9 @@ class CosmicRayPipeline:
             bar.close()
         for item in failures:
             log.warning("%s %s: %s rejected at %s: %s", self.instrument.name, month, item.rootname, item.stage, item.reason)
+        for result in results:
+            for text in result.warnings:  # e.g. a missing SPT: NaN positions, frame kept
+                log.warning("%s %s: %s: %s", self.instrument.name, month, result.exposure["rootname"], text)
         tables = _month_tables(results, failures, month=month.label)
         store.commit_month(month=month.label, n_found=len(work.datasets), started=work.started, **tables)
         n_cr = int(tables["exposures"]["n_cr"].sum()) if len(tables["exposures"]["n_cr"]) else 0

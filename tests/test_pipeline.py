@@ -255,3 +255,32 @@ def test_ctrl_c_stops_cleanly_keeping_committed_months(tmp_path):
     # the next run resumes after the last committed month
     subprocess.run(_run_cmd(tmp_path, "2003-01", "2004-12"), check=True, capture_output=True)
     assert len(read_ledger(path)["month"]) == 24
+
+
+class NoSptArchive(FlakyArchive):
+    """The simulated archive, with the SPT of the first dataset missing."""
+
+    def fetch(self, datasets, workdir):
+        files = self.inner.fetch(datasets, workdir)
+        first = sorted(files)[0]
+        files[first].pop("SPT").unlink()
+        return files
+
+
+def test_missing_spt_gives_nan_positions_and_a_logged_warning(tmp_path, caplog):
+    from hstcosmicrays.archive.simulated import SimulatedArchive
+
+    cfg = load_config()
+    opts = RunOptions(archive="simulated", start=parse_month("2003-01"), stop=parse_month("2003-01"), workers=1,
+                      darks_per_month=2)
+    sim = SimulatedArchive(seed=cfg.pipeline.simulation_seed, darks_per_month=2)
+    with caplog.at_level("WARNING", logger="hstcosmicrays"):
+        summary = CosmicRayPipeline(instrument=cfg.instrument(INSTR), config=cfg, output_dir=tmp_path,
+                                    options=opts, archive=NoSptArchive(sim, set())).run()
+    assert summary.committed == ("2003-01",)
+    ex = read_committed(tmp_path / f"{INSTR}.h5", "exposures")
+    assert len(ex["rootname"]) == 2 and (ex["n_cr"] > 0).all()
+    no_orbit = np.isnan(ex["hst_lat"])
+    assert no_orbit.sum() == 1
+    missing = ex["rootname"][no_orbit][0].decode()
+    assert any(missing in r.getMessage() and "SPT" in r.getMessage().upper() for r in caplog.records)
