@@ -331,11 +331,6 @@ def _split_ranges(ranges: Sequence[tuple[int, int]], rows: int) -> list[tuple[in
     return pieces
 
 
-def _row_numbers(ranges: Sequence[tuple[int, int]]) -> np.ndarray:
-    parts = [np.arange(a, b, dtype=np.int64) for a, b in ranges]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-
-
 def _where_columns(where: str | None, table: str) -> list[str]:
     if not where:
         return []
@@ -401,7 +396,7 @@ def _read_part(path: str, table: str, columns: list[str], read: list[str], looku
     """Read a list of ``(start, stop)`` row ranges into one DataFrame: the function behind each
     dask partition (picklable)."""
     data = store.read_rows(path, table, ranges=ranges, columns=read)
-    return _frame_from_columns(table, data, _row_numbers(ranges), columns=columns, lookup=lookup, where=where)
+    return _frame_from_columns(table, data, store.row_numbers(ranges), columns=columns, lookup=lookup, where=where)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -462,7 +457,7 @@ class Results:
             [c for c in columns if c != "date"] + _where_columns(where, "exposures")
             + (["mjd"] if (t0 is not None or t1 is not None or "date" in columns) else [])))
         data = store.read_rows(self.path, "exposures", ranges=ranges, columns=read)
-        rows = _row_numbers(ranges)
+        rows = store.row_numbers(ranges)
         if t0 is not None or t1 is not None:
             keep = self._in_window(data["mjd"], t0, t1)
             data = {k: v[keep] for k, v in data.items()}
@@ -660,7 +655,7 @@ class Results:
                 (["mjd"] if (t0 is not None or t1 is not None or "date" in exposure_columns) else [])
                 + [c for c in exposure_columns if c != "date"]))
             exp = store.read_rows(self.path, "exposures", ranges=ranges["exposures"], columns=exp_read)
-            rows = _row_numbers(ranges["exposures"])
+            rows = store.row_numbers(ranges["exposures"])
             size = int(rows.max()) + 1 if len(rows) else 0
             selected = np.zeros(size, dtype=bool)
             selected[rows] = self._in_window(exp["mjd"], t0, t1) if "mjd" in exp else True

@@ -45,6 +45,7 @@ __all__ = [
     "visible_row_numbers",
     "visible_ranges",
     "read_rows",
+    "row_numbers",
 ]
 
 log = logging.getLogger(__name__)
@@ -277,31 +278,24 @@ def read_committed(
     if table not in TABLES:
         raise KeyError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
     names = _column_names(table, columns)
-    with open_for_reading(path) as f:
-        ledger = _read_ledger_arrays(f)
-        if table == "months":
-            return {k: ledger[k] for k in names}
-        if months is not None:
-            wanted = {m.encode() if isinstance(m, str) else m for m in months}
-            keep = np.isin(ledger["month"], list(wanted))
-            ledger = {k: v[keep] for k, v in ledger.items()}
-        ranges = _visible_ranges(ledger, table)
-        grp = f[table]
-        out = {}
-        for name in names:
-            ds = grp[name]
-            ds.refresh()
-            parts = [ds[a:b] for a, b in ranges]
-            out[name] = np.concatenate(parts) if parts else np.zeros(0, dtype=ds.dtype)
-        return out
+    if table == "months":
+        with open_for_reading(path) as f:
+            ledger = _read_ledger_arrays(f)
+        return {k: ledger[k] for k in names}
+    # committed rows are never removed, so the ranges of one ledger snapshot stay readable
+    ranges = visible_ranges(path, tables=(table,), months=months)[table]
+    return read_rows(path, table, ranges=ranges, columns=names)
+
+
+def row_numbers(ranges: Iterable[tuple[int, int]]) -> np.ndarray:
+    """The file row numbers inside ``ranges`` (``[start, stop)`` pairs), as one int64 array."""
+    parts = [np.arange(a, b, dtype=np.int64) for a, b in ranges]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 def visible_row_numbers(path: str | os.PathLike, table: str) -> np.ndarray:
     """File row numbers of the visible rows of ``table`` (to join on ``exposure_index``)."""
-    ledger = read_ledger(path, latest=False)
-    ranges = _visible_ranges(ledger, table)
-    parts = [np.arange(a, b, dtype=np.int64) for a, b in ranges]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    return row_numbers(visible_ranges(path, tables=(table,))[table])
 
 
 def visible_ranges(
