@@ -705,8 +705,12 @@ class MastServer:
         return status
 
     def _generic_fault(self, h, fault: Fault | None) -> int | None:
-        """Faults that replace any answer: status codes and 404. Returns the status, or None."""
+        """Faults common to every endpoint: a hang past the client's time-out (then the answer goes
+        on), or a status code / 404 instead of the answer. Returns the status sent, or None."""
         if fault is None:
+            return None
+        if fault.kind == "hang":
+            self._hang(fault)
             return None
         if fault.kind == "status":
             self._send(h, fault.status, f"<html><body>{fault.status}</body></html>".encode(),
@@ -735,8 +739,6 @@ class MastServer:
         fault = self._fault_for("columnsconfig", "POST", name)
         token = self._begin(method="POST", path=_COLUMNS_PATH, kind="columnsconfig", service=name,
                             fault=fault.kind if fault else "")
-        if fault is not None and fault.kind == "hang":
-            self._hang(fault)
         status = self._generic_fault(h, fault)
         if status is None:
             config = {"Mast.Caom.Cone": self.caom_config, "Mast.Caom.Filtered": self.caom_config,
@@ -767,8 +769,6 @@ class MastServer:
         record = dict(method="POST", path=_INVOKE_PATH, kind=kind, service=service, params=params,
                       page=page, pagesize=pagesize, fault=fault.kind if fault else "")
         token = self._begin(**record)
-        if fault is not None and fault.kind == "hang":
-            self._hang(fault)
         status = self._generic_fault(h, fault)
         if status is not None:
             self._finish(token, status)
@@ -873,8 +873,6 @@ class MastServer:
         record = dict(method=method, path=parts.path, kind="download", uri=uri,
                       fault=fault.kind if fault else "")
         token = self._begin(**record)
-        if fault is not None and fault.kind == "hang":
-            self._hang(fault)
         status = self._generic_fault(h, fault)
         if status is not None:
             self._finish(token, status)
