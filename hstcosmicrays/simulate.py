@@ -47,7 +47,8 @@ Gaussian whose sigma grows linearly with depth from ``diffusion_min`` to ``diffu
 ``dark_growth`` per year), hot pixels (``hot_fraction`` at start, ``hot_growth`` new per year with
 rates >= ``hot_rate`` drawn from a Pareto law of index 1.5; a fraction ``hot_permanent`` survives
 the anneals every ``anneal_period`` days, the rest are cured at the next anneal; the frames of one
-CR-SPLIT set share their hot pixels), ``bad_columns`` per chip (extra dark current, DQ 4),
+CR-SPLIT set share their hot pixels, and a hot pixel keeps its place and rate in every later frame
+until an anneal cures it), ``bad_columns`` per chip (extra dark current, DQ 4),
 Poisson noise, per-amplifier read noise (``read_noise`` +- 3 %), full-well and ADC saturation
 (DQ ``dq_saturated``), optional post-flash (``flash_fraction`` of sets, ``flash_level`` e-).
 Permanent hot pixels are flagged DQ 16. Frames are in electrons (ACS, WFC3) or DN (STIS, WFPC2,
@@ -580,6 +581,12 @@ def _years_since(instrument: InstrumentConfig, mjd: float) -> float:
     return max(0.0, (mjd - _mjd(instrument.active_start)) / 365.25)
 
 
+def _hot_draw(rng: np.random.Generator, n: int, npix: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices and rate quantiles of ``n`` hot pixels, the first ``m`` the same for any n >= m."""
+    u = rng.random((n, 2))
+    return np.minimum((u[:, 0] * npix).astype(np.int64), npix - 1), u[:, 1]
+
+
 def _hot_pixels(instrument: InstrumentConfig, spec: FrameSpec, npix: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flat indices, dark rates (e-/s) and 'permanent' flags of the hot pixels at ``hot_epoch``."""
     sim = _sim(instrument)
@@ -588,18 +595,16 @@ def _hot_pixels(instrument: InstrumentConfig, spec: FrameSpec, npix: int) -> tup
     permanent_share = 1.0 if sim.anneal_period <= 0 else sim.hot_permanent
     # permanent population: one stream per instrument and frame size, grown in birth order
     n_perm = int(npix * (sim.hot_fraction + sim.hot_growth * permanent_share * years))
-    r = _rng(seed, instrument, "hot", npix)
-    idx_p = r.integers(0, npix, size=n_perm)
-    u_p = r.random(n_perm)
+    # (position, rate quantile) pairs drawn row by row, so that a longer draw extends a shorter
+    # one: a hot pixel keeps its place and its rate in every later frame
+    idx_p, u_p = _hot_draw(_rng(seed, instrument, "hot", npix), n_perm, npix)
     # hot pixels born since the last anneal (cured at the next one)
     if sim.anneal_period > 0:
         days = (spec.hot_epoch - _mjd(instrument.active_start))
         cycle = int(max(days, 0.0) // sim.anneal_period)
         into = max(days, 0.0) - cycle * sim.anneal_period
         n_new = int(npix * sim.hot_growth * (1.0 - permanent_share) * into / 365.25)
-        rc = _rng(seed, instrument, "cycle", npix, cycle)
-        idx_c = rc.integers(0, npix, size=n_new)
-        u_c = rc.random(n_new)
+        idx_c, u_c = _hot_draw(_rng(seed, instrument, "cycle", npix, cycle), n_new, npix)
     else:
         idx_c = np.zeros(0, dtype=np.int64)
         u_c = np.zeros(0)
@@ -787,6 +792,9 @@ def simulate_frame(*, instrument: InstrumentConfig, spec: FrameSpec) -> Simulate
     extra_idx = np.concatenate([hot_idx, ((bc_chip[:, None] * ny + np.arange(ny)[None, :]) * nx
                                           + bc_col[:, None]).reshape(-1)])
     extra_rate = np.concatenate([hot_rates, np.repeat(bc_extra, ny)])
+    # a pixel drawn twice (a hot pixel on a bad column, a new hot pixel on an old one) adds its rates
+    extra_idx, inverse = np.unique(extra_idx, return_inverse=True)
+    extra_rate = np.bincount(inverse, weights=extra_rate, minlength=extra_idx.size)
     rn_cols = _readnoise_columns(instrument, spec, nchips)  # (nchips, 1, nx) e-
     full = min(sim.full_well, sim.adc_max * gain)
     if border:

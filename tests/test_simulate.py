@@ -224,6 +224,40 @@ def test_crsplit_sets(config):
     assert all(sp.set_size == 1 for sp in ir)
 
 
+@pytest.mark.parametrize("name", ["acs_wfc", "stis_ccd", "wfc3_uvis"])
+def test_hot_pixels_keep_their_rates(config, name):
+    """A hot pixel keeps its place and dark rate in every later frame: within an anneal cycle the
+    population only grows, and an anneal cures only the pixels born since the previous one. (A
+    stack of a month's darks must not see every hot pixel change its rate between two sets.)"""
+    import dataclasses
+
+    inst = config.instruments[name]
+    period = inst.simulation.anneal_period
+    assert period > 0
+    start = simulate._mjd(inst.active_start)
+    spec = simulate.month_schedule(instrument=inst, month=MONTHS[name], seed=3, shape=SHAPE)[0]
+    cycle = (spec.hot_epoch - start) // period
+    npix = 10_000_000  # about a full frame: enough hot pixels born in a day
+
+    def draw(epoch):
+        idx, rate, permanent = simulate._hot_pixels(inst, dataclasses.replace(spec, hot_epoch=epoch), npix)
+        return (idx[permanent], rate[permanent]), (idx[~permanent], rate[~permanent])
+
+    (p0, c0), (p1, c1), (p2, c2) = (draw(start + cycle * period + 1.0),        # early in a cycle
+                                    draw(start + (cycle + 1) * period - 1.0),  # its last day
+                                    draw(start + (cycle + 1) * period + 1.0))  # after the anneal
+    # the permanent population at any time is the start of every later one, rates included
+    n = p0[0].size
+    assert 100 < n <= p1[0].size <= p2[0].size
+    for idx, rate in (p1, p2):
+        assert np.array_equal(idx[:n], p0[0]) and np.array_equal(rate[:n], p0[1])
+    # hot pixels born in a cycle stay to its end, and the anneal cures them
+    m = c0[0].size
+    assert 10 < m < c1[0].size
+    assert np.array_equal(c1[0][:m], c0[0]) and np.array_equal(c1[1][:m], c0[1])
+    assert c2[0].size < c1[0].size / 10 and np.intersect1d(c2[0], c1[0]).size <= 2
+
+
 def test_inactive_months_are_empty(config, archive):
     assert archive.query(config.instruments["acs_wfc"], Month(2008, 3)) == []
     assert archive.query(config.instruments["wfpc2"], Month(2012, 3)) == []
