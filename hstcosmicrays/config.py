@@ -26,6 +26,7 @@ import yaml
 __all__ = [
     "ConfigError",
     "CRRejectParams",
+    "CRRejectRow",
     "SimulationConfig",
     "InstrumentConfig",
     "PipelineSettings",
@@ -78,6 +79,34 @@ class CRRejectParams:
             raise ConfigError(f"crreject.skysub: expected 'none' or 'mode', got {self.skysub!r}")
         if not self.crsigmas or any(s <= 0 for s in self.crsigmas):
             raise ConfigError(f"crreject.crsigmas: expected one or more positive values, got {self.crsigmas!r}")
+
+
+@dataclass(frozen=True)
+class CRRejectRow:
+    """One row of an instrument's CRREJTAB kept in the configuration (``crreject_rows``).
+
+    The row applies to stacks of ``crsplit`` frames (stacks of more frames than the largest
+    ``crsplit`` use the rows of the largest) whose mean exposure time is at most ``meanexp``
+    seconds; among those, the one with the smallest ``meanexp`` wins, exactly as for a CRREJTAB
+    file (:func:`hstcosmicrays.crreject.select_crrejtab_row`). ``meanexp`` null matches any
+    exposure time. Parameters a row leaves out are those of the instrument's ``crreject``.
+    """
+
+    crsplit: int
+    meanexp: Optional[float] = None
+    crsigmas: Optional[tuple[float, ...]] = None
+    crradius: Optional[float] = None
+    crthresh: Optional[float] = None
+    initgues: Optional[str] = None
+    skysub: Optional[str] = None
+    scalense: Optional[float] = None
+    badinpdq: Optional[int] = None
+
+    def params(self, defaults: CRRejectParams) -> CRRejectParams:
+        """The row's parameters, completed from ``defaults``."""
+        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(CRRejectParams)
+                 if getattr(self, f.name) is not None}
+        return dataclasses.replace(defaults, **given)
 
 
 @dataclass(frozen=True)
@@ -219,6 +248,10 @@ class InstrumentConfig:
         Width (pixels) of the reference-pixel border excluded from CR detection.
     crreject : CRRejectParams
         Default CR-rejection parameters (the values of the real CRREJTAB).
+    crreject_rows : tuple of CRRejectRow
+        The real CRREJTAB's rows where its parameters depend on the number of frames and their
+        exposure time (STIS/CCD); a row is chosen as from the table file. Empty: ``crreject``
+        applies to every stack (the table's rows are all equal).
     simulation : SimulationConfig or None
         Knobs of the simulated archive (None: the instrument cannot be simulated).
     jump_sigma : float
@@ -261,6 +294,7 @@ class InstrumentConfig:
     noise_model: str
     border: int
     crreject: CRRejectParams
+    crreject_rows: tuple[CRRejectRow, ...] = ()
     simulation: Optional[SimulationConfig] = None
     jump_sigma: float = 4.0
     threshold_sigma: float = 5.0
@@ -277,6 +311,15 @@ class InstrumentConfig:
             raise ConfigError(f"{where}.ccdchip: expected one CCDCHIP per chip ({len(self.chips)} values)")
         if self.detector_area <= 0 or self.pixel_size <= 0:
             raise ConfigError(f"{where}: detector_area and pixel_size must be positive")
+        for i, row in enumerate(self.crreject_rows):
+            key = f"{where}.crreject_rows[{i}]"
+            if row.crsplit < 1 or (row.meanexp is not None and not row.meanexp >= 0):
+                raise ConfigError(f"{key}: expected crsplit >= 1 and meanexp >= 0 or null, "
+                                  f"got {row.crsplit}, {row.meanexp}")
+            try:
+                row.params(self.crreject)
+            except ConfigError as exc:
+                raise ConfigError(f"{key}: {exc}") from None
 
     def integration_time(self, *, exptime: float, flashdur: float = 0.0) -> float:
         """Integration time (s) of a frame: EXPTIME + FLASHDUR + detector readout time.

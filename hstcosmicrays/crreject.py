@@ -101,6 +101,7 @@ __all__ = [
     "CRRejectReport",
     "parse_crsigmas",
     "select_crrejtab_row",
+    "select_configured_row",
     "params_for_stack",
     "group_stacks",
     "screen_frame",
@@ -294,6 +295,46 @@ def _table_columns(table: Any) -> tuple[dict[str, np.ndarray], str]:
     return cols, f"CRREJTAB {source}".strip() if source else "CRREJTAB (table)"
 
 
+def _best_row(*, crsplit, meanexp, n_images: int, mean_exptime: float, rows=None) -> int | str:
+    """Index of the row the STScI tools choose (see :func:`select_crrejtab_row`), or a message
+    (with a ``{chip}`` slot) when no row matches. ``meanexp`` NaN or None matches any exposure."""
+    crsplit = np.asarray(crsplit).astype(np.int64)
+    meanexp = np.array([np.nan if v is None else v for v in np.asarray(meanexp, dtype=object)],
+                       dtype=np.float64)
+    meanexp = np.where(np.isfinite(meanexp), meanexp, 1.6e38)
+    usable = np.ones(crsplit.size, dtype=bool) if rows is None else np.asarray(rows, dtype=bool)
+    n = min(int(n_images), int(crsplit.max()))
+    diff = meanexp - float(mean_exptime)
+    match = usable & (crsplit == n) & (diff >= 0)
+    if not match.any():
+        return (f"no row with CRSPLIT={n}{{chip}} and MEANEXP >= {float(mean_exptime):g} s "
+                f"(for {n_images} images)")
+    idx = np.flatnonzero(match)
+    return int(idx[np.flatnonzero(diff[idx] == diff[idx].min())[-1]])
+
+
+def select_configured_row(*, instrument: InstrumentConfig, n_images: int, mean_exptime: float) -> CRRejectParams:
+    """The instrument's configured parameters for a stack: the ``crreject_rows`` row chosen by
+    the CRREJTAB rule (:func:`select_crrejtab_row`), completed from ``crreject``; ``crreject``
+    itself when the instrument has no rows.
+
+    Raises
+    ------
+    CRRejectError
+        No configured row matches the stack.
+    """
+    table = instrument.crreject_rows
+    if not table:
+        return instrument.crreject
+    # the real tables hold MEANEXP as 32-bit floats: compare with the same values
+    meanexp = [None if r.meanexp is None else float(np.float32(r.meanexp)) for r in table]
+    best = _best_row(crsplit=[r.crsplit for r in table], meanexp=meanexp, n_images=n_images,
+                     mean_exptime=mean_exptime)
+    if isinstance(best, str):
+        raise CRRejectError(f"instruments.{instrument.name}.crreject_rows: {best.format(chip='')}")
+    return table[best].params(instrument.crreject)
+
+
 def select_crrejtab_row(
     *, table: Any, n_images: int, mean_exptime: float, ccdchip: Optional[int] = None
 ) -> CRRejectParams:
@@ -333,25 +374,16 @@ def select_crrejtab_row(
                 "scalense", "badinpdq"):
         if col not in cols:
             raise CRRejectError(f"{name}: column {col.upper()} does not exist")
-    crsplit = np.asarray(cols["crsplit"]).astype(np.int64)
-    if crsplit.size == 0:
+    if np.asarray(cols["crsplit"]).size == 0:
         raise CRRejectError(f"{name}: the table has no rows")
-    meanexp = np.asarray(cols["meanexp"], dtype=np.float64)
-    meanexp = np.where(np.isfinite(meanexp), meanexp, 1.6e38)
-    rows = np.ones(crsplit.size, dtype=bool)
+    rows = None
     if ccdchip is not None and "ccdchip" in cols:
-        rows &= np.asarray(cols["ccdchip"]).astype(np.int64) == int(ccdchip)
-    n = min(int(n_images), int(crsplit.max()))
-    diff = meanexp - float(mean_exptime)
-    match = rows & (crsplit == n) & (diff >= 0)
-    if not match.any():
-        chip = f", CCDCHIP={ccdchip}" if ccdchip is not None and "ccdchip" in cols else ""
-        raise CRRejectError(
-            f"{name}: no row with CRSPLIT={n}{chip} and MEANEXP >= {float(mean_exptime):g} s "
-            f"(for {n_images} images)"
-        )
-    idx = np.flatnonzero(match)
-    best = idx[np.flatnonzero(diff[idx] == diff[idx].min())[-1]]
+        rows = np.asarray(cols["ccdchip"]).astype(np.int64) == int(ccdchip)
+    best = _best_row(crsplit=cols["crsplit"], meanexp=cols["meanexp"], n_images=n_images,
+                     mean_exptime=mean_exptime, rows=rows)
+    if isinstance(best, str):
+        chip = f", CCDCHIP={ccdchip}" if rows is not None else ""
+        raise CRRejectError(f"{name}: {best.format(chip=chip)}")
 
     def text(col: str) -> str:
         value = cols[col][best]
@@ -383,7 +415,7 @@ def params_for_stack(
     overrides: Optional[Mapping[str, Any]] = None,
 ) -> CRRejectParams:
     """Parameters for one stack: a CRREJTAB row when a table is given, else the instrument's
-    configured defaults (``instrument.crreject``), then any ``overrides``.
+    configured parameters (:func:`select_configured_row`), then any ``overrides``.
 
     Parameters
     ----------
@@ -406,7 +438,7 @@ def params_for_stack(
     if crrejtab is not None:
         params = select_crrejtab_row(table=crrejtab, n_images=n_images, mean_exptime=mean_exptime)
     else:
-        params = instrument.crreject
+        params = select_configured_row(instrument=instrument, n_images=n_images, mean_exptime=mean_exptime)
     if not overrides:
         return params
     changes: dict[str, Any] = {}

@@ -14,7 +14,7 @@ from astropy.table import Table
 
 from hstcosmicrays import crreject as cr
 from hstcosmicrays.cli import main as cli_main
-from hstcosmicrays.config import CRRejectParams, load_config
+from hstcosmicrays.config import ConfigError, CRRejectParams, load_config
 from hstcosmicrays.frames import read_header
 
 CRREJTAB = Path(__file__).resolve().parents[2] / "shared" / "reference" / "crrejtab"
@@ -112,14 +112,51 @@ def test_nan_meanexp_tables_match_any_exposure(name):
 
 
 @needs_tables
-def test_configured_defaults_equal_the_real_tables(config):
-    for name, path in TABLES.items():
-        p = cr.select_crrejtab_row(table=path, n_images=2, mean_exptime=1000.0)
-        default = config.instrument(name).crreject
-        assert p.crsigmas == default.crsigmas and p.initgues == default.initgues
-        assert p.skysub == default.skysub and p.badinpdq == default.badinpdq
-        assert p.crradius == pytest.approx(default.crradius) and p.scalense == pytest.approx(default.scalense)
-        assert p.crthresh == pytest.approx(default.crthresh, abs=1e-4)
+@pytest.mark.parametrize("name", list(TABLES))
+def test_configured_parameters_equal_the_real_tables(config, name):
+    """Without a CRREJTAB file, the configured parameters are the real table's row for every
+    stack size and exposure time (STIS/CCD's depend on both; its rows are in the config)."""
+    inst = config.instrument(name)
+    raw = Table.read(TABLES[name], hdu=1)
+    meanexp = np.asarray(raw["MEANEXP"].filled(np.nan) if hasattr(raw["MEANEXP"], "filled") else raw["MEANEXP"],
+                         dtype=np.float64)
+    edges = np.unique(meanexp[np.isfinite(meanexp)])
+    times = sorted({0.5, 30.0, 300.0, 900.0, 1000.0, 1100.0, 2500.0, *edges, *np.nextafter(edges, np.inf)})
+    checked = 0
+    for n in range(2, 11):
+        for t in times:
+            try:
+                want = cr.select_crrejtab_row(table=raw, n_images=n, mean_exptime=t)
+            except cr.CRRejectError:
+                with pytest.raises(cr.CRRejectError, match="crreject_rows"):
+                    cr.params_for_stack(instrument=inst, n_images=n, mean_exptime=t)
+                continue
+            got = cr.params_for_stack(instrument=inst, n_images=n, mean_exptime=t)
+            assert (got.crsigmas, got.initgues, got.skysub, got.badinpdq) == \
+                (want.crsigmas, want.initgues, want.skysub, want.badinpdq), (n, t)
+            assert (got.crradius, got.crthresh, got.scalense) == pytest.approx(
+                (want.crradius, want.crthresh, want.scalense), abs=1e-4), (n, t)
+            checked += 1
+    assert checked >= 9 * 7
+
+
+def test_configured_rows_are_validated(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("instruments:\n  stis_ccd:\n    crreject_rows:\n"
+                   "      - {crsplit: 2, meanexp: 100.0, initgues: average}\n")
+    with pytest.raises(ConfigError, match=r"instruments\.stis_ccd\.crreject_rows\[0\]: .*initgues"):
+        load_config(bad)
+    bad.write_text("instruments:\n  stis_ccd:\n    crreject_rows:\n      - {meanexp: 100.0}\n")
+    with pytest.raises(ConfigError, match=r"crreject_rows\[0\]\.crsplit"):
+        load_config(bad)
+    # rows replace the configured table as a whole; a stack no row covers is an error naming the key
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("instruments:\n  stis_ccd:\n    crreject_rows:\n"
+                  "      - {crsplit: 2, meanexp: 100.0, crsigmas: [7.0, 6.0]}\n")
+    inst = load_config(ok).instrument("stis_ccd")
+    assert cr.params_for_stack(instrument=inst, n_images=5, mean_exptime=50.0).crsigmas == (7.0, 6.0)
+    with pytest.raises(cr.CRRejectError, match=r"instruments\.stis_ccd\.crreject_rows: no row with CRSPLIT=2"):
+        cr.params_for_stack(instrument=inst, n_images=2, mean_exptime=1100.0)
 
 
 def brute_force_row(raw, n_images, mean):
