@@ -284,3 +284,61 @@ def test_missing_spt_gives_nan_positions_and_a_logged_warning(tmp_path, caplog):
     assert no_orbit.sum() == 1
     missing = ex["rootname"][no_orbit][0].decode()
     assert any(missing in r.getMessage() and "SPT" in r.getMessage().upper() for r in caplog.records)
+
+
+# ---------------------------------------------------------------------------------------------
+# the stored catalogue against the simulator's per-pixel truth, through the whole pipeline
+
+
+@pytest.mark.parametrize("name,month,shape", [
+    pytest.param("acs_wfc", "2012-06", (128, 4096), marks=pytest.mark.xfail(strict=True, reason=(
+        "measured 4.9 % of stored CRs on no injected charge: the real ACS/WFC table (sigmas 5,4,3, "
+        "minimum) on a month stack of 4 darks flags 0.2 % of pure noise and spills at 1.67 sigma, "
+        "which grows noise into 3-pixel CRs; the original study's 6,5,4 with a median guess gives "
+        "0.035 %"))),
+    ("acs_hrc", "2004-06", (512, 512)),
+    ("stis_ccd", "2012-06", (512, 512)), ("wfc3_uvis", "2012-06", (128, 4096)),
+])
+def test_stored_cosmic_rays_are_injected_ones(tmp_path, name, month, shape):
+    """A simulated month through run(): the pipeline's stacks (every compatible dark of the
+    month), its configured CRREJTAB parameters, labels and statistics. Nearly every stored CR
+    lies on injected charge (its centroid within 2 px of a pixel with more than the truth
+    threshold), and the count does not exceed the truth's detectable CRs.
+
+    Measured on these frames: stored CRs on no injected charge ACS/HRC 0.09 %, STIS/CCD 0.03 %,
+    WFC3/UVIS 0.05 %, ACS/WFC 4.9 % (its table; see the xfail); count / detectable 0.89-0.96
+    (short of 1 because touching CRs merge into one under the 8-connected definition). STIS/CCD
+    with the pair row for every stack stored 42 % spurious CRs."""
+    from scipy import ndimage
+
+    from hstcosmicrays import simulate
+    from hstcosmicrays.archive.simulated import SimulatedArchive
+    from hstcosmicrays.results import open_results
+
+    config = load_config()
+    inst = config.instrument(name)
+    m = parse_month(month)
+    archive = SimulatedArchive(seed=5, shape=shape)
+    CosmicRayPipeline(instrument=inst, config=config, output_dir=tmp_path, archive=archive,
+                      options=RunOptions(archive="simulated", start=m, stop=m, workers=1)).run()
+    results = open_results(tmp_path / inst.store_name)
+    exposures, crs = results.exposures(), results.cosmic_rays()
+    specs = {s.obs_id.lower(): s for s in simulate.month_schedule(instrument=inst, month=m, seed=5, shape=shape)}
+    assert len(exposures) == len(specs) >= 4
+    threshold = simulate.truth_threshold(inst)
+    stored = spurious = detectable = 0
+    for index, row in exposures.iterrows():
+        rootname = row.rootname.decode() if isinstance(row.rootname, bytes) else str(row.rootname)
+        frame = simulate.simulate_frame(instrument=inst, spec=specs[rootname.lower()])
+        mine = crs[crs.exposure_index == index]
+        for c, chip in enumerate(inst.chips):
+            on_charge = ndimage.maximum_filter(frame.cr_charge[c], size=5) > threshold
+            sel = mine[mine.chip == chip]
+            ys = np.clip(np.rint(sel.y.to_numpy()).astype(int), 0, shape[0] - 1)
+            xs = np.clip(np.rint(sel.x.to_numpy()).astype(int), 0, shape[1] - 1)
+            spurious += int((~on_charge[ys, xs]).sum())
+        stored += int(row.n_cr)
+        detectable += int(((frame.crs["n_pixels"] >= 3) & (frame.crs["n_pixels"] < inst.max_cr_pixels)).sum())
+    assert stored == len(crs) > 1000
+    assert spurious <= 0.01 * stored, f"{name}: {spurious} of {stored} stored CRs lie on no injected charge"
+    assert 0.8 * detectable <= stored <= 1.02 * detectable, f"{name}: {stored} stored, {detectable} detectable"
