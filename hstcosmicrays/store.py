@@ -167,8 +167,9 @@ def _repair_superblock(path: Path) -> bool:
 def open_for_reading(path: str | os.PathLike, *, wait: float = 10.0) -> h5py.File:
     """Open a store for reading, safely while a run is writing it (SWMR read, no file lock).
 
-    While a writer recovers the file after a crash (a fraction of a second at the start of a
-    run) it is not open in SWMR mode and cannot be read; this waits up to ``wait`` seconds.
+    The writer only ever has the file open in SWMR-write mode; should the file still be marked
+    open by a plain (non-SWMR) writer, e.g. a store written by an older version, this retries for
+    up to ``wait`` seconds before giving up.
     """
     path = Path(path)
     if not path.exists():
@@ -522,7 +523,10 @@ class ResultsStore:
     def _recover(self) -> None:
         if _repair_superblock(self.path):
             log.warning("%s: the previous writer was interrupted; cleared its open-file flags", self.path)
-        with h5py.File(self.path, "r+", libver="latest", locking=False) as f:
+        # in SWMR-write mode like every commit: a kill during the recovery itself must leave a
+        # file that readers can still open (a plain read-write open would refuse them until the
+        # next run)
+        with _open_swmr_writer(self.path) as f:
             found = f.attrs.get("instrument")
             if found != self.instrument:
                 raise StoreError(f"{self.path} holds results of {found!r}, not {self.instrument!r}")

@@ -13,8 +13,8 @@ import pytest
 
 from hstcosmicrays.schema import empty_table
 from hstcosmicrays.store import (
-    ResultsStore, StoreError, StoreLockedError, format_ledger, lookup3, read_committed, read_ledger,
-    visible_row_numbers,
+    ResultsStore, StoreError, StoreLockedError, format_ledger, lookup3, open_for_reading, read_committed,
+    read_ledger, visible_row_numbers,
 )
 
 OPEN = dict(instrument="wfc3_uvis", software_version="0.1.0", config_hash="cafe")
@@ -91,6 +91,38 @@ def test_second_writer_is_refused(tmp_path):
     with pytest.raises(StoreLockedError):
         with ResultsStore.open(path, **OPEN):
             ResultsStore.open(path, **OPEN)
+
+
+def test_store_stays_readable_when_the_recovery_itself_is_killed(tmp_path):
+    """A run killed while it recovers the store (at its start, after an earlier kill) leaves a
+    file that readers can open at once, without waiting for the next run."""
+    path = tmp_path / "s.h5"
+    with ResultsStore.open(path, **OPEN) as store:
+        store.commit_month(month="2010-01", n_found=3, started=time.time(), **month_tables("2010-01"))
+    code = textwrap.dedent(f"""
+        import time
+        from hstcosmicrays import store as st
+        read = st._read_ledger_arrays
+        def slow(f):
+            print("recovering", flush=True)
+            time.sleep(60)
+            return read(f)
+        st._read_ledger_arrays = slow
+        st.ResultsStore.open({str(path)!r}, **{OPEN!r})
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "recovering"  # inside _recover, the file open
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+        proc.stdout.close()
+    with open_for_reading(path, wait=0.0):
+        pass
+    assert list(read_ledger(path)["month"]) == [b"2010-01"]
+    assert len(read_committed(path, "exposures", columns=["month"])["month"]) == 3
+    with ResultsStore.open(path, **OPEN) as store:  # and the next run recovers it
+        assert store.committed_months() == {"2010-01"}
 
 
 def test_bad_rows_are_refused(tmp_path):
