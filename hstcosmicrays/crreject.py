@@ -297,10 +297,9 @@ def _table_columns(table: Any) -> tuple[dict[str, np.ndarray], str]:
 
 def _best_row(*, crsplit, meanexp, n_images: int, mean_exptime: float, rows=None) -> int | str:
     """Index of the row the STScI tools choose (see :func:`select_crrejtab_row`), or a message
-    (with a ``{chip}`` slot) when no row matches. ``meanexp`` NaN or None matches any exposure."""
+    (with a ``{chip}`` slot) when no row matches. ``meanexp`` NaN matches any exposure."""
     crsplit = np.asarray(crsplit).astype(np.int64)
-    meanexp = np.array([np.nan if v is None else v for v in np.asarray(meanexp, dtype=object)],
-                       dtype=np.float64)
+    meanexp = np.asarray(meanexp, dtype=np.float64)
     meanexp = np.where(np.isfinite(meanexp), meanexp, 1.6e38)
     usable = np.ones(crsplit.size, dtype=bool) if rows is None else np.asarray(rows, dtype=bool)
     n = min(int(n_images), int(crsplit.max()))
@@ -327,7 +326,7 @@ def select_configured_row(*, instrument: InstrumentConfig, n_images: int, mean_e
     if not table:
         return instrument.crreject
     # the real tables hold MEANEXP as 32-bit floats: compare with the same values
-    meanexp = [None if r.meanexp is None else float(np.float32(r.meanexp)) for r in table]
+    meanexp = [np.nan if r.meanexp is None else float(np.float32(r.meanexp)) for r in table]
     best = _best_row(crsplit=[r.crsplit for r in table], meanexp=meanexp, n_images=n_images,
                      mean_exptime=mean_exptime)
     if isinstance(best, str):
