@@ -112,6 +112,13 @@ def assert_same_month(a: Path, b: Path, month: str) -> None:
             np.testing.assert_array_equal(ta[table][col], tb[table][col], err_msg=f"{month} {table}.{col}")
 
 
+def assert_all_months_equal_reference(store: Path, reference: Path) -> None:
+    """Every month is committed and holds the same rows as the simulated-archive reference."""
+    assert ledger_states(store) == {m: "committed" for m in MONTHS}
+    for month in MONTHS:
+        assert_same_month(store, reference, month)
+
+
 def ledger_states(path: Path) -> dict[str, str]:
     ledger = read_ledger(path)
     return {m.decode(): s.decode() for m, s in zip(ledger["month"], ledger["state"])}
@@ -142,9 +149,7 @@ def test_mast_run_through_astroquery_equals_the_simulated_run(server, reference,
     proc = run_mast(server, tmp_path, out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     store = out / INSTR.store_name
-    assert ledger_states(store) == {m: "committed" for m in MONTHS}
-    for month in MONTHS:
-        assert_same_month(store, reference, month)
+    assert_all_months_equal_reference(store, reference)
     assert read_committed(store, "exposures", columns=["rootname"])["rootname"].size == DARKS * len(MONTHS)
     # what was asked of MAST: the configured instrument, each month's window, FLT+SPT only
     queries = [r for r in server.requests if r.kind in ("count", "filtered")]
@@ -181,9 +186,7 @@ def test_transient_faults_are_retried_and_every_month_commits_complete(server, r
     proc = run_mast(server, tmp_path, out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     store = out / INSTR.store_name
-    assert ledger_states(store) == {m: "committed" for m in MONTHS}
-    for month in MONTHS:
-        assert_same_month(store, reference, month)
+    assert_all_months_equal_reference(store, reference)
     assert all(f.fired >= 1 for f in server._faults)
 
 
@@ -227,9 +230,7 @@ def test_persistent_faults_fail_the_month_and_a_second_run_completes_it(server, 
     server.clear_requests()
     second = run_mast(server, tmp_path, out)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert ledger_states(store) == {m: "committed" for m in MONTHS}
-    for month in MONTHS:
-        assert_same_month(store, reference, month)
+    assert_all_months_equal_reference(store, reference)
     # committed months were not asked for again; a failed month's valid files were kept
     asked = {window_start(r) for r in server.requests if r.kind == "count"}
     assert asked == {Month(int(m[:4]), int(m[5:])).mjd_start for m in bad}
