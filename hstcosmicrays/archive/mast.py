@@ -337,7 +337,8 @@ class MastArchive:
                 client.enable_cloud_dataset(provider="AWS", verbose=False)
             except ImportError as exc:
                 log.error("--cloud skipped: the public HST bucket on AWS needs boto3 (%s); "
-                          "install it with pip to use it. Downloading from MAST instead.", exc)
+                          "install it with pip (the package's 'cloud' extra) to use it. Downloading from MAST "
+                          "instead.", exc)
             else:
                 self.cloud_enabled = True
                 log.info("downloading from the public HST bucket on AWS where possible")
