@@ -100,7 +100,14 @@ def month_windows(
     list of Month
         Every month that has at least one active day, i.e. that overlaps
         [active_start, active_stop) and is not entirely inside an inactive range.
+
+    Raises
+    ------
+    ValueError
+        If ``stop`` is before ``start``.
     """
+    if start is not None and stop is not None and stop < start:
+        raise ValueError(f"the last month {stop} is before the first month {start}")
     today = today or _dt.date.today()
     first_day = _date(instrument.active_start, f"instruments.{instrument.name}.active_start")
     last_day = (

@@ -53,6 +53,10 @@ class RunOptions:
     darks_per_month: int | None = None
     progress: bool = False
 
+    def __post_init__(self) -> None:
+        if self.start is not None and self.stop is not None and self.stop < self.start:
+            raise ValueError(f"--stop {self.stop} is before --start {self.start}")
+
 
 @dataclass(frozen=True)
 class FrameFailure:
@@ -421,6 +425,10 @@ class CosmicRayPipeline:
                 "%s: %d months to process, %d already committed (store %s)",
                 self.instrument.name, len(todo), len(skipped), self.store_path,
             )
+            if not todo and not skipped:
+                inst = self.instrument
+                log.warning("%s: no month of the window is in the instrument's active time (%s to %s)",
+                            inst.name, inst.active_start, inst.active_stop or "today")
             if not todo:
                 return RunSummary(skipped=tuple(m.label for m in skipped))
             executor = self._make_executor()

@@ -39,3 +39,21 @@ def test_bad_month_is_a_usage_error(capsys):
 def test_status_without_store(tmp_path, capsys):
     assert main(["status", "--instr", "acs_hrc", "--output", str(tmp_path)]) == 2
     assert "no results store" in capsys.readouterr().err
+
+
+def test_stop_before_start_is_a_usage_error_and_creates_nothing(tmp_path, capsys):
+    args = ["--instr", "wfc3uvis", "--archive", "simulated", "--output", str(tmp_path / "out"),
+            "--start", "2012-05", "--stop", "2012-03"]
+    assert run_pipeline_main(args) == 2
+    assert "--stop 2012-03 is before --start 2012-05" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert main(["simulate", "--instr", "wfc3uvis", "--start", "2012-05", "--stop", "2012-03",
+                 "--out", str(tmp_path / "sim")]) == 2
+    assert "before the first month" in capsys.readouterr().err
+
+
+def test_a_window_outside_the_active_time_says_so(tmp_path, caplog):
+    args = ["--instr", "wfc3uvis", "--archive", "simulated", "--output", str(tmp_path), "--stop", "2005-01"]
+    with caplog.at_level("WARNING", logger="hstcosmicrays"):
+        assert run_pipeline_main(args) == 0
+    assert "no month of the window is in the instrument's active time (2009-05-01" in caplog.text

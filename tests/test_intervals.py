@@ -33,3 +33,11 @@ def test_windows_clip_to_end_of_life():
     months = month_windows(instrument=hrc, start=parse_month("2006-11"), stop=parse_month("2008-01"))
     assert [m.label for m in months] == ["2006-11", "2006-12", "2007-01"]
     assert month_windows(instrument=hrc, start=parse_month("2001-01"), stop=parse_month("2002-03"))[0].label == "2002-03"
+
+
+def test_windows_refuse_a_stop_before_the_start():
+    acs = load_config().instrument("acs_wfc")
+    with pytest.raises(ValueError, match="2012-03 is before the first month 2012-05"):
+        month_windows(instrument=acs, start=parse_month("2012-05"), stop=parse_month("2012-03"))
+    assert [m.label for m in month_windows(instrument=acs, start=parse_month("2012-05"),
+                                           stop=parse_month("2012-05"))] == ["2012-05"]
