@@ -1393,7 +1393,13 @@ def _write_combined(output: Path, *, first: Path, headers: Sequence, results: Se
         hdus.append(fits.ImageHDU(res.combined, header=sh, name="SCI", ver=extver))
         hdus.append(fits.ImageHDU(res.combined_err, name="ERR", ver=extver))
         hdus.append(fits.ImageHDU(res.combined_dq.astype(np.int16), name="DQ", ver=extver))
-    fits.HDUList(hdus).writeto(output, overwrite=True)
+    # under a temporary name, renamed when complete: an interrupted write leaves no broken file
+    part = output.with_name(output.name + ".part")
+    try:
+        fits.HDUList(hdus).writeto(part, overwrite=True)
+        os.replace(part, output)
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def crreject_files(
@@ -1437,8 +1443,9 @@ def crreject_files(
     Raises
     ------
     CRRejectError
-        Fewer than 2 files, a file that cannot be read (named), mixed instruments, exposure
-        times, amplifiers, gains or sizes, an output path that is one of the inputs.
+        Fewer than 2 files, a file that cannot be read or written (named), mixed instruments,
+        exposure times, amplifiers, gains or sizes, an output path that is one of the inputs or
+        whose directory does not exist. All of these are found before any file is changed.
     """
     import time
 
@@ -1453,6 +1460,13 @@ def crreject_files(
         output = Path(output)
         if output.resolve() in {p.resolve() for p in paths}:
             raise CRRejectError(f"{output}: the output file must not be one of the inputs")
+        if not output.parent.is_dir():
+            raise CRRejectError(f"{output}: its directory {output.parent} does not exist")
+        if not os.access(output.parent, os.W_OK):
+            raise CRRejectError(f"{output}: its directory {output.parent} is not writable")
+    for p in paths:
+        if not os.access(p, os.W_OK):
+            raise CRRejectError(f"{p}: not writable (the CR flags are written into its DQ arrays)")
     n = len(paths)
     params = params_for_stack(
         instrument=inst, n_images=n, mean_exptime=sum(h.exptime for h in headers) / n,
@@ -1511,6 +1525,9 @@ def crreject_files(
         for hdul in hduls:
             hdul.close()
 
+    # the new file first: if it cannot be written, no input has been changed
+    if output is not None:
+        _write_combined(output, first=paths[0], headers=headers, results=results, extvers=extvers, params=params)
     summaries = []
     for k, (p, h) in enumerate(zip(paths, headers)):
         masks = [res.masks[k] for res in results]
@@ -1520,8 +1537,6 @@ def crreject_files(
             sky=tuple(res.sky[k] for res in results),
             flagged=tuple(int(m.sum()) for m in masks), npix=tuple(int(m.size) for m in masks),
         ))
-    if output is not None:
-        _write_combined(output, first=paths[0], headers=headers, results=results, extvers=extvers, params=params)
     return CRRejectReport(
         instrument=inst.name, params=params, files=tuple(summaries),
         crrejtab=str(crrejtab) if crrejtab is not None else None, output=output,

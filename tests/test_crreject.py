@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -628,6 +629,34 @@ def test_cli_errors_name_the_file(flt_pair, tmp_path, capsys):
     assert "different instruments" in capsys.readouterr().err
     before = [fits.getdata(p, ("DQ", 1)).copy() for p in paths]
     assert [np.array_equal(fits.getdata(p, ("DQ", 1)), b) for p, b in zip(paths, before)] == [True, True]
+
+
+def test_cli_changes_no_file_when_the_output_or_an_input_cannot_be_written(flt_pair, tmp_path, capsys,
+                                                                           monkeypatch):
+    paths, _, _ = flt_pair
+    before = [p.read_bytes() for p in paths]
+    out = tmp_path / "no_such_dir" / "crj.fits"
+    assert cli_main(["crreject", str(paths[0]), str(paths[1]), "--output", str(out)]) == 2
+    assert "no_such_dir" in capsys.readouterr().err
+    assert [p.read_bytes() for p in paths] == before
+    # an input that may not be written is named before any work
+    real_access = os.access
+    monkeypatch.setattr(cr.os, "access", lambda p, mode: Path(p) != paths[1] and real_access(p, mode))
+    assert cli_main(["crreject", str(paths[0]), str(paths[1])]) == 2
+    assert f"{paths[1]}: not writable" in capsys.readouterr().err
+    monkeypatch.undo()
+
+    # the combined file is written first and renamed when complete: a failure leaves the inputs
+    # and the output directory as they were
+    def broken(self, name, **kwargs):
+        Path(name).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(fits.HDUList, "writeto", broken)
+    with pytest.raises(OSError, match="disk full"):
+        cr.crreject_files(paths, config=load_config(), output=tmp_path / "crj.fits")
+    assert [p.read_bytes() for p in paths] == before
+    assert sorted(f.name for f in tmp_path.iterdir() if f.name.startswith("crj")) == []
 
 
 def test_crreject_files_with_table_and_overrides(flt_pair, config):
