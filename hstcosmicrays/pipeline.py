@@ -416,6 +416,8 @@ class CosmicRayPipeline:
     def run(self) -> RunSummary:
         """Process every pending month; returns what was committed, failed or skipped."""
         committed, failed = [], []
+        # build the archive first: a wrong --archive is a usage error, found before the store is touched
+        _ = self.archive
         with ResultsStore.open(
             self.store_path, instrument=self.instrument.name, software_version=__version__,
             config_hash=self.config.digest,

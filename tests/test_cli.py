@@ -57,3 +57,12 @@ def test_a_window_outside_the_active_time_says_so(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="hstcosmicrays"):
         assert run_pipeline_main(args) == 0
     assert "no month of the window is in the instrument's active time (2009-05-01" in caplog.text
+
+
+def test_archive_that_is_no_directory_is_a_usage_error_before_the_store(tmp_path, capsys):
+    missing = tmp_path / "no_such_archive"
+    args = ["--instr", "acs_hrc", "--archive", str(missing), "--output", str(tmp_path / "out"),
+            "--start", "2004-06", "--stop", "2004-06"]
+    assert run_pipeline_main(args) == 2
+    assert f"existing directory, got '{missing}'" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "acs_hrc.h5").exists()
