@@ -716,6 +716,7 @@ def open_results(path_or_instrument, output_dir: str | os.PathLike = "data_produ
         No store at the resolved path.
     """
     candidate = Path(path_or_instrument)
+    unknown = ""
     if candidate.suffix == ".h5" or candidate.is_file():
         path = candidate
     else:
@@ -724,11 +725,11 @@ def open_results(path_or_instrument, output_dir: str | os.PathLike = "data_produ
             from .config import ConfigError, load_config
 
             name = load_config().instrument(name).name
-        except (ConfigError, KeyError):
-            pass
+        except (ConfigError, KeyError) as exc:
+            unknown = f"; and {exc}"
         path = store.store_path(output_dir, name)
     if not path.exists():
-        raise FileNotFoundError(f"no results store at {path}")
+        raise FileNotFoundError(f"no results store at {path}{unknown}")
     with store.open_for_reading(path) as f:
         instrument = f.attrs.get("instrument", "")
         if "months" not in f:

@@ -532,3 +532,10 @@ def test_acceptance_map_peak_lies_in_the_injected_saa(decade):
     # the simulator keeps every frame's mean SAA factor at most 4, so SAA bins reach a few times
     # the quiet rate, not the SAA's peak factor
     assert np.nanmax(rmap.mean) > 2 * simulate.BASE_RATE
+
+
+def test_open_results_names_the_missing_store_and_an_unknown_instrument(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no results store at .*acs_wfc.h5$"):
+        open_results("ACS/WFC", output_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="unknown instrument 'acswfcx'; valid instruments: acs_hrc"):
+        open_results("acswfcx", output_dir=tmp_path)
