@@ -109,6 +109,8 @@ __all__ = [
     "spill_offsets",
     "reject_chip",
     "reject_stack",
+    "ChipInfo",
+    "reject_files",
     "crreject_files",
 ]
 
@@ -1292,6 +1294,108 @@ def _hdu_rows(path: Path, hdul, name: str, extver: int, shape: tuple[int, int], 
     return data.astype(data.dtype.newbyteorder("="), copy=False)
 
 
+@dataclass(frozen=True)
+class ChipInfo:
+    """What the rejection needs of a chip besides its pixels (see :func:`reject_files`).
+
+    ``gain`` and ``readnoise`` are the chip's arrays from ``frames.read_chips`` (read-only
+    broadcasts of one row, so they cost no memory of the chip's size).
+    """
+
+    extver: int
+    gain: np.ndarray
+    readnoise: np.ndarray
+    has_err: bool
+
+    @classmethod
+    def of(cls, chip) -> "ChipInfo":
+        return cls(extver=int(chip.extver), gain=chip.gain, readnoise=chip.readnoise, has_err=chip.err is not None)
+
+
+def reject_files(
+    *,
+    paths: Sequence[Path],
+    headers: Sequence,
+    info: Sequence[Sequence[ChipInfo]],
+    params: CRRejectParams,
+    instrument: InstrumentConfig,
+    combine: bool = False,
+    block_rows: int = 256,
+    threads: int = 1,
+) -> list[ChipRejection]:
+    """Reject a stack of FLT files chip by chip, reading the pixels from the files.
+
+    A stack of more than :data:`IN_MEMORY_LIMIT` bytes of pixel data (10 bytes a pixel: SCI,
+    ERR, DQ) is read one block of rows at a time (``ImageHDU.section``), so the memory needed
+    is that of the masks (1 byte a pixel of every frame) and one block, whatever the number of
+    frames; a smaller one is read whole, one chip at a time. The masks are those of
+    :func:`reject_stack` on the same frames.
+
+    Parameters
+    ----------
+    paths : sequence of Path
+        FLT files (imsets SCI/ERR/DQ), all of one stack (same shape and chips).
+    headers : sequence of FrameHeader
+        Their headers (``frames.read_header``), in the same order.
+    info : sequence of sequence of ChipInfo
+        Per file, per chip (``ChipInfo.of`` of ``frames.read_chips``).
+    params : CRRejectParams
+    instrument : InstrumentConfig
+    combine : bool
+        Also compute the combined image (see :func:`reject_chip`).
+    block_rows, threads : int
+        See :func:`reject_chip`.
+
+    Returns
+    -------
+    list of ChipRejection
+        One per chip, in the order of ``info[0]``.
+
+    Raises
+    ------
+    CRRejectError
+        Chips that differ between files, a missing DQ extension, an extension of another shape.
+    """
+    from astropy.io import fits
+
+    paths = [Path(p) for p in paths]
+    n = len(paths)
+    extvers = [c.extver for c in info[0]]
+    for p, chips in zip(paths[1:], info[1:]):
+        if [c.extver for c in chips] != extvers:
+            raise CRRejectError(f"{p}: chips {[c.extver for c in chips]} differ from {paths[0]} ({extvers})")
+    rows, cols = headers[0].shape
+    lazy = n * len(extvers) * rows * cols * 10 > IN_MEMORY_LIMIT
+    results: list[ChipRejection] = []
+    hduls = [fits.open(p, memmap=False, lazy_load_hdus=True) for p in paths]
+    try:
+        for c, extver in enumerate(extvers):
+            noise_model = instrument.noise_model
+            if noise_model == "err" and not all(chips[c].has_err for chips in info):
+                log.warning("%s: ERR arrays missing; using the read-noise model", instrument.name)
+                noise_model = "readnoise"
+            sci, dq, err = [], [], []
+            for p, hdul in zip(paths, hduls):
+                sci.append(_hdu_rows(p, hdul, "SCI", extver, (rows, cols), np.float32, lazy=lazy))
+                dq.append(_hdu_rows(p, hdul, "DQ", extver, (rows, cols), np.int16, lazy=lazy))
+                if noise_model == "err":
+                    err.append(_hdu_rows(p, hdul, "ERR", extver, (rows, cols), np.float32, lazy=lazy))
+                if dq[-1] is None:
+                    raise CRRejectError(f"{p}: missing extension DQ,{extver}")
+            results.append(reject_chip(
+                sci=sci, dq=dq, err=err if noise_model == "err" else None,
+                gain=[chips[c].gain for chips in info], readnoise=[chips[c].readnoise for chips in info],
+                exptime=[h.exptime for h in headers], params=params, noise_model=noise_model,
+                shape=(rows, cols), block_rows=block_rows, threads=threads,
+                combine=combine, dq_cr=instrument.dq_cr,
+            ))
+            del sci, dq, err
+    finally:
+        for hdul in hduls:
+            hdul.close()
+    return results
+
+
 def _read_inputs(paths: Sequence[Path], config: Config):
     """Headers and instrument of the inputs, checked to form one stack."""
     from .frames import FrameError, identify_instrument, read_header
@@ -1449,8 +1553,6 @@ def crreject_files(
     """
     import time
 
-    from astropy.io import fits
-
     from .frames import read_chips
 
     t0 = time.perf_counter()
@@ -1477,7 +1579,7 @@ def crreject_files(
         threads = max(1, min(4, os.cpu_count() or 1))
 
     # gain and read noise per chip (broadcast rows: no full-size arrays are kept)
-    chip_meta = []
+    info = []
     for p, h in zip(paths, headers):
         try:
             chips = read_chips(p, instrument=inst)
@@ -1486,44 +1588,13 @@ def crreject_files(
         reason = screen_frame(header=h, chips=chips, instrument=inst)
         if reason:
             log.warning("%s: %s (rejecting it anyway, as asked)", p, reason)
-        chip_meta.append([(c.extver, c.gain, c.readnoise, c.err is not None) for c in chips])
+        info.append(tuple(ChipInfo.of(c) for c in chips))
         del chips
-    extvers = [m[0] for m in chip_meta[0]]
-    for p, meta in zip(paths[1:], chip_meta[1:]):
-        if [m[0] for m in meta] != extvers:
-            raise CRRejectError(f"{p}: chips {[m[0] for m in meta]} differ from {paths[0]} ({extvers})")
-    rows, cols = headers[0].shape
-    nbytes = n * len(extvers) * rows * cols * 10
-    lazy = nbytes > IN_MEMORY_LIMIT
-
-    results: list[ChipRejection] = []
-    hduls = [fits.open(p, memmap=False, lazy_load_hdus=True) for p in paths]
-    try:
-        for c, extver in enumerate(extvers):
-            noise_model = inst.noise_model
-            if noise_model == "err" and not all(meta[c][3] for meta in chip_meta):
-                log.warning("%s: ERR arrays missing; using the read-noise model", inst.name)
-                noise_model = "readnoise"
-            sci, dq, err = [], [], []
-            for p, hdul in zip(paths, hduls):
-                sci.append(_hdu_rows(p, hdul, "SCI", extver, (rows, cols), np.float32, lazy=lazy))
-                dq.append(_hdu_rows(p, hdul, "DQ", extver, (rows, cols), np.int16, lazy=lazy))
-                if noise_model == "err":
-                    err.append(_hdu_rows(p, hdul, "ERR", extver, (rows, cols), np.float32, lazy=lazy))
-                if dq[-1] is None:
-                    raise CRRejectError(f"{p}: missing extension DQ,{extver}")
-            res = reject_chip(
-                sci=sci, dq=dq, err=err if noise_model == "err" else None,
-                gain=[meta[c][1] for meta in chip_meta], readnoise=[meta[c][2] for meta in chip_meta],
-                exptime=[h.exptime for h in headers], params=params, noise_model=noise_model,
-                shape=(rows, cols), block_rows=block_rows, threads=threads,
-                combine=output is not None, dq_cr=inst.dq_cr,
-            )
-            results.append(res)
-            del sci, dq, err
-    finally:
-        for hdul in hduls:
-            hdul.close()
+    results = reject_files(
+        paths=paths, headers=headers, info=info, params=params, instrument=inst,
+        combine=output is not None, block_rows=block_rows, threads=threads,
+    )
+    extvers = [c.extver for c in info[0]]
 
     # the new file first: if it cannot be written, no input has been changed
     if output is not None:

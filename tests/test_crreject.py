@@ -659,6 +659,41 @@ def test_cli_changes_no_file_when_the_output_or_an_input_cannot_be_written(flt_p
     assert sorted(f.name for f in tmp_path.iterdir() if f.name.startswith("crj")) == []
 
 
+@pytest.mark.parametrize("name,month,shape", [("acs_hrc", "2004-06", (96, 128)), ("wfc3_uvis", "2012-06", (64, 4096))])
+@pytest.mark.parametrize("lazy", [False, True])
+def test_reject_files_equals_reject_stack(config, tmp_path, monkeypatch, name, month, shape, lazy):
+    """The pipeline's path (pixels read from the files, in row blocks for a large stack) gives
+    the masks of reject_stack on the frames in memory, for both noise models."""
+    from hstcosmicrays import simulate
+    from hstcosmicrays.frames import read_chips
+    from hstcosmicrays.intervals import parse_month
+
+    inst = config.instrument(name)
+    specs = simulate.month_schedule(instrument=inst, month=parse_month(month), seed=3, shape=shape)[:3]
+    paths = []
+    for spec in specs:
+        frame = simulate.simulate_frame(instrument=inst, spec=spec)
+        path = tmp_path / f"{spec.obs_id}_flt.fits"
+        simulate.build_products(instrument=inst, spec=spec, frame=frame, suffixes=["FLT"])["FLT"].writeto(path)
+        paths.append(path)
+    headers = [read_header(p, instrument=inst) for p in paths]
+    frames = [read_chips(p, instrument=inst) for p in paths]
+    params = cr.params_for_stack(instrument=inst, n_images=3, mean_exptime=headers[0].exptime)
+    want = cr.reject_stack(frames=frames, headers=headers, params=params, instrument=inst)
+    read_lazily = []
+    real_rows = cr._hdu_rows
+    monkeypatch.setattr(cr, "_hdu_rows", lambda *a, lazy: read_lazily.append(lazy) or real_rows(*a, lazy=lazy))
+    if lazy:
+        monkeypatch.setattr(cr, "IN_MEMORY_LIMIT", 0)
+    got = cr.reject_files(paths=paths, headers=headers, info=[[cr.ChipInfo.of(c) for c in f] for f in frames],
+                          params=params, instrument=inst, block_rows=16)
+    assert set(read_lazily) == {lazy}
+    assert sum(int(m.sum()) for f in want for m in f) > 100
+    for k in range(3):
+        for c, res in enumerate(got):
+            np.testing.assert_array_equal(res.masks[k], want[k][c], err_msg=f"{name} frame {k} chip {c}")
+
+
 def test_crreject_files_with_table_and_overrides(flt_pair, config):
     paths, _, _ = flt_pair
     report = cr.crreject_files(paths, config=config, crrejtab=TABLES["wfc3_uvis"] if CRREJTAB.is_dir() else None,
