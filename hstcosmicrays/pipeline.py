@@ -185,25 +185,35 @@ def _process_wfpc2_group(task: GroupTask, *, instrument: InstrumentConfig) -> li
 
 
 def _process_ccd_group(task: GroupTask, *, instrument: InstrumentConfig) -> list:
-    """CCDs (FLT): CR-SPLIT rejection of the stack; a lone frame is recorded as unrejectable."""
+    """CCDs (FLT): CR-SPLIT rejection of the stack; a lone frame is recorded as unrejectable.
+
+    Memory grows with the stack only by its masks (1 byte a pixel of every frame): each frame
+    is read whole only to be screened and, after the rejection, to be measured, one at a time;
+    the rejection reads the pixels from the files (``crreject.reject_files``, row blocks for a
+    large stack).
+    """
     outcomes: dict[int, object] = {}
-    frames = _read_usable_frames(task, instrument=instrument, outcomes=outcomes)
+    frames = _read_usable_frames(task, instrument=instrument, outcomes=outcomes, keep_pixels=False)
     if len(frames) == 1:
         pos, header, _, _ = frames[0]
         outcomes[pos] = _frame_failure(
             header.rootname, "reject", "single frame: no CR-SPLIT partner to reject cosmic rays against"
         )
     elif frames:
-        _reject_and_measure(frames, task=task, instrument=instrument, outcomes=outcomes)
+        _reject_and_measure(frames, task=task, instrument=instrument, outcomes=outcomes, from_files=True)
     return [outcomes[pos] for pos in sorted(outcomes)]
 
 
-def _read_usable_frames(task: GroupTask, *, instrument: InstrumentConfig, outcomes: dict) -> list:
+def _read_usable_frames(
+    task: GroupTask, *, instrument: InstrumentConfig, outcomes: dict, keep_pixels: bool = True,
+) -> list:
     """Read the frames of a task; unreadable or screened-out frames go to ``outcomes``.
 
     Returns
     -------
     list of (position, FrameHeader, chips, orbit file)
+        ``chips`` as ``frames.read_chips`` gives them, or with ``keep_pixels=False`` their
+        :class:`~hstcosmicrays.crreject.ChipInfo` only (the pixels are released).
     """
     from . import crreject
     from .frames import read_chips, read_header
@@ -221,6 +231,8 @@ def _read_usable_frames(task: GroupTask, *, instrument: InstrumentConfig, outcom
         if reason:
             outcomes[pos] = _frame_failure(name, "select", reason)
             continue
+        if not keep_pixels:
+            chips = tuple(crreject.ChipInfo.of(c) for c in chips)
         frames.append((pos, header, chips, orbit_file))
     return frames
 
@@ -233,9 +245,17 @@ def _with_cr_flags(chips, masks, *, instrument: InstrumentConfig) -> tuple:
     )
 
 
-def _reject_and_measure(frames: list, *, task: GroupTask, instrument: InstrumentConfig, outcomes: dict) -> None:
-    """CR-SPLIT rejection of two or more read frames, then the measurement of each."""
+def _reject_and_measure(frames: list, *, task: GroupTask, instrument: InstrumentConfig, outcomes: dict,
+                        from_files: bool = False) -> None:
+    """CR-SPLIT rejection of two or more frames, then the measurement of each.
+
+    ``frames`` as :func:`_read_usable_frames` gives them: with their chips in memory
+    (``crreject.reject_stack``), or with ``from_files`` their ChipInfo only; then the rejection
+    reads the FLT files (``crreject.reject_files``) and each frame is read again, one at a time,
+    to be measured.
+    """
     from . import crreject
+    from .frames import read_chips
     from .measure import measure_frame
 
     headers = [f[1] for f in frames]
@@ -244,14 +264,27 @@ def _reject_and_measure(frames: list, *, task: GroupTask, instrument: Instrument
             instrument=instrument, n_images=len(frames),
             mean_exptime=float(np.mean([h.exptime for h in headers])),
         )
-        masks = crreject.reject_stack(
-            frames=[f[2] for f in frames], headers=headers, params=params, instrument=instrument,
-        )
+        if from_files:
+            results = crreject.reject_files(
+                paths=[task.science[f[0]] for f in frames], headers=headers, info=[f[2] for f in frames],
+                params=params, instrument=instrument,
+            )
+            masks = [[r.masks[k] for r in results] for k in range(len(frames))]
+        else:
+            masks = crreject.reject_stack(
+                frames=[f[2] for f in frames], headers=headers, params=params, instrument=instrument,
+            )
     except Exception as exc:  # noqa: BLE001
         for pos, header, _, _ in frames:
             outcomes[pos] = _frame_failure(header.rootname, "reject", exc)
         return
     for (pos, header, chips, orbit_file), frame_masks in zip(frames, masks):
+        if from_files:
+            try:
+                chips = read_chips(task.science[pos], instrument=instrument)
+            except Exception as exc:  # noqa: BLE001 - e.g. the file changed on disk since the rejection
+                outcomes[pos] = _frame_failure(header.rootname, "read", exc)
+                continue
         try:
             outcomes[pos] = measure_frame(
                 header=header, chips=_with_cr_flags(chips, frame_masks, instrument=instrument),
@@ -260,6 +293,7 @@ def _reject_and_measure(frames: list, *, task: GroupTask, instrument: Instrument
             )
         except Exception as exc:  # noqa: BLE001
             outcomes[pos] = _frame_failure(header.rootname, "measure", exc)
+        del chips
 
 
 # ----------------------------------------------------------------------------------------------
