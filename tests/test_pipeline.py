@@ -126,22 +126,6 @@ class FlakyArchive:
         return files
 
 
-def test_large_stacks_are_read_from_the_files_with_the_same_result(reference_store, tmp_path, monkeypatch):
-    """A stack above crreject.IN_MEMORY_LIMIT is rejected from row blocks of its files (so a
-    month of many darks needs the memory of its masks, not of its frames; see
-    benchmarks/bench_pipeline_month.py); the store is the same."""
-    from hstcosmicrays import crreject
-
-    read_lazily = []
-    real_rows = crreject._hdu_rows
-    monkeypatch.setattr(crreject, "_hdu_rows", lambda *a, lazy: read_lazily.append(lazy) or real_rows(*a, lazy=lazy))
-    monkeypatch.setattr(crreject, "IN_MEMORY_LIMIT", 0)
-    out = tmp_path / "blocks"
-    assert run_pipeline_main(RUN + ["--start", "2003-01", "--stop", "2003-03", "--output", str(out), "-q"]) == 0
-    assert read_lazily and all(read_lazily)
-    assert_same_store(reference_store, out / f"{INSTR}.h5")
-
-
 def test_archive_failure_marks_month_failed_and_next_run_retries(tmp_path):
     from hstcosmicrays.archive.simulated import SimulatedArchive
 
@@ -251,6 +235,22 @@ def test_dask_scheduler_and_local_pool_give_the_same_store(reference_store, tmp_
 
 
 @pytest.mark.slow
+def test_large_stacks_are_read_from_the_files_with_the_same_result(reference_store, tmp_path, monkeypatch):
+    """A stack above crreject.IN_MEMORY_LIMIT is rejected from row blocks of its files (so a
+    month of many darks needs the memory of its masks, not of its frames; see
+    benchmarks/bench_pipeline_month.py); the store is the same."""
+    from hstcosmicrays import crreject
+
+    read_lazily = []
+    real_rows = crreject._hdu_rows
+    monkeypatch.setattr(crreject, "_hdu_rows", lambda *a, lazy: read_lazily.append(lazy) or real_rows(*a, lazy=lazy))
+    monkeypatch.setattr(crreject, "IN_MEMORY_LIMIT", 0)
+    out = tmp_path / "blocks"
+    assert run_pipeline_main(RUN + ["--start", "2003-01", "--stop", "2003-03", "--output", str(out), "-q"]) == 0
+    assert read_lazily and all(read_lazily)
+    assert_same_store(reference_store, out / f"{INSTR}.h5")
+
+
 def test_ctrl_c_stops_cleanly_keeping_committed_months(tmp_path):
     proc = subprocess.Popen(_run_cmd(tmp_path, "2003-01", "2004-12"), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
