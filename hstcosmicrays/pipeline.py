@@ -447,6 +447,20 @@ class CosmicRayPipeline:
 
     # -- running ------------------------------------------------------------------------------
 
+    def _log_provenance(self) -> None:
+        """What produced this run's numbers, at the head of its log: the software version, the
+        configuration (its digest is stored with every month) and the CR-rejection parameters."""
+        inst = self.instrument
+        log.info("hstcosmicrays %s, archive %s; configuration %s (digest %s, stored with each month)",
+                 __version__, self.options.archive, self.config.source, self.config.digest)
+        if inst.kind in ("ccd", "wfpc2") and inst.crreject_rows:
+            log.info("%s: CR-SPLIT parameters chosen for each stack by its size and mean exposure time "
+                     "among the %d rows of instruments.%s.crreject_rows", inst.name, len(inst.crreject_rows),
+                     inst.name)
+        elif inst.kind in ("ccd", "wfpc2"):
+            log.info("%s: CR-SPLIT parameters %s", inst.name, inst.crreject)
+        log.debug("%s: configuration %r", inst.name, inst)
+
     def run(self) -> RunSummary:
         """Process every pending month; returns what was committed, failed or skipped."""
         committed, failed = [], []
@@ -456,6 +470,7 @@ class CosmicRayPipeline:
             self.store_path, instrument=self.instrument.name, software_version=__version__,
             config_hash=self.config.digest,
         ) as store:
+            self._log_provenance()
             todo, skipped = self.pending_months(store)
             log.info(
                 "%s: %d months to process, %d already committed (store %s)",

@@ -66,3 +66,17 @@ def test_archive_that_is_no_directory_is_a_usage_error_before_the_store(tmp_path
     assert run_pipeline_main(args) == 2
     assert f"existing directory, got '{missing}'" in capsys.readouterr().err
     assert not (tmp_path / "out" / "acs_hrc.h5").exists()
+
+
+def test_the_run_log_names_version_configuration_and_cr_parameters(tmp_path):
+    from hstcosmicrays import __version__
+    from hstcosmicrays.config import load_config
+
+    args = ["--instr", "acs_hrc", "--archive", "simulated", "--darks-per-month", "2", "--workers", "1",
+            "--start", "2004-06", "--stop", "2004-06", "--output", str(tmp_path), "-q"]
+    assert run_pipeline_main(args) == 0
+    (logfile,) = (tmp_path / "logs").glob("acs_hrc-*.log")
+    text = logfile.read_text()
+    assert f"hstcosmicrays {__version__}, archive simulated" in text
+    assert f"(digest {load_config().digest}, stored with each month)" in text
+    assert "acs_hrc: CR-SPLIT parameters CRRejectParams(crsigmas=(6.5, 5.5, 4.5)" in text
