@@ -3,7 +3,8 @@
 Commits N months of a typical full-frame CCD month (8 darks, 40,000 CRs each, 20 orbit samples
 each) and prints the commit time of the first and last months, so that one can see that the
 write cost per month does not grow with the number of months already stored, and the read time
-of one column at the end.
+of one column at the end; then commits every other month again (as ``--reprocess`` does) and
+times ``ResultsStore.compact``.
 
     python benchmarks/bench_store.py [N_MONTHS]
 """
@@ -57,6 +58,15 @@ def main(n_months: int = 120) -> None:
         t0 = time.perf_counter()
         col = read_committed(path, "cosmic_rays", columns=["energy"])["energy"]
         print(f"read one column of {len(col):,} rows: {time.perf_counter() - t0:.2f} s")
+        # reprocess every other month, then compact
+        with ResultsStore.open(path, instrument="bench", software_version="0", config_hash="0") as store:
+            for k in range(0, n_months, 2):
+                label = f"{2000 + k // 12}-{k % 12 + 1:02d}"
+                store.commit_month(month=label, n_found=8, started=0.0, **month(label, rng))
+            t0 = time.perf_counter()
+            before, after = store.compact()
+        print(f"compact after reprocessing half of the months: {time.perf_counter() - t0:.1f} s, "
+              f"{before / 1e6:.0f} MB -> {after / 1e6:.0f} MB")
 
 
 if __name__ == "__main__":

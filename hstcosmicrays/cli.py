@@ -111,6 +111,8 @@ def _run_pipeline_parser() -> argparse.ArgumentParser:
 def run_pipeline_main(argv: list[str] | None = None) -> int:
     """Entry point of ``run_pipeline``."""
     args = _run_pipeline_parser().parse_args(argv)
+    from .store import StoreError
+
     try:
         from .config import ConfigError
 
@@ -143,6 +145,9 @@ def run_pipeline_main(argv: list[str] | None = None) -> int:
     except CLIError as exc:
         print(f"run_pipeline: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except StoreError as exc:  # another run writes the store, or it is not this instrument's
+        print(f"run_pipeline: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         log.warning("interrupted: committed months are kept; run the same command again to resume")
         return EXIT_INTERRUPTED
@@ -158,23 +163,52 @@ def run_pipeline_main(argv: list[str] | None = None) -> int:
 # hstcosmicrays <subcommand>
 
 
-def _add_status(sub) -> None:
-    p = sub.add_parser("status", help="the month ledger of an instrument's store")
+def _store_arguments(p) -> None:
     p.add_argument("--instr", required=True)
     p.add_argument("--output", type=Path, help="output directory (default: data_products)")
     p.add_argument("--config", type=Path)
-    p.set_defaults(func=_cmd_status)
 
 
-def _cmd_status(args) -> int:
-    from .store import format_ledger, store_path
+def _existing_store(args):
+    """(config, instrument, path) of the store that ``--instr`` and ``--output`` name; it must exist."""
+    from .store import store_path
 
     config = _load_config(args.config)
     instrument = config.instrument(args.instr)
     path = store_path(_output_dir(args, config), instrument)
     if not path.exists():
         raise CLIError(f"no results store for {instrument.name} at {path}")
+    return config, instrument, path
+
+
+def _add_status(sub) -> None:
+    p = sub.add_parser("status", help="the month ledger of an instrument's store")
+    _store_arguments(p)
+    p.set_defaults(func=_cmd_status)
+
+
+def _cmd_status(args) -> int:
+    from .store import format_ledger
+
+    _, _, path = _existing_store(args)
     print(format_ledger(path))
+    return EXIT_OK
+
+
+def _add_compact(sub) -> None:
+    p = sub.add_parser("compact", help="drop the rows that --reprocess and retried months left in a store")
+    _store_arguments(p)
+    p.set_defaults(func=_cmd_compact)
+
+
+def _cmd_compact(args) -> int:
+    from .store import ResultsStore
+
+    config, instrument, path = _existing_store(args)
+    with ResultsStore.open(path, instrument=instrument.name, software_version=__version__,
+                           config_hash=config.digest) as store:
+        before, after = store.compact()
+    print(f"{path}: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB")
     return EXIT_OK
 
 
@@ -365,7 +399,7 @@ def _main_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"hstcosmicrays {__version__}")
     _verbosity(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_status, _add_simulate, _add_crreject, _add_measure, _add_split_ima, _add_plot, _add_export,
+    for add in (_add_status, _add_compact, _add_simulate, _add_crreject, _add_measure, _add_split_ima, _add_plot, _add_export,
                 _add_mast_server):
         add(sub)
     return p
@@ -376,12 +410,16 @@ def main(argv: list[str] | None = None) -> int:
     args = _main_parser().parse_args(argv)
     setup_logging(verbosity=args.verbosity)
     from .config import ConfigError
+    from .store import StoreError
 
     try:
         return args.func(args)
     except (CLIError, ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"hstcosmicrays {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except StoreError as exc:
+        print(f"hstcosmicrays {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"hstcosmicrays {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

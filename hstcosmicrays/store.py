@@ -16,6 +16,10 @@ superblock's "open for write" flags set and possibly an end-of-allocation mark s
 wrote; the next writer (holding ``<store>.lock``) clears the flags and raises the mark to the file
 size, as ``h5clear -s --increment`` would, then truncates each data table to the largest range a
 ledger row owns, dropping the partial month.
+
+Compaction (:meth:`ResultsStore.compact`, ``hstcosmicrays compact``) rewrites the file with only
+the latest ledger row of each month and its rows, into ``<store>.compacting``, renamed over the
+store when complete.
 """
 
 from __future__ import annotations
@@ -419,6 +423,29 @@ def _open_swmr_writer(path: Path) -> h5py.File:
     return h5py.File(fid)
 
 
+def _create_tables(f: h5py.File, *, attrs: Mapping) -> None:
+    """The root attributes and every table of the schema, empty, in a new file."""
+    for key, value in attrs.items():
+        f.attrs[key] = value
+    for table, columns in TABLES.items():
+        grp = f.create_group(table)
+        chunk = CHUNK_ROWS[table]
+        for col in columns:
+            ds = grp.create_dataset(
+                col.name, shape=(0,), maxshape=(None,), dtype=col.dtype, chunks=(chunk,),
+                compression="gzip", compression_opts=4, shuffle=True,
+            )
+            ds.attrs["unit"] = col.unit
+            ds.attrs["description"] = col.description
+
+
+def _fsync_replace(tmp: Path, path: Path) -> None:
+    """Put the finished file ``tmp`` in the place of ``path`` at once (after it is on disk)."""
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 @dataclass(frozen=True)
 class MonthCommit:
     """What a commit appended: the ledger row as plain values."""
@@ -500,24 +527,12 @@ class ResultsStore:
     def _create(self) -> None:
         tmp = self.path.with_name(self.path.name + ".creating")
         with h5py.File(tmp, "w", libver="latest", locking=False) as f:
-            f.attrs["schema_version"] = SCHEMA_VERSION
-            f.attrs["instrument"] = self.instrument
-            f.attrs["software_version"] = self.software_version
-            f.attrs["config_hash"] = self.config_hash
-            f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            for table, columns in TABLES.items():
-                grp = f.create_group(table)
-                chunk = CHUNK_ROWS[table]
-                for col in columns:
-                    ds = grp.create_dataset(
-                        col.name, shape=(0,), maxshape=(None,), dtype=col.dtype, chunks=(chunk,),
-                        compression="gzip", compression_opts=4, shuffle=True,
-                    )
-                    ds.attrs["unit"] = col.unit
-                    ds.attrs["description"] = col.description
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+            _create_tables(f, attrs={
+                "schema_version": SCHEMA_VERSION, "instrument": self.instrument,
+                "software_version": self.software_version, "config_hash": self.config_hash,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            })
+        _fsync_replace(tmp, self.path)
         log.info("created results store %s", self.path)
 
     def _recover(self) -> None:
@@ -550,6 +565,63 @@ class ResultsStore:
                     col.resize((n_ledger,))
             if dropped:
                 log.warning("%s: dropped the rows of an interrupted commit %s", self.path, dropped)
+
+    def compact(self) -> tuple[int, int]:
+        """Rewrite the store with only what readers see, dropping the rows that ``--reprocess``
+        and retried months left behind.
+
+        Each month keeps its latest ledger row (as it was: state, counts, times, software
+        version, config hash) and the rows of every table that this ledger row owns; earlier
+        ledger rows of a month and their rows are dropped. The visible content does not change,
+        but file row numbers do (``exposure_index`` is renumbered to match): results opened
+        before must be opened again.
+
+        The new file is written beside the store (``<store>.compacting``) and put in its place
+        at once when complete, so an interruption leaves the store as it was.
+
+        Returns
+        -------
+        (int, int)
+            File size in bytes before and after.
+        """
+        if self._lock_fh is None:
+            raise StoreError("the store is not open for writing (use ResultsStore.open)")
+        before = self.path.stat().st_size
+        tmp = self.path.with_name(self.path.name + ".compacting")
+        try:
+            with open_for_reading(self.path) as src, h5py.File(tmp, "w", libver="latest", locking=False) as dst:
+                _create_tables(dst, attrs=dict(src.attrs))
+                ledger = _read_ledger_arrays(src)
+                keep = _latest_rows(ledger)
+                rows = {k: v[keep].copy() for k, v in ledger.items()}
+                old_starts = {t: rows[f"{t}_start"].copy() for t in DATA_TABLES}
+                for table in DATA_TABLES:
+                    sizes = np.maximum(rows[f"{table}_stop"] - old_starts[table], 0)
+                    rows[f"{table}_start"] = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(sizes.dtype)
+                    rows[f"{table}_stop"] = rows[f"{table}_start"] + sizes
+                # cosmic_rays and orbit point at file rows of exposures: renumber them
+                shift = rows["exposures_start"] - old_starts["exposures"]
+                for table in DATA_TABLES:
+                    spans = zip(old_starts[table].tolist(), rows[f"{table}_start"].tolist(),
+                                rows[f"{table}_stop"].tolist(), shift.tolist())
+                    spans = [span for span in spans if span[2] > span[1]]
+                    for col in TABLES[table]:
+                        ds = dst[table][col.name]
+                        ds.resize((int(rows[f"{table}_stop"].max()) if len(keep) else 0,))
+                        for a, at, stop, d in spans:
+                            data = src[table][col.name][a:a + stop - at]
+                            ds[at:stop] = data + d if col.name == "exposure_index" else data
+                for col in TABLES["months"]:
+                    ds = dst["months"][col.name]
+                    ds.resize((len(keep),))
+                    ds[:] = rows[col.name]
+            _fsync_replace(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        after = self.path.stat().st_size
+        log.info("%s: compacted from %d to %d ledger rows, %.1f MB to %.1f MB", self.path,
+                 len(ledger["month"]), len(keep), before / 1e6, after / 1e6)
+        return before, after
 
     # -- queries ------------------------------------------------------------------------------
 

@@ -80,3 +80,18 @@ def test_the_run_log_names_version_configuration_and_cr_parameters(tmp_path):
     assert f"hstcosmicrays {__version__}, archive simulated" in text
     assert f"(digest {load_config().digest}, stored with each month)" in text
     assert "acs_hrc: CR-SPLIT parameters CRRejectParams(crsigmas=(6.5, 5.5, 4.5)" in text
+
+
+def test_a_store_in_use_is_a_one_line_error(tmp_path, capsys):
+    from hstcosmicrays.cli import setup_logging
+    from hstcosmicrays.store import ResultsStore
+
+    setup_logging(verbosity=-1)  # no handler left on an earlier test's captured stream
+    path = tmp_path / "acs_hrc.h5"
+    with ResultsStore.open(path, instrument="acs_hrc", software_version="0", config_hash="x"):
+        args = ["--instr", "acs_hrc", "--archive", "simulated", "--output", str(tmp_path), "--workers", "1",
+                "--start", "2004-06", "--stop", "2004-06"]
+        assert run_pipeline_main(args) == 1
+        assert main(["compact", "--instr", "acs_hrc", "--output", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(f"{path} is being written by pid" in line for line in err)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import h5py
 import numpy as np
 import pytest
 
@@ -105,6 +106,62 @@ def test_rerun_skips_committed_months_and_reprocess_redoes_them(reference_store,
     # reprocessing gives the same rows, and no duplicates are visible
     ex = read_committed(path, "exposures", columns=["rootname"])
     assert len(ex["rootname"]) == len(set(ex["rootname"].tolist())) == 8
+
+
+def test_compact_drops_what_reprocess_left_and_keeps_what_readers_see(reference_store, tmp_path, capsys):
+    import shutil
+
+    from hstcosmicrays.results import open_results
+
+    path = tmp_path / f"{INSTR}.h5"
+    shutil.copy(reference_store, path)
+    # months 2003-02 and 2003-03 processed twice: their first rows stay in the file, unseen
+    args = RUN + ["--start", "2003-02", "--stop", "2003-03", "--output", str(tmp_path), "--reprocess", "-q"]
+    assert run_pipeline_main(args) == 0
+    seen = store_tables(path)
+    ledger = read_ledger(path, latest=False)
+    with h5py.File(path, "r") as f:
+        stored = f["cosmic_rays/x"].shape[0]
+    assert len(ledger["month"]) == 5 and stored > len(seen["cosmic_rays"]["x"])
+    size = path.stat().st_size
+
+    assert main(["compact", "--instr", INSTR, "--output", str(tmp_path)]) == 0
+    assert "MB ->" in capsys.readouterr().out
+    assert path.stat().st_size < size
+    compacted = read_ledger(path, latest=False)
+    assert compacted["month"].tolist() == [b"2003-01", b"2003-02", b"2003-03"]
+    for col in ("state", "n_cr", "started", "finished", "config_hash", "software_version"):
+        np.testing.assert_array_equal(compacted[col], ledger[col][[0, 3, 4]])
+    with h5py.File(path, "r") as f:
+        for table in ("exposures", "cosmic_rays", "orbit", "failures"):
+            columns = {ds.shape[0] for ds in f[table].values()}
+            assert columns == {int(compacted[f"{table}_stop"].max())}, table
+    assert_same_store(reference_store, path)
+    # each CR still points at its own exposure
+    res = open_results(path)
+    ex, crs = res.exposures(), res.cosmic_rays()
+    assert (crs.groupby("exposure_index").size().reindex(ex.index).to_numpy() == ex.n_cr.to_numpy()).all()
+    # and the store takes new months as before
+    assert run_pipeline_main(RUN + ["--start", "2003-04", "--stop", "2003-04", "--output", str(tmp_path), "-q"]) == 0
+    assert read_ledger(path)["month"].tolist()[-1] == b"2003-04"
+
+
+def test_an_interrupted_compaction_leaves_the_store_as_it_was(reference_store, tmp_path, monkeypatch):
+    import shutil
+
+    from hstcosmicrays import store as store_mod
+
+    path = tmp_path / f"{INSTR}.h5"
+    shutil.copy(reference_store, path)
+    before = path.read_bytes()
+
+    def killed(tmp, target):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_mod, "_fsync_replace", killed)
+    assert main(["compact", "--instr", INSTR, "--output", str(tmp_path)]) == 130
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{INSTR}.h5", f"{INSTR}.h5.lock"]
 
 
 class FlakyArchive:
