@@ -597,8 +597,8 @@ class ResultsStore:
                 old_starts = {t: rows[f"{t}_start"].copy() for t in DATA_TABLES}
                 for table in DATA_TABLES:
                     sizes = np.maximum(rows[f"{table}_stop"] - old_starts[table], 0)
-                    rows[f"{table}_start"] = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(sizes.dtype)
-                    rows[f"{table}_stop"] = rows[f"{table}_start"] + sizes
+                    rows[f"{table}_stop"] = np.cumsum(sizes)
+                    rows[f"{table}_start"] = rows[f"{table}_stop"] - sizes
                 # cosmic_rays and orbit point at file rows of exposures: renumber them
                 shift = rows["exposures_start"] - old_starts["exposures"]
                 for table in DATA_TABLES:

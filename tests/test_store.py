@@ -226,3 +226,17 @@ def test_reader_in_another_process_while_writing(tmp_path):
     assert reader.returncode == 0, err
     assert int(out) == 40
     _check_consistent(path)
+
+
+def test_compact_an_empty_store_and_one_with_only_a_failed_month(tmp_path):
+    path = tmp_path / "s.h5"
+    with ResultsStore.open(path, **OPEN) as store:
+        store.compact()
+    assert len(read_ledger(path, latest=False)["month"]) == 0
+    with ResultsStore.open(path, **OPEN) as store:
+        store.record_month_failure(month="2012-01", error="MAST down", started=0.0)
+        store.record_month_failure(month="2012-01", error="MAST down again", started=1.0)
+        store.compact()
+    ledger = read_ledger(path, latest=False)
+    assert ledger["month"].tolist() == [b"2012-01"] and ledger["error"].tolist() == [b"MAST down again"]
+    assert ledger["state"].tolist() == [b"failed"] and ledger["failures_stop"].tolist() == [0]
