@@ -399,8 +399,8 @@ def _main_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"hstcosmicrays {__version__}")
     _verbosity(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_status, _add_compact, _add_simulate, _add_crreject, _add_measure, _add_split_ima, _add_plot, _add_export,
-                _add_mast_server):
+    for add in (_add_status, _add_compact, _add_simulate, _add_crreject, _add_measure, _add_split_ima, _add_plot,
+                _add_export, _add_mast_server):
         add(sub)
     return p
 
