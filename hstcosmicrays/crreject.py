@@ -83,6 +83,7 @@ import dataclasses
 import logging
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -602,8 +603,18 @@ _SKY_MIN_BINS = 1000
 _SKY_MAX_BINS = 10000
 
 
+#: Serialises reads from sources that are not arrays in memory. An astropy ``ImageHDU.section``
+#: reads through its HDUList's file object (seek, then read), so two threads reading one file at
+#: once can get each other's rows. The computation on the blocks stays parallel.
+_READ_LOCK = threading.Lock()
+
+
 def _rows(source: Any, a: int, b: int, dtype=None) -> np.ndarray:
-    block = source[a:b]
+    if isinstance(source, np.ndarray):
+        block = source[a:b]
+    else:
+        with _READ_LOCK:
+            block = np.asarray(source[a:b])
     return np.asarray(block, dtype=dtype) if dtype is not None else np.asarray(block)
 
 

@@ -662,8 +662,9 @@ def test_cli_changes_no_file_when_the_output_or_an_input_cannot_be_written(flt_p
 @pytest.mark.parametrize("name,month,shape", [("acs_hrc", "2004-06", (96, 128)), ("wfc3_uvis", "2012-06", (64, 4096))])
 @pytest.mark.parametrize("lazy", [False, True])
 def test_reject_files_equals_reject_stack(config, tmp_path, monkeypatch, name, month, shape, lazy):
-    """The pipeline's path (pixels read from the files, in row blocks for a large stack) gives
-    the masks of reject_stack on the frames in memory, for both noise models."""
+    """The pipeline's path (pixels read from the files, in row blocks for a large stack, blocks
+    on two threads) gives the masks of reject_stack on the frames in memory, for both noise
+    models."""
     from hstcosmicrays import simulate
     from hstcosmicrays.frames import read_chips
     from hstcosmicrays.intervals import parse_month
@@ -686,7 +687,7 @@ def test_reject_files_equals_reject_stack(config, tmp_path, monkeypatch, name, m
     if lazy:
         monkeypatch.setattr(cr, "IN_MEMORY_LIMIT", 0)
     got = cr.reject_files(paths=paths, headers=headers, info=[[cr.ChipInfo.of(c) for c in f] for f in frames],
-                          params=params, instrument=inst, block_rows=16)
+                          params=params, instrument=inst, block_rows=16, threads=2)
     assert set(read_lazily) == {lazy}
     assert sum(int(m.sum()) for f in want for m in f) > 100
     for k in range(3):
