@@ -75,6 +75,9 @@ rows on both sides, so that all iterations (whose spill reaches ``floor(R)`` row
 time) run inside the block; results are kept for the block's own rows only. The inputs may be
 numpy arrays, memory maps, or anything that returns an array for ``source[a:b]`` (an astropy
 ``ImageHDU.section``), so a stack of any size needs memory for its masks plus one block.
+Blocks may run on several threads (``threads``): numpy releases the GIL for the work, and reads
+from inputs that are not arrays in memory are serialised by a lock (a section reads through
+its file object, which two threads must not share at once).
 """
 
 from __future__ import annotations
