@@ -1228,6 +1228,9 @@ def reject_stack(
 #: Above this many bytes of pixel data a stack is read row block by row block from the files.
 IN_MEMORY_LIMIT = 1 << 30
 
+#: Row blocks rejected at once by default (numpy releases the GIL): the number of CPUs, at most 4.
+DEFAULT_THREADS = max(1, min(4, os.cpu_count() or 1))
+
 
 @dataclass(frozen=True)
 class FileSummary:
@@ -1590,7 +1593,7 @@ def crreject_files(
     )
     log.info("%s: rejecting %d frames with %s", inst.name, n, params)
     if threads is None:
-        threads = max(1, min(4, os.cpu_count() or 1))
+        threads = DEFAULT_THREADS
 
     # gain and read noise per chip (broadcast rows: no full-size arrays are kept)
     info = []

@@ -11,7 +11,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import logging
-import os
 import shutil
 import signal
 import threading
@@ -246,11 +245,6 @@ def _with_cr_flags(chips, masks, *, instrument: InstrumentConfig) -> tuple:
     )
 
 
-#: Row blocks rejected at once within one task (numpy releases the GIL). A CCD month is usually
-#: one stack, so one task: without threads it would use one core whatever the workers.
-_REJECT_THREADS = max(1, min(4, os.cpu_count() or 1))
-
-
 def _reject_and_measure(frames: list, *, task: GroupTask, instrument: InstrumentConfig, outcomes: dict,
                         from_files: bool = False) -> None:
     """CR-SPLIT rejection of two or more frames, then the measurement of each.
@@ -273,7 +267,9 @@ def _reject_and_measure(frames: list, *, task: GroupTask, instrument: Instrument
         if from_files:
             results = crreject.reject_files(
                 paths=[task.science[f[0]] for f in frames], headers=headers, info=[f[2] for f in frames],
-                params=params, instrument=instrument, threads=_REJECT_THREADS,
+                # a CCD month is usually one stack, so one task: without threads its rejection
+                # would use one core whatever the workers
+                params=params, instrument=instrument, threads=crreject.DEFAULT_THREADS,
             )
             masks = [[r.masks[k] for r in results] for k in range(len(frames))]
         else:
