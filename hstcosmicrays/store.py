@@ -605,9 +605,10 @@ class ResultsStore:
                     spans = zip(old_starts[table].tolist(), rows[f"{table}_start"].tolist(),
                                 rows[f"{table}_stop"].tolist(), shift.tolist())
                     spans = [span for span in spans if span[2] > span[1]]
+                    total = int(rows[f"{table}_stop"][-1]) if len(keep) else 0
                     for col in TABLES[table]:
                         ds = dst[table][col.name]
-                        ds.resize((int(rows[f"{table}_stop"].max()) if len(keep) else 0,))
+                        ds.resize((total,))
                         for a, at, stop, d in spans:
                             data = src[table][col.name][a:a + stop - at]
                             ds[at:stop] = data + d if col.name == "exposure_index" else data
