@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
+from scipy import integrate, ndimage, special
 
 from hstcosmicrays import crreject as cr
 from hstcosmicrays.cli import main as cli_main
@@ -334,6 +335,74 @@ def test_blocks_and_threads_do_not_change_the_masks(config):
         part = cr.reject_chip(block_rows=rows, threads=threads, **kw)
         for a, b in zip(whole.masks, part.masks):
             np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# pure Gaussian noise: flag rates against their exact probabilities
+
+
+def noise_stack(*, n, shape, sigma=5.0, seed):
+    """``n`` frames of pure Gaussian noise (e-) with an exact ERR array and no bad pixels."""
+    rng = np.random.default_rng(seed)
+    sci = [rng.normal(0.0, sigma, shape).astype(np.float32) for _ in range(n)]
+    err = [np.full(shape, sigma, np.float32) for _ in range(n)]
+    dq = [np.zeros(shape, np.int16) for _ in range(n)]
+    return sci, err, dq
+
+
+def noise_flag_fraction(*, n, initgues, sigma_k, crradius=0.0, crthresh=1.0, shape=(2048, 2048), seed=0):
+    """Flagged fraction of the frame-pixels of a pure-noise stack, one iteration at ``sigma_k``."""
+    sci, err, dq = noise_stack(n=n, shape=shape, seed=seed)
+    params = CRRejectParams(crsigmas=(sigma_k,), crradius=crradius, crthresh=crthresh,
+                            initgues=initgues, skysub="none", scalense=0.0, badinpdq=0)
+    res = cr.reject_chip(sci=sci, dq=dq, err=err, exptime=[500.0] * n, params=params,
+                         noise_model="err", threads=2)
+    return sum(int(m.sum()) for m in res.masks) / (n * shape[0] * shape[1])
+
+
+def upper_tail(x):
+    """P(Z > x) for a standard normal Z."""
+    return 0.5 * special.erfc(x / math.sqrt(2.0))
+
+
+@pytest.mark.parametrize("sigma_k", [3.0, 4.0])
+def test_pure_noise_pair_against_the_minimum_flags_at_the_exact_rate(sigma_k):
+    """Two frames, guess = their minimum: frame k is flagged when e_k - e_j > s sigma, and
+    e_k - e_j is normal with variance 2 sigma^2, so the flagged fraction of all frame-pixels is
+    P(Z > s / sqrt 2) (0.0169 for s = 3, 0.00234 for s = 4; STIS's real pair rows use s = 4)."""
+    got = noise_flag_fraction(n=2, initgues="minimum", sigma_k=sigma_k, seed=int(sigma_k))
+    want = upper_tail(sigma_k / math.sqrt(2.0))
+    assert got == pytest.approx(want, rel=0.03)
+
+
+def test_pure_noise_triplet_against_the_median_flags_at_the_exact_rate():
+    """Three frames, guess = their median: only the largest or the smallest value can be
+    flagged, when it lies more than s sigma from the middle one. With the density of the
+    (middle, largest) pair of three, 6 F(y) f(y) f(z) for y < z, the flagged fraction of all
+    frame-pixels is (2/3) P(X(3) - X(2) > s) = (2/3) 6 int F(y) f(y) P(Z > y + s) dy."""
+    s = 3.0
+    tail, _ = integrate.quad(
+        lambda y: special.ndtr(y) * math.exp(-0.5 * y * y) / math.sqrt(2 * math.pi) * upper_tail(y + s),
+        -np.inf, np.inf)
+    want = 2.0 / 3.0 * 6.0 * tail
+    got = noise_flag_fraction(n=3, initgues="median", sigma_k=s, seed=5)
+    assert got == pytest.approx(want, rel=0.03)
+
+
+def test_pure_noise_spill_flags_neighbours_at_the_exact_rate():
+    """Pair against the minimum with spill to the 8 surrounding pixels (CRRADIUS 1.5). A pixel
+    is a hit with probability p = P(Z > s / sqrt 2); a pixel that is not a hit is spill when one
+    of its m neighbours is a hit (independent pixels) and it passes the spill test,
+    q = P(Z > c s / sqrt 2) including the hits. So P(flag) = p + (q - p) (1 - (1 - p)^m), with m
+    = 8 inside the frame, 5 on an edge and 3 in a corner."""
+    s, c, shape = 4.0, 0.5, (2048, 2048)
+    p, q = upper_tail(s / math.sqrt(2.0)), upper_tail(c * s / math.sqrt(2.0))
+    m = ndimage.convolve(np.ones(shape), np.ones((3, 3)), mode="constant") - 1
+    want = float(np.mean(p + (q - p) * (1.0 - (1.0 - p) ** m)))
+    got = noise_flag_fraction(n=2, initgues="minimum", sigma_k=s, crradius=1.5, crthresh=c,
+                              shape=shape, seed=9)
+    assert want > 1.5 * p  # the spill term is large enough to be tested
+    assert got == pytest.approx(want, rel=0.03)
 
 
 # ---------------------------------------------------------------------------------------------
