@@ -68,6 +68,26 @@ Where this differs from the C code, on purpose
 * Row selection in a CRREJTAB ignores CCDCHIP in the C code; :func:`select_crrejtab_row` keeps
   that behaviour unless ``ccdchip`` is given.
 
+False flags on pure noise
+-------------------------
+Even a stack with no cosmic ray gets flags, at rates fixed by the parameters. For Gaussian noise
+of standard deviation :math:`\\sigma` described exactly by the noise model, one iteration at
+:math:`s` and :math:`Q(x) = P(Z > x)` for a standard normal :math:`Z`:
+
+* a pair against its minimum flags a fraction :math:`p = Q(s/\\sqrt 2)` of the frame-pixels
+  (:math:`e_k - e_j` has variance :math:`2\\sigma^2`);
+* three frames against their median flag :math:`\\tfrac{2}{3} P(X_{(3)} - X_{(2)} > s)`;
+* spill adds, for a pixel with :math:`m` neighbours within CRRADIUS,
+  :math:`(q - p)\\,(1 - (1 - p)^m)` with :math:`q = Q(c\\,s/\\sqrt 2)`, :math:`c` = CRTHRESH.
+
+(``tests/test_crreject.py`` checks these to within 3 %.) With several iterations the last one
+compares each value with the mean of the others and itself, whose residual has variance
+:math:`(1 - 1/n)\\,\\sigma^2`, so the rate grows with the number of frames :math:`n`. Measured
+on such noise with the real tables: the ACS/WFC rows (5,4,3 sigma, CRTHRESH 0.5555, radius 2.1)
+flag 0.03 % of the pixels for :math:`n = 2`, 0.08 % for 4 and 0.24 % for 8; the STIS/CCD pair
+row for long darks (one 4-sigma iteration against the minimum, variance from the lower frame)
+flags 0.6 %.
+
 Memory and speed
 ----------------
 Each chip is processed in blocks of rows, each with a margin of ``len(CRSIGMAS) * floor(R)``
