@@ -93,7 +93,8 @@ def _run_pipeline_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--instr", required=True, help="instrument, e.g. wfc3uvis, acs_wfc, stis_ccd, wfpc2")
     p.add_argument("--start", type=_month, help="first month YYYY-MM (default: the instrument's first)")
-    p.add_argument("--stop", type=_month, help="last month YYYY-MM, inclusive (default: this month)")
+    p.add_argument("--stop", type=_month, help="last month YYYY-MM, inclusive (default: this month); "
+                   "months that have not ended yet are left for a later run")
     p.add_argument("--archive", help="mast (default), simulated, or a directory of FITS files")
     p.add_argument("--cloud", action="store_true", help="with --archive mast: fetch from the public HST bucket on AWS")
     p.add_argument("--output", type=Path, help="output directory (default: data_products)")

@@ -10,7 +10,7 @@ from astropy.time import Time
 
 from .config import ConfigError, InstrumentConfig
 
-__all__ = ["Month", "parse_month", "month_windows"]
+__all__ = ["Month", "parse_month", "month_windows", "utc_today"]
 
 _MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
 
@@ -72,6 +72,11 @@ def parse_month(text: str) -> Month:
     return Month(int(m.group(1)), int(m.group(2)))
 
 
+def utc_today() -> _dt.date:
+    """Today's date in UTC (month windows are UTC)."""
+    return _dt.datetime.now(_dt.timezone.utc).date()
+
+
 def _date(text: str, key: str) -> _dt.date:
     try:
         return _dt.date.fromisoformat(text)
@@ -81,7 +86,7 @@ def _date(text: str, key: str) -> _dt.date:
 
 def month_windows(
     *, instrument: InstrumentConfig, start: Month | None = None, stop: Month | None = None,
-    today: _dt.date | None = None,
+    today: _dt.date | None = None, include_unended: bool = False,
 ) -> list[Month]:
     """Months to process for an instrument, oldest first.
 
@@ -93,13 +98,18 @@ def month_windows(
     stop : Month, optional
         Last month, inclusive (default: the current month, or the month of ``active_stop``).
     today : date, optional
-        Override of today's date (for tests).
+        Override of today's date (UTC; for tests).
+    include_unended : bool
+        Also return the months that have not ended by ``today`` (the current month and later).
+        By default they are left out: a month is committed once, so it is processed only when
+        all of its darks can be in the archive.
 
     Returns
     -------
     list of Month
         Every month that has at least one active day, i.e. that overlaps
-        [active_start, active_stop) and is not entirely inside an inactive range.
+        [active_start, active_stop) and is not entirely inside an inactive range, and (unless
+        ``include_unended``) that ended on or before ``today``.
 
     Raises
     ------
@@ -108,7 +118,7 @@ def month_windows(
     """
     if start is not None and stop is not None and stop < start:
         raise ValueError(f"the last month {stop} is before the first month {start}")
-    today = today or _dt.date.today()
+    today = today or utc_today()
     first_day = _date(instrument.active_start, f"instruments.{instrument.name}.active_start")
     last_day = (
         _date(instrument.active_stop, f"instruments.{instrument.name}.active_stop")
@@ -125,7 +135,7 @@ def month_windows(
     while m <= end:
         lo, hi = max(m.start, first_day), m.stop if last_day is None else min(m.stop, last_day)
         active = lo < hi and not any(g0 <= lo and hi <= g1 for g0, g1 in gaps)
-        if active:
+        if active and (include_unended or m.stop <= today):
             months.append(m)
         m = m.next()
     return months

@@ -24,7 +24,7 @@ import numpy as np
 from ._version import __version__
 from .archive.base import Archive, ArchiveError, Dataset, make_archive
 from .config import Config, InstrumentConfig
-from .intervals import Month, month_windows
+from .intervals import Month, month_windows, utc_today
 from .schema import TABLES
 from .store import ResultsStore, store_path
 
@@ -439,6 +439,13 @@ class CosmicRayPipeline:
         """All months of the run's window (before skipping committed ones)."""
         return month_windows(instrument=self.instrument, start=self.options.start, stop=self.options.stop)
 
+    def unended_months(self) -> list[Month]:
+        """Months of the run's window that have not ended yet (UTC): left for a later run."""
+        today = utc_today()
+        months = month_windows(instrument=self.instrument, start=self.options.start, stop=self.options.stop,
+                               today=today, include_unended=True)
+        return [m for m in months if m.stop > today]
+
     def pending_months(self, store: ResultsStore) -> tuple[list[Month], list[Month]]:
         """(months to process, committed months skipped)."""
         months = self.months()
@@ -478,7 +485,14 @@ class CosmicRayPipeline:
                 "%s: %d months to process, %d already committed (store %s)",
                 self.instrument.name, len(todo), len(skipped), self.store_path,
             )
-            if not todo and not skipped:
+            unended = self.unended_months()
+            if unended:
+                # a month is committed once, so it waits until all its darks can be in the archive
+                span = unended[0].label if len(unended) == 1 else f"{unended[0]} to {unended[-1]}"
+                log.log(logging.INFO if self.options.stop is None else logging.WARNING,
+                        "%s: %s not processed: a month is processed once it has ended (UTC); "
+                        "run again after that", self.instrument.name, span)
+            if not todo and not skipped and not unended:
                 inst = self.instrument
                 log.warning("%s: no month of the window is in the instrument's active time (%s to %s)",
                             inst.name, inst.active_start, inst.active_stop or "today")

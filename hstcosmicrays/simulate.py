@@ -368,7 +368,7 @@ def _mjd(date_text: str) -> float:
 
 def _active_window(instrument: InstrumentConfig, month: Month) -> Optional[tuple[float, float]]:
     """Longest active sub-interval [lo, hi) (MJD) of the month, or None."""
-    if not month_windows(instrument=instrument, start=month, stop=month):
+    if not month_windows(instrument=instrument, start=month, stop=month, include_unended=True):
         return None
     lo, hi = month.mjd_start, month.mjd_stop
     lo = max(lo, _mjd(instrument.active_start))

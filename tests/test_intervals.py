@@ -23,9 +23,21 @@ def test_windows_skip_inactive_gap_and_respect_active_range():
     acs = load_config().instrument("acs_wfc")
     months = month_windows(instrument=acs, start=parse_month("2006-11"), stop=parse_month("2009-06"))
     assert [m.label for m in months] == ["2006-11", "2006-12", "2007-01", "2009-05", "2009-06"]
-    # the default start is the first active month, the default stop this month
+    # the default start is the first active month, the default stop the last month that has ended
     months = month_windows(instrument=acs, today=dt.date(2002, 6, 15))
-    assert months[0].label == "2002-03" and months[-1].label == "2002-06"
+    assert months[0].label == "2002-03" and months[-1].label == "2002-05"
+
+
+def test_windows_leave_out_the_months_that_have_not_ended():
+    acs = load_config().instrument("acs_wfc")
+    june, august = parse_month("2012-06"), parse_month("2012-08")
+    labels = [m.label for m in month_windows(instrument=acs, start=june, stop=august, today=dt.date(2012, 7, 31))]
+    assert labels == ["2012-06"]
+    labels = [m.label for m in month_windows(instrument=acs, start=june, stop=august, today=dt.date(2012, 8, 1))]
+    assert labels == ["2012-06", "2012-07"]
+    labels = [m.label for m in month_windows(instrument=acs, start=june, stop=august, today=dt.date(2012, 7, 31),
+                                             include_unended=True)]
+    assert labels == ["2012-06", "2012-07", "2012-08"]
 
 
 def test_windows_clip_to_end_of_life():

@@ -415,3 +415,23 @@ def test_stored_cosmic_rays_are_injected_ones(tmp_path, name, month, shape):
     assert stored == len(crs) > 1000
     assert spurious <= 0.01 * stored, f"{name}: {spurious} of {stored} stored CRs lie on no injected charge"
     assert 0.8 * detectable <= stored <= 1.02 * detectable, f"{name}: {stored} stored, {detectable} detectable"
+
+
+def test_the_current_month_is_left_until_it_has_ended(tmp_path, caplog):
+    """A month is committed once and never fetched again, so the month in progress (whose darks
+    are not all taken yet) must not be processed; the run says when it will be."""
+    from hstcosmicrays.intervals import Month, utc_today
+
+    this_month = Month.from_date(utc_today())
+    last = parse_month(f"{this_month.year - 1:04d}-12") if this_month.month == 1 else \
+        Month(this_month.year, this_month.month - 1)
+    cfg = load_config()
+    options = RunOptions(archive="simulated", start=last, stop=this_month.next(), workers=1, darks_per_month=1)
+    pipeline = CosmicRayPipeline(instrument=cfg.instrument("stis_ccd"), config=cfg, output_dir=tmp_path,
+                                 options=options)
+    assert [m.label for m in pipeline.months()] == [last.label]
+    with caplog.at_level("WARNING", logger="hstcosmicrays"):
+        summary = pipeline.run()
+    assert summary.committed == (last.label,)
+    assert f"{this_month} to {this_month.next()} not processed: a month is processed once it has ended" \
+        in caplog.text
