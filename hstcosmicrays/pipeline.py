@@ -9,6 +9,7 @@ existing cluster (``scheduler``). Only this driver writes the HDF5 store.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import shutil
@@ -313,6 +314,19 @@ class _InProcess:
         pass
 
 
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Ignore SIGINT while the block runs (in the main thread; elsewhere, do nothing)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class _Dask:
     def __init__(self, *, workers: int, scheduler: str | None):
         from distributed import Client, LocalCluster
@@ -322,23 +336,48 @@ class _Dask:
             self.client = Client(scheduler)
             log.info("using the dask.distributed scheduler at %s", scheduler)
         else:
-            self._cluster = LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-            )
+            # Ctrl-C in a terminal reaches the whole process group: the worker processes must
+            # ignore it (they inherit an ignored SIGINT), so that the driver can stop after the
+            # work in progress instead of losing its workers
+            with _sigint_ignored():
+                self._cluster = LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                )
             self.client = Client(self._cluster)
             log.info("started a local dask cluster of %d worker processes", workers)
 
     def map_unordered(self, fn: Callable, items: Sequence, stop: threading.Event) -> Iterable:
+        """Run ``fn`` on the items, at most one task per worker thread at a time, yielding
+        ``(index, result)`` as they finish. Once ``stop`` is set no task is started, and the
+        tasks in progress are still awaited and yielded (the in-process executor does the same)."""
         from distributed import as_completed
 
-        futures = {self.client.submit(fn, item, pure=False): i for i, item in enumerate(items)}
+        slots = max(1, sum(self.client.nthreads().values()))
+        queue = iter(enumerate(items))
+        running: dict = {}
+
+        def submit_next():
+            for i, item in queue:
+                fut = self.client.submit(fn, item, pure=False)
+                running[fut] = i
+                return fut
+            return None
+
+        for _ in range(slots):
+            if submit_next() is None:
+                break
+        finished = as_completed(list(running))
         try:
-            for fut in as_completed(futures):
-                if stop.is_set():
-                    return
-                yield futures[fut], fut.result()
+            for fut in finished:
+                i = running.pop(fut)
+                result = fut.result()
+                if not stop.is_set():
+                    nxt = submit_next()
+                    if nxt is not None:
+                        finished.add(nxt)
+                yield i, result
         finally:
-            for fut in futures:
+            for fut in running:
                 fut.cancel()
 
     def close(self) -> None:

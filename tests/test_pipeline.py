@@ -435,3 +435,60 @@ def test_the_current_month_is_left_until_it_has_ended(tmp_path, caplog):
     assert summary.committed == (last.label,)
     assert f"{this_month} to {this_month.next()} not processed: a month is processed once it has ended" \
         in caplog.text
+
+
+def test_dask_executor_stops_after_the_tasks_in_progress_and_yields_them(tmp_path):
+    """Once the stop flag is set no new task starts, and the tasks already running are awaited
+    and yielded, not thrown away (a month of one stack would otherwise be lost on Ctrl-C)."""
+    import threading
+
+    from hstcosmicrays.pipeline import _Dask
+
+    started = tmp_path / "started"
+    started.mkdir()
+
+    def task(i):
+        (started / str(i)).touch()
+        time.sleep(1.0 if i else 0.2)
+        return i * 10
+
+    executor = _Dask(workers=2, scheduler=None)
+    stop = threading.Event()
+    got = []
+    try:
+        for i, result in executor.map_unordered(task, list(range(8)), stop):
+            got.append((i, result))
+            stop.set()  # as the Ctrl-C handler does, once the first task is back
+    finally:
+        executor.close()
+    # task 0 ended first; 1 and the 2 started in its place were in progress: all three come back
+    assert sorted(got) == [(0, 0), (1, 10), (2, 20)]
+    assert sorted(int(p.name) for p in started.iterdir()) == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_terminal_with_dask_workers_stops_cleanly(tmp_path):
+    """A terminal sends Ctrl-C to the whole process group, dask's worker processes included:
+    the run must still stop after the work in progress, not hang on workers that died."""
+    cmd = _run_cmd(tmp_path, "2003-01", "2004-12")
+    cmd[cmd.index("--workers") + 1] = "2"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    path = tmp_path / f"{INSTR}.h5"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if path.exists() and len(read_ledger(path)["month"]) >= 1:
+            break
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the run did not stop within 90 s of Ctrl-C")
+    assert proc.returncode == 130, err
+    ledger = read_ledger(path)
+    assert 1 <= len(ledger["month"]) < 24 and set(ledger["state"].tolist()) == {b"committed"}
+    subprocess.run(_run_cmd(tmp_path, "2003-01", "2004-12"), check=True, capture_output=True)
+    assert len(read_ledger(path)["month"]) == 24
