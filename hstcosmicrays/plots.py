@@ -51,7 +51,7 @@ def _save(fig, out) -> None:
         raise ValueError(f"out: expected a .png or .pdf file name, got {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
-    log.info("wrote %s", out)
+    log.debug("wrote %s", out)  # the CLI prints its own "wrote" line
 
 
 def plot_rate(

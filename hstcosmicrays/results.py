@@ -608,7 +608,7 @@ class Results:
                 writer.close()
             if tmp.exists():
                 tmp.unlink()
-        log.info("exported %d rows of %s to %s", n, table, out)
+        log.debug("exported %d rows of %s to %s", n, table, out)  # the CLI prints its own line
         return n
 
     # -- internals ------------------------------------------------------------------------------

@@ -95,3 +95,17 @@ def test_a_store_in_use_is_a_one_line_error(tmp_path, capsys):
         assert main(["compact", "--instr", "acs_hrc", "--output", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(f"{path} is being written by pid" in line for line in err)
+
+
+def test_mast_server_reports_its_address_once(tmp_path, capsys, monkeypatch):
+    """The address is printed once (stdout), not logged as well; Ctrl-C (here: the first sleep) stops it."""
+    import time
+
+    def interrupt(seconds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(time, "sleep", interrupt)
+    assert main(["mast-server", "--darks-per-month", "1"]) == 0
+    captured = capsys.readouterr()
+    lines = [ln for ln in (captured.out + captured.err).splitlines() if "MAST stand-in at" in ln]
+    assert len(lines) == 1 and lines[0].startswith("MAST stand-in at http://127.0.0.1:"), lines

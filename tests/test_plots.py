@@ -159,3 +159,13 @@ def test_cli_plot_default_name_and_missing_store(stores, tmp_path, capsys):
     _png_ok(out / "acs_hrc_map.png")
     assert main(["-q", "plot", "rate", "--instr", "stis_ccd", "--output", str(out)]) == 2
     assert "no results store" in capsys.readouterr().err
+
+
+def test_cli_plot_reports_the_file_once(stores, tmp_path, capsys):
+    """At the default verbosity the plot is reported by one line, not a log line as well."""
+    out, _, _ = stores
+    png = tmp_path / "map.png"
+    assert main(["plot", "map", "--instr", "acs_hrc", "--output", str(out), "--out", str(png)]) == 0
+    captured = capsys.readouterr()
+    lines = [ln for ln in (captured.out + captured.err).splitlines() if str(png) in ln]
+    assert lines == [f"wrote {png}"]

@@ -483,6 +483,19 @@ def test_cli_export(small, tmp_path, capsys):
     assert len(pd.read_csv(out)) == len(truth) * 9
 
 
+def test_cli_export_reports_the_file_once(small, tmp_path, capsys):
+    """At the default verbosity the export is reported by one line, not a log line as well."""
+    from hstcosmicrays.cli import main
+
+    path, _ = small
+    out = tmp_path / "exposures.csv"
+    assert main(["export", "--instr", "wfc3uvis", "--table", "exposures", "--format", "csv",
+                 "--out", str(out), "--output", str(path.parent)]) == 0
+    captured = capsys.readouterr()
+    lines = [ln for ln in (captured.out + captured.err).splitlines() if str(out) in ln]
+    assert len(lines) == 1 and lines[0].startswith("wrote "), lines
+
+
 # ----------------------------------------------------------------------------------------------
 # acceptance: a solar cycle of simulated WFC3/UVIS darks
 

@@ -937,7 +937,7 @@ def serve_simulated(
     seed = seed if seed is not None else config.pipeline.simulation_seed
     archive = SimulatedArchive(seed=seed, darks_per_month=darks_per_month)
     with MastServer(archive, config.instruments, host=host, port=port) as server:
-        log.info("MAST stand-in at %s", server.url)
+        log.debug("MAST stand-in at %s", server.url)  # ready() reports it to the user
         if config_home is not None:
             path = write_astroquery_config(config_home, server.url)
             log.info("wrote %s; run clients with XDG_CONFIG_HOME=%s", path, config_home)
