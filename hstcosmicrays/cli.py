@@ -73,6 +73,17 @@ def _floats(text):
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _positive_int(text):
+    """A whole number of 1 or more (e.g. ``--darks-per-month``); anything else is a usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value
+
+
 def _verbosity(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=0,
@@ -103,7 +114,8 @@ def _run_pipeline_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", help="address of a dask.distributed scheduler, tcp://HOST:PORT")
     p.add_argument("--reprocess", action="store_true", help="process committed months again")
     p.add_argument("--keep-downloads", action="store_true", help="keep each month's downloaded files")
-    p.add_argument("--darks-per-month", type=int, help="with --archive simulated: darks per month")
+    p.add_argument("--darks-per-month", type=_positive_int,
+                   help="with --archive simulated: darks per month, 1 or more (default: the instrument's)")
     p.add_argument("--version", action="version", version=f"hstcosmicrays {__version__}")
     _verbosity(p)
     return p
@@ -219,7 +231,7 @@ def _add_simulate(sub) -> None:
     p.add_argument("--start", type=_month, required=True, help="first month YYYY-MM")
     p.add_argument("--stop", type=_month, required=True, help="last month YYYY-MM, inclusive")
     p.add_argument("--out", type=Path, required=True, help="directory to write into")
-    p.add_argument("--darks-per-month", type=int, help="darks per month (default: the instrument's)")
+    p.add_argument("--darks-per-month", type=_positive_int, help="darks per month, 1 or more (default: the instrument's)")
     p.add_argument("--seed", type=int, help="random seed (default: the configured simulation_seed)")
     p.add_argument("--config", type=Path)
     p.set_defaults(func=_cmd_simulate)
@@ -377,7 +389,7 @@ def _add_mast_server(sub) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0: any free port")
     p.add_argument("--seed", type=int, help="simulation seed (default: the configured one)")
-    p.add_argument("--darks-per-month", type=int)
+    p.add_argument("--darks-per-month", type=_positive_int, help="darks per month, 1 or more (default: the instrument's)")
     p.add_argument("--config-home", type=Path,
                    help="write DIR/astropy/astroquery.cfg pointing astroquery at this server")
     p.add_argument("--config", type=Path)

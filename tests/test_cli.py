@@ -109,3 +109,22 @@ def test_mast_server_reports_its_address_once(tmp_path, capsys, monkeypatch):
     captured = capsys.readouterr()
     lines = [ln for ln in (captured.out + captured.err).splitlines() if "MAST stand-in at" in ln]
     assert len(lines) == 1 and lines[0].startswith("MAST stand-in at http://127.0.0.1:"), lines
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_darks_per_month_below_one_is_a_usage_error_naming_the_option(tmp_path, capsys, value):
+    """run_pipeline, simulate and mast-server refuse the value before any work (no store, no files)."""
+    commands = [
+        (run_pipeline_main, ["--instr", "stis", "--archive", "simulated", "--output", str(tmp_path / "out"),
+                             "--start", "2010-01", "--stop", "2010-01", "--darks-per-month", value]),
+        (main, ["simulate", "--instr", "stis", "--start", "2010-01", "--stop", "2010-01",
+                "--out", str(tmp_path / "sim"), "--darks-per-month", value]),
+        (main, ["mast-server", "--darks-per-month", value]),
+    ]
+    for entry, argv in commands:
+        with pytest.raises(SystemExit) as exc:
+            entry(argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument --darks-per-month: expected 1 or more, got {value}" in err, err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "sim").exists()
