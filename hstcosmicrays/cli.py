@@ -84,6 +84,25 @@ def _positive_int(text):
     return value
 
 
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its closest ancestor that exists (``.`` at the latest for a relative path)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_output_file(path: Path, option: str) -> Path:
+    """Refuse, before any work, an output file name that cannot be written: a directory, or a
+    name under something that is not a directory. Missing parent directories are fine (they are
+    created)."""
+    if path.is_dir():
+        raise CLIError(f"{option} {path}: is a directory; expected a file name")
+    base = _nearest_existing(path.parent)
+    if not base.is_dir():
+        raise CLIError(f"{option} {path}: {base} is not a directory")
+    return path
+
+
 def _verbosity(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=0,
@@ -376,6 +395,7 @@ def _add_export(sub) -> None:
 def _cmd_export(args) -> int:
     from .results import open_results
 
+    _check_output_file(args.out, "--out")
     config = _load_config(args.config)
     output = _output_dir(args, config)
     res = open_results(config.instrument(args.instr).name, output_dir=output)

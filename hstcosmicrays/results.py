@@ -30,6 +30,7 @@ Conventions
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -573,10 +574,17 @@ class Results:
 
         The index (``exposure_index``, ``cr_index``, ``sample_index``) is written as the first
         column. Returns the number of rows written.
+
+        Raises
+        ------
+        IsADirectoryError
+            ``out`` is a directory (checked before anything is read or written).
         """
         out = Path(out)
         if fmt not in ("csv", "parquet"):
             raise ValueError(f"export: format must be csv or parquet, not {fmt!r}")
+        if out.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a directory; export needs a file name", str(out))
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".part")
         n = 0

@@ -483,6 +483,24 @@ def test_cli_export(small, tmp_path, capsys):
     assert len(pd.read_csv(out)) == len(truth) * 9
 
 
+def test_export_to_a_directory_is_refused_before_the_work(small, tmp_path, capsys):
+    """--out naming an existing directory: one line naming it, exit 2, the directory untouched."""
+    from hstcosmicrays.cli import main
+
+    path, _ = small
+    target = tmp_path / "data_products"
+    target.mkdir()
+    with pytest.raises(IsADirectoryError, match="data_products"):
+        open_results(path).export(table="exposures", fmt="csv", out=target)
+    assert main(["export", "--instr", "wfc3uvis", "--table", "exposures", "--format", "csv",
+                 "--out", str(target), "--output", str(path.parent)]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err == f"hstcosmicrays export: error: --out {target}: is a directory; expected a file name"
+    assert "wrote" not in captured.out
+    assert target.is_dir() and list(target.iterdir()) == [] and list(tmp_path.iterdir()) == [target]
+
+
 def test_cli_export_reports_the_file_once(small, tmp_path, capsys):
     """At the default verbosity the export is reported by one line, not a log line as well."""
     from hstcosmicrays.cli import main
