@@ -103,6 +103,24 @@ def _check_output_file(path: Path, option: str) -> Path:
     return path
 
 
+def _check_output_dir(path: Path, option: str) -> Path:
+    """Refuse, before any work, an output directory that exists as something else (or lies under
+    a file). A missing directory is fine (it is created)."""
+    base = _nearest_existing(path)
+    if not base.is_dir():
+        what = "exists and is not a directory" if base == path else f"{base} is not a directory"
+        raise CLIError(f"{option} {path}: {what}")
+    return path
+
+
+def _os_error_text(exc: OSError) -> str:
+    """One line for an OSError: the file(s) it names and the system's reason."""
+    if exc.filename is not None and exc.strerror:
+        names = f"{exc.filename} -> {exc.filename2}" if exc.filename2 is not None else f"{exc.filename}"
+        return f"{names}: {exc.strerror}"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def _verbosity(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=0,
@@ -157,7 +175,7 @@ def run_pipeline_main(argv: list[str] | None = None) -> int:
         from .pipeline import CosmicRayPipeline, RunOptions
 
         settings = config.pipeline
-        output = _output_dir(args, config)
+        output = _check_output_dir(_output_dir(args, config), "--output")
         options = RunOptions(
             start=args.start, stop=args.stop,
             archive=args.archive or settings.archive,
@@ -186,6 +204,9 @@ def run_pipeline_main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"run_pipeline: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:  # last resort: a file that cannot be read or written, in one line
+        print(f"run_pipeline: error: {_os_error_text(exc)}", file=sys.stderr)
+        return EXIT_ERROR
     if summary.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if summary.ok else EXIT_ERROR
@@ -259,6 +280,7 @@ def _add_simulate(sub) -> None:
 def _cmd_simulate(args) -> int:
     from .simulate import write_archive
 
+    _check_output_dir(args.out, "--out")
     config = _load_config(args.config)
     instrument = config.instrument(args.instr)
     seed = args.seed if args.seed is not None else config.pipeline.simulation_seed
@@ -315,17 +337,21 @@ def _add_measure(sub) -> None:
 def _cmd_measure(args) -> int:
     from .measure import measure_file
 
-    result = measure_file(args.file, config=_load_config(args.config))
     if args.out is not None:
-        table = result.cosmic_ray_frame()
         suffix = args.out.suffix.lower()
-        if suffix == ".csv":
-            table.to_csv(args.out, index=False)
-        elif suffix == ".parquet":
-            table.to_parquet(args.out, index=False)
-        else:
+        if suffix not in (".csv", ".parquet"):
             raise CLIError(f"--out: expected a .csv or .parquet file name, got {args.out}")
         summary_path = args.out.with_name(args.out.stem + "_frame" + args.out.suffix)
+        _check_output_file(args.out, "--out")
+        _check_output_file(summary_path, "--out")
+    result = measure_file(args.file, config=_load_config(args.config))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        table = result.cosmic_ray_frame()
+        if suffix == ".csv":
+            table.to_csv(args.out, index=False)
+        else:
+            table.to_parquet(args.out, index=False)
         frame = result.exposure_frame()
         if suffix == ".csv":
             frame.to_csv(summary_path, index=False)
@@ -346,7 +372,7 @@ def _add_split_ima(sub) -> None:
 def _cmd_split_ima(args) -> int:
     from .ir import split_ima
 
-    written = split_ima(args.file, out_dir=args.out)
+    written = split_ima(args.file, out_dir=_check_output_dir(args.out, "--out"))
     print(f"wrote {len(written)} reads to {args.out}")
     return EXIT_OK
 
@@ -369,8 +395,11 @@ def _cmd_plot(args) -> int:
     config = _load_config(args.config)
     output = _output_dir(args, config)
     names = [config.instrument(n).name for n in args.instr.split(",") if n.strip()]
-    results = [open_results(n, output_dir=output) for n in names]
     out = args.out or output / f"{'_'.join(names)}_{args.kind}.png"
+    if out.suffix.lower() not in (".png", ".pdf"):
+        raise CLIError(f"--out: expected a .png or .pdf file name, got {out}")
+    _check_output_file(out, "--out")
+    results = [open_results(n, output_dir=output) for n in names]
     if args.kind == "rate":
         plots.plot_rate(results[0], solar_csv=args.solar, out=out)
     elif args.kind == "map":
@@ -419,6 +448,8 @@ def _add_mast_server(sub) -> None:
 def _cmd_mast_server(args) -> int:
     from .testing.mast_server import serve_simulated
 
+    if args.config_home is not None:
+        _check_output_dir(args.config_home, "--config-home")
     serve_simulated(
         config=_load_config(args.config), host=args.host, port=args.port, seed=args.seed,
         darks_per_month=args.darks_per_month, config_home=args.config_home,
@@ -452,6 +483,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except StoreError as exc:
         print(f"hstcosmicrays {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:  # last resort: a file that cannot be read or written, in one line
+        print(f"hstcosmicrays {args.command}: error: {_os_error_text(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"hstcosmicrays {args.command}: interrupted", file=sys.stderr)

@@ -81,6 +81,7 @@ read noise, and the rate is that of those CRs, not of all particles.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 from dataclasses import dataclass
@@ -546,11 +547,15 @@ def split_ima(path: str | Path, *, out_dir: str | Path) -> list[Path]:
         Not a FITS file or no SCI extension.
     FileNotFoundError
         No such file.
+    NotADirectoryError
+        ``out_dir`` exists and is not a directory (checked before anything is read).
     """
     path = Path(path)
     out_dir = Path(out_dir)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory", str(out_dir))
     try:
         hdul = fits.open(path, memmap=False)
     except OSError as exc:

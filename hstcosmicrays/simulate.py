@@ -103,6 +103,7 @@ rejection score flags against).
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import io
 import logging
 import math
@@ -1342,8 +1343,15 @@ def write_archive(
     -------
     list of Path
         The dataset directories written, in time order.
+
+    Raises
+    ------
+    NotADirectoryError
+        ``out`` exists and is not a directory (checked before anything is written).
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory", str(out))
     written = []
     for month in month_windows(instrument=instrument, start=start, stop=stop):
         for spec in month_schedule(instrument=instrument, month=month, seed=seed,

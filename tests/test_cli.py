@@ -128,3 +128,43 @@ def test_darks_per_month_below_one_is_a_usage_error_naming_the_option(tmp_path, 
         err = capsys.readouterr().err
         assert f"argument --darks-per-month: expected 1 or more, got {value}" in err, err
     assert not (tmp_path / "out").exists() and not (tmp_path / "sim").exists()
+
+
+def test_an_unexpected_os_error_is_one_line_naming_the_file(monkeypatch, capsys):
+    """Any OSError a command meets is reported as 'FILE: reason', exit 1, not a traceback."""
+    from hstcosmicrays import cli
+
+    def fail(args):
+        raise PermissionError(13, "Permission denied", "/data/wfc3_uvis.h5")
+
+    monkeypatch.setattr(cli, "_cmd_status", fail)
+    assert main(["status", "--instr", "wfc3uvis"]) == 1
+    assert capsys.readouterr().err == "hstcosmicrays status: error: /data/wfc3_uvis.h5: Permission denied\n"
+
+
+def test_output_paths_that_are_files_or_directories_are_refused_before_the_work(tmp_path, capsys):
+    """run_pipeline --output, measure --out, plot --out and mast-server --config-home are checked
+    up front: one line naming the path, exit 2, nothing created."""
+    existing = tmp_path / "existing_file"
+    existing.write_text("keep me")
+    args = ["--instr", "stis", "--archive", "simulated", "--darks-per-month", "1", "--workers", "1",
+            "--start", "2010-01", "--stop", "2010-01", "--output", str(existing), "-q"]
+    assert run_pipeline_main(args) == 2
+    assert capsys.readouterr().err == f"run_pipeline: error: --output {existing}: exists and is not a directory\n"
+
+    a_dir = tmp_path / "table.csv"
+    a_dir.mkdir()
+    assert main(["measure", str(tmp_path / "missing_flt.fits"), "--out", str(a_dir)]) == 2
+    assert capsys.readouterr().err == (
+        f"hstcosmicrays measure: error: --out {a_dir}: is a directory; expected a file name\n")
+    assert main(["measure", str(tmp_path / "missing_flt.fits"), "--out", str(tmp_path / "crs.txt")]) == 2
+    assert "expected a .csv or .parquet file name" in capsys.readouterr().err
+
+    assert main(["plot", "rate", "--instr", "stis", "--output", str(tmp_path), "--out",
+                 str(existing / "rate.png")]) == 2
+    assert f"--out {existing / 'rate.png'}: {existing} is not a directory" in capsys.readouterr().err
+
+    assert main(["mast-server", "--config-home", str(existing)]) == 2
+    assert f"--config-home {existing}: exists and is not a directory" in capsys.readouterr().err
+    assert existing.read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing_file", "table.csv"]

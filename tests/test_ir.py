@@ -286,6 +286,24 @@ def test_split_ima_writes_one_file_per_read(tmp_path, wfc3ir, capsys):
         split_ima(tmp_path / "missing_ima.fits", out_dir=tmp_path)
 
 
+def test_split_ima_onto_a_file_is_a_one_line_error(tmp_path, capsys):
+    """--out naming an existing file: NotADirectoryError (library), one line and exit 2 (CLI); the
+    file is left as it was."""
+    counts, dq, time = make_ramp(nsamp=4)
+    p = tmp_path / "iram01abq_ima.fits"
+    write_ima(p, counts=counts, dq=dq, time=time)
+    existing = tmp_path / "existing_file"
+    existing.write_text("keep me")
+    with pytest.raises(NotADirectoryError, match="existing_file"):
+        split_ima(p, out_dir=existing)
+    assert cli.main(["split-ima", str(p), "--out", str(existing)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"hstcosmicrays split-ima: error: --out {existing}: exists and is not a directory"
+    assert cli.main(["split-ima", str(p), "--out", str(existing / "reads")]) == 2
+    assert f"--out {existing / 'reads'}: {existing} is not a directory" in capsys.readouterr().err
+    assert existing.read_text() == "keep me"
+
+
 # ---------------------------------------------------------------------------------------------
 # accuracy on simulated darks
 

@@ -513,3 +513,22 @@ def test_cli_simulate_writes_an_archive(tmp_path):
     assert len(flts) == 4
     frames, crs = simulate.read_truth(tmp_path)
     assert len(frames) == 4 and len(crs) == frames["n_cr"].sum()
+
+
+def test_cli_simulate_onto_a_file_is_a_one_line_error(config, tmp_path, capsys):
+    """--out naming an existing file: one line and exit 2 before anything is simulated; the
+    library raises NotADirectoryError before writing."""
+    from hstcosmicrays.cli import main
+    from hstcosmicrays.intervals import parse_month
+
+    existing = tmp_path / "existing_file"
+    existing.write_text("keep me")
+    rc = main(["-q", "simulate", "--instr", "stis", "--start", "2010-01", "--stop", "2010-01",
+               "--out", str(existing), "--darks-per-month", "1"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"hstcosmicrays simulate: error: --out {existing}: exists and is not a directory"
+    with pytest.raises(NotADirectoryError, match="existing_file"):
+        simulate.write_archive(instrument=config.instrument("stis"), start=parse_month("2010-01"),
+                               stop=parse_month("2010-01"), out=existing, darks_per_month=1, seed=3)
+    assert existing.read_text() == "keep me" and list(tmp_path.iterdir()) == [existing]
