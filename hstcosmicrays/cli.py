@@ -327,14 +327,18 @@ def _cmd_crreject(args) -> int:
 
 
 def _add_measure(sub) -> None:
-    p = sub.add_parser("measure", help="per-CR table and frame summary of one file whose DQ carries CR flags")
-    p.add_argument("file", type=Path)
+    p = sub.add_parser(
+        "measure",
+        help="per-CR table and frame summary of one file: a CCD/WFPC2 file whose DQ carries CR flags, "
+             "or an IR IMA ramp (CRs per read)")
+    p.add_argument("file", type=Path, help="FLT/C0M file with CR flags in its DQ, or a WFC3/IR or NICMOS IMA file")
     p.add_argument("--out", type=Path, help="per-CR table, .csv or .parquet (default: print the summary only)")
     p.add_argument("--config", type=Path)
     p.set_defaults(func=_cmd_measure)
 
 
 def _cmd_measure(args) -> int:
+    from .frames import identify_instrument
     from .measure import measure_file
 
     if args.out is not None:
@@ -344,7 +348,14 @@ def _cmd_measure(args) -> int:
         summary_path = args.out.with_name(args.out.stem + "_frame" + args.out.suffix)
         _check_output_file(args.out, "--out")
         _check_output_file(summary_path, "--out")
-    result = measure_file(args.file, config=_load_config(args.config))
+    config = _load_config(args.config)
+    instrument = identify_instrument(args.file, config=config)
+    if instrument.kind == "ir":  # an IMA ramp: CRs read by read (method ir_ramp)
+        from .ir import measure_ima
+
+        result = measure_ima(args.file, instrument=instrument)
+    else:
+        result = measure_file(args.file, config=config)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         table = result.cosmic_ray_frame()

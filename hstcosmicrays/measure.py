@@ -38,6 +38,7 @@ import numpy as np
 from .config import Config, InstrumentConfig
 from .frames import (
     Chip,
+    FrameError,
     FrameHeader,
     companion_path,
     identify_instrument,
@@ -343,17 +344,22 @@ def measure_file(path: str | Path, *, config: Config) -> FrameResult:
 
     The instrument comes from INSTRUME/DETECTOR, the SPT (or SHM) file is looked up beside the
     file (``<rootname>_spt.fits``), the month from EXPSTART; ``method`` is ``"given"`` and
-    ``group_id`` -1.
+    ``group_id`` -1. IR ramps (WFC3/IR, NICMOS IMA files) are measured read by read with
+    :func:`hstcosmicrays.ir.measure_ima` (``hstcosmicrays measure`` picks it for them).
 
     Raises
     ------
     FrameError
-        Not FITS, unknown instrument, missing keyword (see :func:`hstcosmicrays.frames.read_header`).
+        Not FITS, unknown instrument, missing keyword (see :func:`hstcosmicrays.frames.read_header`),
+        or an IR instrument (use :func:`hstcosmicrays.ir.measure_ima`).
     FileNotFoundError
         No such file.
     """
     path = Path(path)
     instrument = identify_instrument(path, config=config)
+    if instrument.kind == "ir":
+        raise FrameError(f"{path}: an up-the-ramp IR file ({instrument.name}); "
+                         "measure it with hstcosmicrays.ir.measure_ima")
     header = read_header(path, instrument=instrument)
     chips = read_chips(path, instrument=instrument)
     spt = companion_path(path, "spt") or companion_path(path, "shm")

@@ -229,6 +229,30 @@ def test_a_pixel_hit_twice_gives_two_crs(tmp_path, wfc3ir, flags):
     assert res.exposure["month"] == "2012-03"
 
 
+def test_cli_measure_reads_an_ima_file_by_its_reads(tmp_path, config, wfc3ir, capsys):
+    """`hstcosmicrays measure X_ima.fits` measures the ramp (ir.measure_ima), as it does an FLT."""
+    import pandas as pd
+
+    from hstcosmicrays.measure import measure_file
+
+    counts, dq, time = make_ramp(crs=CRS)
+    p = tmp_path / "iram01abq_ima.fits"
+    write_ima(p, counts=counts, dq=dq, time=time)
+    out = tmp_path / "crs.csv"
+    assert cli.main(["measure", str(p), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "wrote 4 CRs" in text and "CRs: 4" in text and "iram01abq" in text
+    expected = measure_ima(p, instrument=wfc3ir)
+    table = pd.read_csv(out)
+    assert sorted(table["read"]) == sorted(expected.cosmic_rays["read"].tolist()) == [1, 3, 3, 7]
+    np.testing.assert_allclose(table["energy"], expected.cosmic_rays["energy"], rtol=1e-6)
+    frame = pd.read_csv(tmp_path / "crs_frame.csv")
+    assert frame["method"][0] == "ir_ramp" and frame["n_cr"][0] == 4
+    # the library's FLT measurement names the function to use instead of failing in read_chips
+    with pytest.raises(FrameError, match="ir.measure_ima"):
+        measure_file(p, config=config)
+
+
 def test_border_and_bad_pixels_are_never_crs(tmp_path, wfc3ir):
     counts, dq, time = make_ramp(crs=[(2, 20, 43, 900.0), (4, 20, 20, 900.0), (4, 20, 30, 900.0)])
     dq[:, 20, 20] |= wfc3ir.dq_bad  # the centre of a plus: 4 pixels left, not 8-connected...
