@@ -1510,10 +1510,14 @@ def _write_combined(output: Path, *, first: Path, headers: Sequence, results: Se
     with fits.open(first, memmap=False) as src:
         primary = fits.PrimaryHDU(header=src[0].header.copy())
         sci_headers = [src["SCI", v].header.copy() for v in extvers]
+    darktimes = [fits.getheader(h.path, 0).get("DARKTIME") for h in headers]
     total = float(sum(h.exptime for h in headers))
     ph = primary.header
+    ph["FILENAME"] = output.name
     for key in ("EXPTIME", "TEXPTIME"):
         ph[key] = (total, "total exposure time of the combined frames (s)")
+    if all(isinstance(t, (int, float)) for t in darktimes):
+        ph["DARKTIME"] = (float(sum(darktimes)), "total dark time of the combined frames (s)")
     ph["NCOMBINE"] = (len(headers), "number of frames combined")
     ph["EXPSTART"] = min(h.expstart for h in headers)
     ph["EXPEND"] = max(h.expend for h in headers)
@@ -1537,7 +1541,8 @@ def _write_combined(output: Path, *, first: Path, headers: Sequence, results: Se
     # under a temporary name, renamed when complete: an interrupted write leaves no broken file
     part = output.with_name(output.name + ".part")
     try:
-        fits.HDUList(hdus).writeto(part, overwrite=True)
+        # new CHECKSUM/DATASUM cards: the ones copied from the first input describe other data
+        fits.HDUList(hdus).writeto(part, overwrite=True, checksum=True)
         os.replace(part, output)
     finally:
         part.unlink(missing_ok=True)
@@ -1599,6 +1604,8 @@ def crreject_files(
         output = Path(output)
         if output.resolve() in {p.resolve() for p in paths}:
             raise CRRejectError(f"{output}: the output file must not be one of the inputs")
+        if output.is_dir():
+            raise CRRejectError(f"{output}: is a directory; expected a file name for the combined image")
         if not output.parent.is_dir():
             raise CRRejectError(f"{output}: its directory {output.parent} does not exist")
         if not os.access(output.parent, os.W_OK):

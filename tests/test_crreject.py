@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -604,8 +605,8 @@ def write_flt(path, *, sci, err, dq, rootname, exptime=900.0, instrume="WFC3", d
               bunit="ELECTRONS", ccdamp="ABCD", extra=None):
     ph = fits.Header()
     for k, v in {
-        "ROOTNAME": rootname, "INSTRUME": instrume, "DETECTOR": detector, "EXPTIME": exptime,
-        "EXPSTART": 55000.25, "EXPEND": 55000.26, "DATE-OBS": "2009-06-18", "TIME-OBS": "06:00:00",
+        "ROOTNAME": rootname, "FILENAME": Path(path).name, "INSTRUME": instrume, "DETECTOR": detector,
+        "EXPTIME": exptime, "DARKTIME": exptime + 2.5, "EXPSTART": 55000.25, "EXPEND": 55000.26, "DATE-OBS": "2009-06-18", "TIME-OBS": "06:00:00",
         "CCDAMP": ccdamp, "CCDGAIN": 1.5, "SUBARRAY": False, "IMAGETYP": "DARK",
         "ATODGNA": 1.5, "ATODGNB": 1.5, "ATODGNC": 1.5, "ATODGND": 1.5,
         "READNSEA": 3.1, "READNSEB": 3.1, "READNSEC": 3.1, "READNSED": 3.1, **(extra or {}),
@@ -618,7 +619,7 @@ def write_flt(path, *, sci, err, dq, rootname, exptime=900.0, instrume="WFC3", d
         sh["CCDCHIP"] = 3 - ev
         hdus += [fits.ImageHDU(s, header=sh, name="SCI", ver=ev), fits.ImageHDU(e, name="ERR", ver=ev),
                  fits.ImageHDU(d, name="DQ", ver=ev)]
-    fits.HDUList(hdus).writeto(path)
+    fits.HDUList(hdus).writeto(path, checksum=True)  # as the STScI pipelines write them
 
 
 @pytest.fixture
@@ -664,9 +665,14 @@ def test_cli_adds_8192_and_touches_no_other_bit(flt_pair, tmp_path, capsys):
             strong = (truths[k][c] > 100) & both_good
             assert strong.sum() > 50 and new[strong].mean() > 0.98
             np.testing.assert_array_equal(fits.getdata(p, ("SCI", v)), sci_before[k][c])
-    with fits.open(out) as hdul:
-        assert hdul[0].header["NCOMBINE"] == 2 and hdul[0].header["EXPTIME"] == pytest.approx(1800.0)
-        crj = hdul["SCI", 1].data
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # astropy warns when a CHECKSUM or DATASUM does not match
+        with fits.open(out, checksum=True) as hdul:
+            head = hdul[0].header
+            assert head["NCOMBINE"] == 2 and head["EXPTIME"] == pytest.approx(1800.0)
+            assert head["DARKTIME"] == pytest.approx(1805.0) and head["FILENAME"] == out.name
+            assert all("CHECKSUM" in h.header and "DATASUM" in h.header for h in hdul)
+            crj = hdul["SCI", 1].data
     # where one frame had a CR and both were good, the combined value is twice the clean frame's
     # (the mean of the unflagged values scaled to the total exposure, sky added back)
     m0 = (fits.getdata(paths[0], ("DQ", 1)) & 8192) > 0
@@ -707,6 +713,9 @@ def test_cli_changes_no_file_when_the_output_or_an_input_cannot_be_written(flt_p
     out = tmp_path / "no_such_dir" / "crj.fits"
     assert cli_main(["crreject", str(paths[0]), str(paths[1]), "--output", str(out)]) == 2
     assert "no_such_dir" in capsys.readouterr().err
+    assert [p.read_bytes() for p in paths] == before
+    assert cli_main(["crreject", str(paths[0]), str(paths[1]), "--output", str(tmp_path)]) == 2
+    assert f"{tmp_path}: is a directory" in capsys.readouterr().err
     assert [p.read_bytes() for p in paths] == before
     # an input that may not be written is named before any work
     real_access = os.access
