@@ -57,6 +57,8 @@ class RunOptions:
     def __post_init__(self) -> None:
         if self.start is not None and self.stop is not None and self.stop < self.start:
             raise ValueError(f"--stop {self.stop} is before --start {self.start}")
+        if self.darks_per_month is not None and self.darks_per_month < 1:
+            raise ValueError(f"--darks-per-month: expected 1 or more, got {self.darks_per_month}")
 
 
 @dataclass(frozen=True)

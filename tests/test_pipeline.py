@@ -492,3 +492,8 @@ def test_ctrl_c_in_a_terminal_with_dask_workers_stops_cleanly(tmp_path):
     assert 1 <= len(ledger["month"]) < 24 and set(ledger["state"].tolist()) == {b"committed"}
     subprocess.run(_run_cmd(tmp_path, "2003-01", "2004-12"), check=True, capture_output=True)
     assert len(read_ledger(path)["month"]) == 24
+
+
+def test_run_options_refuse_fewer_than_one_dark_per_month():
+    with pytest.raises(ValueError, match="--darks-per-month: expected 1 or more, got 0"):
+        RunOptions(archive="simulated", darks_per_month=0)
