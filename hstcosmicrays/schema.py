@@ -41,7 +41,7 @@ EXPOSURES = _cols(
     ("exptime", "f4", "s", "EXPTIME"),
     ("flashdur", "f4", "s", "FLASHDUR (0 when absent)"),
     ("integration_time", "f4", "s", "EXPTIME + FLASHDUR + readout time (IR: ramp time)"),
-    ("n_cr", "i4", "", "number of CRs"),
+    ("n_cr", "i4", "", "number of CRs (8-connected groups of 3 or more flagged pixels)"),
     ("rate", "f4", "CR / (s cm2)", "incident rate n_cr / integration_time / detector_area"),
     ("rate_err", "f4", "CR / (s cm2)", "Poisson error sqrt(n_cr) / integration_time / detector_area"),
     ("fraction_hit", "f4", "", "fraction of science pixels inside a counted CR"),
