@@ -17,6 +17,12 @@ wrote; the next writer (holding ``<store>.lock``) clears the flags and raises th
 size, as ``h5clear -s --increment`` would, then truncates each data table to the largest range a
 ledger row owns, dropping the partial month.
 
+Damage: a file shorter than its superblock's end-of-file address (a truncated copy, a full disk)
+is refused at once, by readers and by the writer, with a :class:`StoreError`. HDF5 itself would
+not notice in SWMR-read mode: it skips its own length check there, and a metadata block past the
+end of the file reads as zeros, fails its checksum and is read again, up to 100 times, with a
+sleep that doubles each time -- a reader would hang for ever.
+
 Compaction (:meth:`ResultsStore.compact`, ``hstcosmicrays compact``) rewrites the file with only
 the latest ledger row of each month and its rows, into ``<store>.compacting``, renamed over the
 store when complete.
@@ -131,27 +137,141 @@ def lookup3(data: bytes, initval: int = 0) -> int:
     return c
 
 
+#: Superblock consistency flags that a writer sets while it has the file open: write access and
+#: SWMR-write access (HDF5's ``H5F_SUPER_WRITE_ACCESS`` and ``H5F_SUPER_SWMR_WRITE_ACCESS``).
+_SB_WRITE_ACCESS = 0x01
+_SB_SWMR_WRITE_ACCESS = 0x04
+
+#: Bytes of a version 2/3 superblock with 8-byte addresses, checksum included.
+_SB_SIZE = 48
+
+
+@dataclass(frozen=True)
+class _Superblock:
+    """The fields of a version 2/3 superblock that the store checks and repairs."""
+
+    flags: int
+    base: int
+    eoa: int
+
+    @property
+    def length(self) -> int:
+        """Bytes the file must have: the end-of-file address, which counts from the base address."""
+        return self.eoa - self.base
+
+    @property
+    def marked_swmr_writing(self) -> bool:
+        """True while a writer has the file open in SWMR mode (or was killed while it had)."""
+        mask = _SB_WRITE_ACCESS | _SB_SWMR_WRITE_ACCESS
+        return self.flags & mask == mask
+
+
+def _parse_superblock(sb: bytes, path: Path) -> _Superblock | None:
+    """Decode the first bytes of a file as a version 2/3 superblock with 8-byte addresses.
+
+    Layout: signature (8), version, offset size, length size, consistency flags (byte 11),
+    base address (12), superblock extension address (20), end-of-file address (28), root group
+    address (36), lookup3 checksum of bytes 0-43 (44). The "end-of-file address" is the end of
+    the space HDF5 has allocated; a healthy closed file is exactly that long.
+
+    Returns
+    -------
+    _Superblock or None
+        None for anything else (not HDF5, an older superblock version, a user block): HDF5's
+        own checks apply to those.
+
+    Raises
+    ------
+    StoreError
+        The file ends inside the superblock, or the superblock's checksum does not match.
+    """
+    if len(sb) < 10 or sb[:8] != _HDF5_SIGNATURE or sb[8] not in (2, 3):
+        return None
+    if len(sb) < _SB_SIZE:
+        raise StoreError(
+            f"{path} is damaged: the file ends inside its HDF5 superblock ({len(sb)} bytes; "
+            "truncated); restore it from a copy"
+        )
+    if sb[9] != 8:
+        return None
+    if lookup3(bytes(sb[:44])) != int.from_bytes(sb[44:48], "little"):
+        raise StoreError(f"{path} is damaged: its HDF5 superblock checksum does not match; restore it from a copy")
+    return _Superblock(flags=sb[11], base=int.from_bytes(sb[12:20], "little"),
+                       eoa=int.from_bytes(sb[28:36], "little"))
+
+
+def _truncated_error(path: Path, size: int, eoa: int, *, marked_writing: bool = False) -> StoreError:
+    """The error for a file shorter than its superblock says."""
+    state = " and is still marked as open by a writer" if marked_writing else ""
+    return StoreError(
+        f"{path} is damaged: the file is {size} bytes but its HDF5 superblock says {eoa}{state} "
+        "(truncated, e.g. by an interrupted copy or a full disk); restore it from a copy"
+    )
+
+
+def _check_not_truncated(path: Path, *, wait: float) -> None:
+    """Refuse a file that is shorter than its superblock's end-of-file address.
+
+    A SWMR reader must do this itself: HDF5 skips its length check in SWMR-read mode and then
+    retries every metadata block that lies past the end of the file, for ever in effect (see
+    the module docstring). The check costs two 48-byte reads and an ``fstat``.
+
+    While a writer has the file open in SWMR mode, the superblock may count space the writer
+    has allocated but not yet written, so the file may be shorter for a moment: a file marked
+    so is refused only if it stays shorter for ``wait`` seconds (the writer keeps the file open
+    only while it commits a month). The superblock is read before and after the file size;
+    when the two reads differ (a writer opened or closed the file meanwhile), it looks again.
+
+    Raises
+    ------
+    StoreError
+        The file is truncated (or its superblock is damaged).
+    """
+    deadline = time.monotonic() + wait
+    with open(path, "rb") as fh:
+        fd = fh.fileno()
+        while True:
+            before = os.pread(fd, _SB_SIZE, 0)
+            size = os.fstat(fd).st_size
+            after = os.pread(fd, _SB_SIZE, 0)
+            if before == after:
+                sb = _parse_superblock(after, path)
+                if sb is None or sb.length <= size:
+                    return
+                if not sb.marked_swmr_writing:
+                    raise _truncated_error(path, size, sb.length)
+                if time.monotonic() >= deadline:
+                    raise _truncated_error(path, size, sb.length, marked_writing=True)
+            time.sleep(0.01)
+
+
 def _repair_superblock(path: Path) -> bool:
     """Clear the write/SWMR flags of a version 2/3 superblock and raise its EOA to the file size.
 
     Only safe while no process has the file open for writing (the caller holds the store lock).
-    Superblock v2/3 with 8-byte addresses: signature (8), version, offset size, length size,
-    consistency flags (byte 11), base address (12), extension address (20), end-of-file
-    address (28), root group address (36), lookup3 checksum of bytes 0-43 (44).
+    See :func:`_parse_superblock` for the layout.
 
     Returns
     -------
     bool
         True when the superblock was changed.
+
+    Raises
+    ------
+    StoreError
+        The file is shorter than the superblock says (truncated), or the superblock is damaged;
+        the file is left as it was.
     """
     with open(path, "r+b") as fh:
-        sb = bytearray(fh.read(48))
-        if len(sb) < 48 or sb[:8] != _HDF5_SIGNATURE or sb[8] not in (2, 3) or sb[9] != 8:
+        sb = bytearray(fh.read(_SB_SIZE))
+        parsed = _parse_superblock(bytes(sb), path)
+        if parsed is None:
             return False
-        if lookup3(bytes(sb[:44])) != int.from_bytes(sb[44:48], "little"):
-            raise StoreError(f"{path}: HDF5 superblock checksum does not match; the file is damaged")
-        eoa = int.from_bytes(sb[28:36], "little")
+        eoa = parsed.eoa
         eof = os.fstat(fh.fileno()).st_size
+        if parsed.length > eof:
+            # HDF5 would refuse to open it (or hang, for SWMR readers); nothing to repair here
+            raise _truncated_error(path, eof, parsed.length, marked_writing=bool(sb[11]))
         if sb[11] == 0 and eoa >= eof:
             return False
         sb[11] = 0
@@ -174,10 +294,31 @@ def open_for_reading(path: str | os.PathLike, *, wait: float = 10.0) -> h5py.Fil
     The writer only ever has the file open in SWMR-write mode; should the file still be marked
     open by a plain (non-SWMR) writer, e.g. a store written by an older version, this retries for
     up to ``wait`` seconds before giving up.
+
+    Parameters
+    ----------
+    path : path of the store
+    wait : float
+        Seconds to wait for a writer to release the file, or to finish extending it (see
+        :func:`_check_not_truncated`).
+
+    Returns
+    -------
+    h5py.File
+        Open in SWMR-read mode; close it (use it as a context manager).
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    StoreError
+        The file is not HDF5, is damaged (e.g. shorter than its superblock says), or stays
+        locked by a plain writer.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no results store at {path}")
+    _check_not_truncated(path, wait=wait)
     deadline = time.monotonic() + wait
     while True:
         try:
@@ -419,7 +560,10 @@ def _open_swmr_writer(path: Path) -> h5py.File:
     fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
     fapl.set_file_locking(False, True)
     fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
-    fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDWR | h5py.h5f.ACC_SWMR_WRITE, fapl=fapl)
+    try:
+        fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDWR | h5py.h5f.ACC_SWMR_WRITE, fapl=fapl)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot open the results store for writing; it may be damaged ({exc})") from None
     return h5py.File(fid)
 
 

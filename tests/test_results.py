@@ -570,3 +570,23 @@ def test_open_results_names_the_missing_store_and_an_unknown_instrument(tmp_path
         open_results("ACS/WFC", output_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="unknown instrument 'acswfcx'; valid instruments: acs_hrc"):
         open_results("acswfcx", output_dir=tmp_path)
+
+
+def test_open_results_refuses_a_truncated_store_at_once(tmp_path):
+    """In SWMR-read mode HDF5 hung for ever on a truncated file; the read runs in a subprocess
+    with a timeout so that a regression cannot hang the test suite."""
+    import subprocess
+    import sys
+
+    good = tmp_path / "wfc3_uvis.h5"
+    with ResultsStore.open(good, instrument="wfc3_uvis", **OPEN) as store:
+        store.record_month_failure(month="2012-01", error="MAST down", started=0.0)
+    bad = tmp_path / "bad" / "wfc3_uvis.h5"
+    bad.parent.mkdir()
+    bad.write_bytes(good.read_bytes()[:good.stat().st_size // 2])
+    code = ("import sys\nfrom hstcosmicrays import open_results\nfrom hstcosmicrays.store import StoreError\n"
+            "try:\n    open_results(sys.argv[1]).months()\nexcept StoreError as exc:\n    print(exc)\n")
+    for path, expected in ((good, ""), (bad, f"{bad} is damaged")):
+        proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith(expected) and ("truncated" in proc.stdout) == (path == bad)

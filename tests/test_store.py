@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
+from hstcosmicrays import store as store_mod
 from hstcosmicrays.schema import empty_table
 from hstcosmicrays.store import (
     ResultsStore, StoreError, StoreLockedError, format_ledger, lookup3, open_for_reading, read_committed,
@@ -240,3 +241,127 @@ def test_compact_an_empty_store_and_one_with_only_a_failed_month(tmp_path):
     ledger = read_ledger(path, latest=False)
     assert ledger["month"].tolist() == [b"2012-01"] and ledger["error"].tolist() == [b"MAST down again"]
     assert ledger["state"].tolist() == [b"failed"] and ledger["failures_stop"].tolist() == [0]
+
+
+# ----------------------------------------------------------------------------------------------
+# damaged (truncated) stores: refused at once, never a hang
+
+#: Reads a store in a subprocess (HDF5 in SWMR-read mode used to hang for ever on a truncated
+#: file; the subprocess and its timeout keep such a regression from hanging the test suite).
+DAMAGED_READER = textwrap.dedent("""
+    import sys
+    from hstcosmicrays.store import StoreError, format_ledger, open_for_reading, read_committed, read_ledger
+    path, wanted = sys.argv[1], sys.argv[2:]
+    reads = dict(
+        open=lambda: open_for_reading(path, wait=0.5).close(),
+        ledger=lambda: read_ledger(path),
+        committed=lambda: read_committed(path, "exposures"),
+        status=lambda: format_ledger(path),
+    )
+    for name, read in reads.items():
+        if wanted and name not in wanted:
+            continue
+        try:
+            read()
+        except StoreError as exc:
+            print(name, "StoreError", exc, flush=True)
+        else:
+            print(name, "read", flush=True)
+""")
+
+
+def _read_in_subprocess(path, *reads, timeout=60):
+    proc = subprocess.run([sys.executable, "-c", DAMAGED_READER, str(path), *reads], capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()
+
+
+def _two_month_store(path):
+    with ResultsStore.open(path, **OPEN) as store:
+        for k in (1, 2):
+            store.commit_month(month=f"2010-0{k}", n_found=3, started=0.0, **month_tables(f"2010-0{k}", seed=k))
+
+
+def _superblock_flags(path, flags):
+    """Set the superblock's consistency flags, as a writer killed while it had the file open leaves them."""
+    with open(path, "r+b") as fh:
+        sb = bytearray(fh.read(48))
+        sb[11] = flags
+        sb[44:48] = lookup3(bytes(sb[:44])).to_bytes(4, "little")
+        fh.seek(0)
+        fh.write(sb)
+
+
+@pytest.mark.parametrize("keep", [20000, 30])
+def test_truncated_store_is_refused_by_readers_at_once(tmp_path, keep):
+    good = tmp_path / "good.h5"
+    _two_month_store(good)
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(good.read_bytes()[:keep])
+    t0 = time.monotonic()
+    lines = _read_in_subprocess(bad)
+    assert time.monotonic() - t0 < 30
+    assert [line.split()[:2] for line in lines] == [[n, "StoreError"] for n in ("open", "ledger", "committed", "status")]
+    for line in lines:
+        assert str(bad) in line and "damaged" in line and "truncated" in line and "restore it from a copy" in line
+    if keep == 20000:
+        assert f"the file is 20000 bytes but its HDF5 superblock says {good.stat().st_size}" in lines[0]
+    # the healthy store reads as before
+    assert _read_in_subprocess(good) == ["open read", "ledger read", "committed read", "status read"]
+
+
+def test_truncated_store_marked_open_by_a_killed_writer_is_refused_after_the_wait(tmp_path):
+    """A file marked open for SWMR writing may be shorter than its superblock says for a moment
+    while the writer extends it; one that stays shorter is refused after ``wait`` seconds."""
+    good = tmp_path / "good.h5"
+    _two_month_store(good)
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(good.read_bytes()[:20000])
+    _superblock_flags(bad, 0x05)  # write + SWMR-write access
+    t0 = time.monotonic()
+    [line] = _read_in_subprocess(bad, "open")  # with wait=0.5
+    assert time.monotonic() - t0 < 20
+    assert line.startswith("open StoreError") and "still marked as open by a writer" in line
+    assert str(bad) in line and "truncated" in line and "restore it from a copy" in line
+
+
+def test_truncated_store_is_refused_by_the_writer_and_left_as_it_was(tmp_path):
+    good = tmp_path / "good.h5"
+    _two_month_store(good)
+    bad = tmp_path / "bad.h5"
+    damaged = good.read_bytes()[:20000]
+    for flags in (0x00, 0x05):  # closed cleanly before the truncation, or by a killed writer
+        bad.write_bytes(damaged)
+        _superblock_flags(bad, flags)
+        before = bad.read_bytes()
+        with pytest.raises(StoreError, match=r"damaged: the file is 20000 bytes but its HDF5 superblock says"):
+            ResultsStore.open(bad, **OPEN)
+        assert bad.read_bytes() == before
+    # and the lock is released: a healthy store opens again at once
+    with ResultsStore.open(good, **OPEN) as store:
+        assert store.committed_months() == {"2010-01", "2010-02"}
+
+
+def test_length_check_never_refuses_a_store_that_a_writer_is_extending(tmp_path):
+    """The check against the superblock runs in a tight loop while a writer commits months (the
+    file grows, the superblock changes) and never takes the store for truncated."""
+    path = tmp_path / "live.h5"
+    with ResultsStore.open(path, **OPEN):
+        pass
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER.format(tests=os.path.dirname(__file__), path=str(path))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checks = reads = 0
+    try:
+        while writer.poll() is None:
+            store_mod._check_not_truncated(path, wait=10.0)
+            checks += 1
+            if checks % 200 == 0:
+                read_ledger(path)
+                reads += 1
+    finally:
+        out, err = writer.communicate(timeout=120)
+    assert writer.returncode == 0, err
+    assert len(out.split()) == 40 and checks > 1000 and reads > 5
+    _check_consistent(path)
