@@ -302,7 +302,8 @@ def test_truncated_store_is_refused_by_readers_at_once(tmp_path, keep):
     t0 = time.monotonic()
     lines = _read_in_subprocess(bad)
     assert time.monotonic() - t0 < 30
-    assert [line.split()[:2] for line in lines] == [[n, "StoreError"] for n in ("open", "ledger", "committed", "status")]
+    reads = ("open", "ledger", "committed", "status")
+    assert [line.split()[:2] for line in lines] == [[name, "StoreError"] for name in reads]
     for line in lines:
         assert str(bad) in line and "damaged" in line and "truncated" in line and "restore it from a copy" in line
     if keep == 20000:
