@@ -764,8 +764,8 @@ class ResultsStore:
         finally:
             tmp.unlink(missing_ok=True)
         after = self.path.stat().st_size
-        log.info("%s: compacted from %d to %d ledger rows, %.1f MB to %.1f MB", self.path,
-                 len(ledger["month"]), len(keep), before / 1e6, after / 1e6)
+        log.debug("%s: compacted from %d to %d ledger rows, %.1f MB to %.1f MB", self.path,
+                  len(ledger["month"]), len(keep), before / 1e6, after / 1e6)
         return before, after
 
     # -- queries ------------------------------------------------------------------------------
