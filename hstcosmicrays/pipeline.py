@@ -541,7 +541,7 @@ class CosmicRayPipeline:
                 return RunSummary(skipped=tuple(m.label for m in skipped))
             executor = self._make_executor()
             prefetch = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
-            previous_handler = self._install_sigint()
+            previous_handlers = self._install_stop_handlers()
             months_bar = self._progress(total=len(todo), desc="months", unit="month")
             try:
                 pending = prefetch.submit(self._download, todo[0])
@@ -560,7 +560,7 @@ class CosmicRayPipeline:
                     pending.cancel()
             finally:
                 months_bar.close()
-                self._restore_sigint(previous_handler)
+                self._restore_stop_handlers(previous_handlers)
                 prefetch.shutdown(wait=True, cancel_futures=True)
                 executor.close()
         interrupted = self._stop.is_set()
@@ -689,9 +689,13 @@ class CosmicRayPipeline:
 
         return tqdm(disable=not self.options.progress, **kwargs)
 
-    def _install_sigint(self):
+    def _install_stop_handlers(self) -> dict:
+        """Ctrl-C (SIGINT) and SIGTERM (what ``kill`` and batch schedulers send before they
+        kill a job) set the stop flag: the run stops after the work in progress. A second one
+        stops at once. Returns the previous handlers, for :meth:`_restore_stop_handlers`."""
         if threading.current_thread() is not threading.main_thread():
-            return None
+            return {}
+        names = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
         def handler(signum, frame):
             if self._stop.is_set():
@@ -701,14 +705,15 @@ class CosmicRayPipeline:
             cancel = getattr(self._archive, "cancel", None)
             if callable(cancel):
                 cancel()
-            log.warning("Ctrl-C: stopping after the work in progress (Ctrl-C again to stop at once); "
-                        "committed months are kept")
+            log.warning("%s: stopping after the work in progress (Ctrl-C again to stop at once); "
+                        "committed months are kept", names.get(signum, f"signal {signum}"))
 
-        return signal.signal(signal.SIGINT, handler)
+        return {sig: signal.signal(sig, handler) for sig in names}
 
-    def _restore_sigint(self, previous) -> None:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+    @staticmethod
+    def _restore_stop_handlers(previous: dict) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _cpu_count() -> int:

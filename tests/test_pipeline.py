@@ -308,7 +308,9 @@ def test_large_stacks_are_read_from_the_files_with_the_same_result(reference_sto
     assert_same_store(reference_store, out / f"{INSTR}.h5")
 
 
-def test_ctrl_c_stops_cleanly_keeping_committed_months(tmp_path):
+@pytest.mark.parametrize("signum,name", [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")])
+def test_ctrl_c_stops_cleanly_keeping_committed_months(tmp_path, signum, name):
+    """Ctrl-C, and SIGTERM as ``kill``, ``timeout`` and batch schedulers send it."""
     proc = subprocess.Popen(_run_cmd(tmp_path, "2003-01", "2004-12"), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     path = tmp_path / f"{INSTR}.h5"
@@ -317,10 +319,10 @@ def test_ctrl_c_stops_cleanly_keeping_committed_months(tmp_path):
         if path.exists() and len(read_ledger(path)["month"]) >= 1:
             break
         time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    assert "Ctrl-C" in err and "resume" in err
+    assert f"{name}: stopping after the work in progress" in err and "resume" in err
     ledger = read_ledger(path)
     assert 1 <= len(ledger["month"]) < 24 and set(ledger["state"].tolist()) == {b"committed"}
     ex = read_committed(path, "exposures", columns=["month"])
