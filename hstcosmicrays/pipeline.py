@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 SCIENCE_PRODUCT = {"ccd": "FLT", "ir": "IMA", "wfpc2": "C0M"}
 #: product holding the orbit keywords
 ORBIT_PRODUCTS = ("SPT", "SHM")
+#: months in a row whose archive query or download failed after which a run stops (the archive
+#: is down or unreachable: every later month would fail too, each after its retries)
+ARCHIVE_FAILURES_TO_STOP = 3
 
 
 @dataclass(frozen=True)
@@ -545,6 +548,7 @@ class CosmicRayPipeline:
             months_bar = self._progress(total=len(todo), desc="months", unit="month")
             try:
                 pending = prefetch.submit(self._download, todo[0])
+                archive_failures = 0  # months in a row whose query or download failed
                 for i, month in enumerate(todo):
                     work = pending.result()
                     # download the next month while this one is processed (one month ahead)
@@ -556,7 +560,14 @@ class CosmicRayPipeline:
                         break
                     (committed if ok else failed).append(month.label)
                     months_bar.update(1)
-                if pending is not None and self._stop.is_set():
+                    archive_failures = archive_failures + 1 if work.error is not None else 0
+                    if archive_failures >= ARCHIVE_FAILURES_TO_STOP and pending is not None:
+                        log.error("%s: the archive failed for %d months in a row (last: %s); stopping "
+                                  "here rather than failing every month of the window; run again when "
+                                  "it answers", self.instrument.name, archive_failures, work.error)
+                        self._cancel_download()
+                        break
+                if pending is not None and (self._stop.is_set() or archive_failures >= ARCHIVE_FAILURES_TO_STOP):
                     pending.cancel()
             finally:
                 months_bar.close()
@@ -701,14 +712,17 @@ class CosmicRayPipeline:
             if self._stop.is_set():
                 raise KeyboardInterrupt
             self._stop.set()
-            # an in-flight download of the next month need not finish before we stop
-            cancel = getattr(self._archive, "cancel", None)
-            if callable(cancel):
-                cancel()
+            self._cancel_download()
             log.warning("%s: stopping after the work in progress (Ctrl-C again to stop at once); "
                         "committed months are kept", names.get(signum, f"signal {signum}"))
 
         return {sig: signal.signal(sig, handler) for sig in names}
+
+    def _cancel_download(self) -> None:
+        """Cancel an in-flight download of the next month (archives that can)."""
+        cancel = getattr(self._archive, "cancel", None)
+        if callable(cancel):
+            cancel()
 
     @staticmethod
     def _restore_stop_handlers(previous: dict) -> None:

@@ -499,3 +499,25 @@ def test_ctrl_c_in_a_terminal_with_dask_workers_stops_cleanly(tmp_path):
 def test_run_options_refuse_fewer_than_one_dark_per_month():
     with pytest.raises(ValueError, match="--darks-per-month: expected 1 or more, got 0"):
         RunOptions(archive="simulated", darks_per_month=0)
+
+
+def test_a_run_stops_when_the_archive_fails_several_months_in_a_row(tmp_path, caplog):
+    """An unreachable archive would fail every month of a long window, each after its retries:
+    the run stops after ARCHIVE_FAILURES_TO_STOP failed months in a row (recorded as failed, so
+    the next run retries them) and says why."""
+    from hstcosmicrays.archive.simulated import SimulatedArchive
+    from hstcosmicrays.pipeline import ARCHIVE_FAILURES_TO_STOP
+
+    cfg = load_config()
+    sim = SimulatedArchive(seed=cfg.pipeline.simulation_seed, darks_per_month=2)
+    down = {f"2003-{m:02d}" for m in range(2, 13)}
+    opts = RunOptions(archive="simulated", start=parse_month("2003-01"), stop=parse_month("2003-12"), workers=1,
+                      darks_per_month=2)
+    with caplog.at_level("ERROR", logger="hstcosmicrays"):
+        summary = CosmicRayPipeline(instrument=cfg.instrument(INSTR), config=cfg, output_dir=tmp_path, options=opts,
+                                    archive=FlakyArchive(sim, down)).run()
+    assert summary.committed == ("2003-01",)
+    assert summary.failed == tuple(f"2003-{m:02d}" for m in range(2, 2 + ARCHIVE_FAILURES_TO_STOP))
+    assert not summary.ok and not summary.interrupted
+    assert f"the archive failed for {ARCHIVE_FAILURES_TO_STOP} months in a row" in caplog.text
+    assert read_ledger(tmp_path / f"{INSTR}.h5")["state"].tolist().count(b"failed") == ARCHIVE_FAILURES_TO_STOP
