@@ -1280,12 +1280,15 @@ class CRRejectReport:
     crrejtab: Optional[str] = None
     output: Optional[Path] = None
     seconds: float = 0.0
+    overridden: tuple = ()
 
     def __str__(self) -> str:
         p = self.params
+        source = f"parameters from {self.crrejtab}" if self.crrejtab else "configured parameters"
+        if self.overridden:
+            source += ", " + ", ".join(self.overridden) + " as given"
         lines = [
-            f"CR rejection of {len(self.files)} {self.instrument} frames"
-            + (f" (parameters from {self.crrejtab})" if self.crrejtab else " (configured parameters)"),
+            f"CR rejection of {len(self.files)} {self.instrument} frames ({source})",
             f"  crsigmas={','.join(f'{s:g}' for s in p.crsigmas)} crradius={p.crradius:g} "
             f"crthresh={p.crthresh:g} initgues={p.initgues} skysub={p.skysub} "
             f"scalense={p.scalense:g} badinpdq={p.badinpdq}",
@@ -1655,5 +1658,6 @@ def crreject_files(
     return CRRejectReport(
         instrument=inst.name, params=params, files=tuple(summaries),
         crrejtab=str(crrejtab) if crrejtab is not None else None, output=output,
+        overridden=tuple(sorted(k for k, v in (overrides or {}).items() if v is not None)),
         seconds=time.perf_counter() - t0,
     )

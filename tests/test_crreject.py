@@ -686,6 +686,13 @@ def test_cli_adds_8192_and_touches_no_other_bit(flt_pair, tmp_path, capsys):
     np.testing.assert_allclose(crj[one], 2 * clean[one] + sum(sky), rtol=1e-4, atol=2e-3)
 
 
+def test_cli_report_says_which_parameters_were_given(flt_pair, capsys):
+    paths, _, _ = flt_pair
+    assert cli_main(["crreject", str(paths[0]), str(paths[1]), "--crsigmas", "7,6", "--crradius", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "(configured parameters, crradius, crsigmas as given)" in out and "crsigmas=7,6 crradius=1 " in out
+
+
 def test_cli_errors_name_the_file(flt_pair, tmp_path, capsys):
     paths, _, _ = flt_pair
     assert cli_main(["crreject", str(paths[0])]) == 2
