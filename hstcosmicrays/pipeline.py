@@ -469,6 +469,11 @@ class CosmicRayPipeline:
     def archive(self) -> Archive:
         if self._archive is None:
             spec = self.options.archive
+            if self.options.cloud and spec != "mast":
+                log.warning("--cloud is used only with --archive mast; ignored with --archive %s", spec)
+            if self.options.darks_per_month is not None and spec != "simulated":
+                log.warning("--darks-per-month is used only with --archive simulated; ignored with "
+                            "--archive %s", spec)
             if spec == "simulated":
                 from .archive.simulated import SimulatedArchive
 

@@ -521,3 +521,12 @@ def test_a_run_stops_when_the_archive_fails_several_months_in_a_row(tmp_path, ca
     assert not summary.ok and not summary.interrupted
     assert f"the archive failed for {ARCHIVE_FAILURES_TO_STOP} months in a row" in caplog.text
     assert read_ledger(tmp_path / f"{INSTR}.h5")["state"].tolist().count(b"failed") == ARCHIVE_FAILURES_TO_STOP
+
+
+def test_options_that_do_not_apply_to_the_archive_are_named(tmp_path, caplog):
+    cfg = load_config()
+    opts = RunOptions(archive=str(tmp_path), cloud=True, darks_per_month=2)
+    with caplog.at_level("WARNING", logger="hstcosmicrays"):
+        CosmicRayPipeline(instrument=cfg.instrument(INSTR), config=cfg, output_dir=tmp_path, options=opts).archive
+    assert "--cloud is used only with --archive mast" in caplog.text
+    assert "--darks-per-month is used only with --archive simulated" in caplog.text
