@@ -338,7 +338,10 @@ class _Dask:
 
         if scheduler:
             self._cluster = None
-            self.client = Client(scheduler)
+            try:
+                self.client = Client(scheduler)
+            except OSError as exc:
+                raise OSError(f"--scheduler {scheduler}: cannot reach the dask scheduler ({exc})") from None
             log.info("using the dask.distributed scheduler at %s", scheduler)
         else:
             # Ctrl-C in a terminal reaches the whole process group: the worker processes must

@@ -530,3 +530,15 @@ def test_options_that_do_not_apply_to_the_archive_are_named(tmp_path, caplog):
         CosmicRayPipeline(instrument=cfg.instrument(INSTR), config=cfg, output_dir=tmp_path, options=opts).archive
     assert "--cloud is used only with --archive mast" in caplog.text
     assert "--darks-per-month is used only with --archive simulated" in caplog.text
+
+
+def test_an_unreachable_scheduler_is_named_in_one_line(tmp_path, capsys):
+    import dask
+
+    args = RUN + ["--start", "2003-01", "--stop", "2003-01", "--output", str(tmp_path), "--scheduler",
+                  "tcp://127.0.0.1:1"]
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        assert run_pipeline_main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("run_pipeline: error: --scheduler tcp://127.0.0.1:1: cannot reach the dask scheduler")
+    assert not any("Traceback" in line for line in err)
