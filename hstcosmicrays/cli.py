@@ -84,6 +84,17 @@ def _positive_int(text):
     return value
 
 
+def _nonnegative_int(text):
+    """A whole number of 0 or more (e.g. ``--workers``); anything else is a usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
 def _nearest_existing(path: Path) -> Path:
     """``path`` or its closest ancestor that exists (``.`` at the latest for a relative path)."""
     while not path.exists() and path != path.parent:
@@ -147,7 +158,8 @@ def _run_pipeline_parser() -> argparse.ArgumentParser:
     p.add_argument("--cloud", action="store_true", help="with --archive mast: fetch from the public HST bucket on AWS")
     p.add_argument("--output", type=Path, help="output directory (default: data_products)")
     p.add_argument("--config", type=Path, help="YAML file overriding the default configuration")
-    p.add_argument("--workers", type=int, help="processes for the frames of a month (default: number of cores; 1 = in-process)")
+    p.add_argument("--workers", type=_nonnegative_int,
+                   help="processes for the frames of a month (default: number of cores; 1 = in-process)")
     p.add_argument("--scheduler", help="address of a dask.distributed scheduler, tcp://HOST:PORT")
     p.add_argument("--reprocess", action="store_true", help="process committed months again")
     p.add_argument("--keep-downloads", action="store_true", help="keep each month's downloaded files")
@@ -187,8 +199,6 @@ def run_pipeline_main(argv: list[str] | None = None) -> int:
             darks_per_month=args.darks_per_month,
             progress=sys.stderr.isatty() and args.verbosity >= 0,
         )
-        if options.workers < 0:
-            raise CLIError(f"--workers: expected 0 or more, got {options.workers}")
         pipeline = CosmicRayPipeline(instrument=instrument, config=config, output_dir=output, options=options)
         setup_logging(verbosity=args.verbosity, logfile=pipeline.new_logfile())
         summary = pipeline.run()

@@ -351,6 +351,10 @@ class PipelineSettings:
     download_retries: int
     download_backoff: float
 
+    def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise ConfigError(f"key 'pipeline.workers': expected 0 or more (0 = number of cores), got {self.workers}")
+
 
 @dataclass(frozen=True)
 class Config:

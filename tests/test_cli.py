@@ -29,6 +29,22 @@ def test_bad_config_type_names_file_key_and_type(tmp_path, capsys):
     assert len(err.splitlines()) == 1
 
 
+def test_negative_workers_names_where_the_value_came_from(tmp_path, capsys):
+    """From the file: the file and its key pipeline.workers; from the flag: --workers."""
+    cfg = tmp_path / "neg.yaml"
+    cfg.write_text("pipeline:\n  workers: -3\n")
+    args = ["--instr", "wfc3uvis", "--archive", "simulated", "--output", str(tmp_path / "out")]
+    assert run_pipeline_main(args + ["--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"run_pipeline: error: {cfg}: key 'pipeline.workers': expected 0 or more "
+                   "(0 = number of cores), got -3")
+    with pytest.raises(SystemExit) as exc:
+        run_pipeline_main(args + ["--workers", "-3"])
+    assert exc.value.code == 2
+    assert "argument --workers: expected 0 or more, got -3" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_month_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
         run_pipeline_main(["--instr", "wfc3uvis", "--start", "2012/01"])

@@ -69,6 +69,15 @@ def test_wrong_type_names_file_key_and_expected_type(tmp_path, text, key, expect
     assert "\n" not in msg
 
 
+def test_negative_workers_names_the_file_and_key(tmp_path):
+    """A value of the right type but out of range is reported against the file's key, not a flag."""
+    user = tmp_path / "neg.yaml"
+    user.write_text("pipeline:\n  workers: -3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(user)
+    assert str(err.value) == f"{user}: key 'pipeline.workers': expected 0 or more (0 = number of cores), got -3"
+
+
 def test_unknown_key_is_an_error(tmp_path):
     user = tmp_path / "typo.yaml"
     user.write_text("pipeline:\n  wrokers: 2\n")
