@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from functools import partial
 from pathlib import Path
 
 from ._version import __version__
@@ -132,11 +133,13 @@ def _os_error_text(exc: OSError) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _verbosity(p: argparse.ArgumentParser) -> None:
+def _verbosity(p: argparse.ArgumentParser, *, default=0) -> None:
+    """``-v``/``-q`` into ``verbosity``. A subcommand's copy uses ``default=argparse.SUPPRESS`` so
+    that, when the flag is given before the subcommand only, the subcommand does not reset it."""
     g = p.add_mutually_exclusive_group()
-    g.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=0,
+    g.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=1, default=default,
                    help="debug messages on the console")
-    g.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1,
+    g.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=-1, default=default,
                    help="warnings and errors only")
 
 
@@ -251,10 +254,13 @@ def _add_status(sub) -> None:
 
 
 def _cmd_status(args) -> int:
+    from .schema import MONTHS
     from .store import format_ledger
 
     _, _, path = _existing_store(args)
+    unit = next(c.unit for c in MONTHS if c.name == "median_rate")
     print(format_ledger(path))
+    print(f"median rate in {unit}")
     return EXIT_OK
 
 
@@ -483,7 +489,10 @@ def _main_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hstcosmicrays", description="HST cosmic-ray tools")
     p.add_argument("--version", action="version", version=f"hstcosmicrays {__version__}")
     _verbosity(p)
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)  # -v/-q also after the subcommand
+    _verbosity(common, default=argparse.SUPPRESS)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           parser_class=partial(argparse.ArgumentParser, parents=[common]))
     for add in (_add_status, _add_compact, _add_simulate, _add_crreject, _add_measure, _add_split_ima, _add_plot,
                 _add_export, _add_mast_server):
         add(sub)

@@ -57,6 +57,32 @@ def test_status_without_store(tmp_path, capsys):
     assert "no results store" in capsys.readouterr().err
 
 
+def test_status_gives_the_unit_of_the_median_rate(tmp_path, capsys):
+    from hstcosmicrays.cli import setup_logging
+    from hstcosmicrays.store import ResultsStore
+
+    setup_logging(verbosity=-1)  # no handler left on an earlier test's captured stream
+    with ResultsStore.open(tmp_path / "acs_hrc.h5", instrument="acs_hrc", software_version="0", config_hash="x"):
+        pass
+    assert main(["status", "--instr", "acs_hrc", "--output", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "median rate" in out and out.splitlines()[-1] == "median rate in CR / (s cm2)"
+
+
+@pytest.mark.parametrize("argv, verbosity", [
+    (["status", "--instr", "x"], 0),
+    (["-v", "status", "--instr", "x"], 1),
+    (["status", "-v", "--instr", "x"], 1),
+    (["status", "--instr", "x", "--quiet"], -1),
+    (["-q", "plot", "rate", "--instr", "x"], -1),
+    (["export", "--instr", "x", "--table", "orbit", "--format", "csv", "--out", "o.csv", "-v"], 1),
+])
+def test_verbosity_flags_before_or_after_the_subcommand(argv, verbosity):
+    from hstcosmicrays.cli import _main_parser
+
+    assert _main_parser().parse_args(argv).verbosity == verbosity
+
+
 def test_stop_before_start_is_a_usage_error_and_creates_nothing(tmp_path, capsys):
     args = ["--instr", "wfc3uvis", "--archive", "simulated", "--output", str(tmp_path / "out"),
             "--start", "2012-05", "--stop", "2012-03"]
