@@ -285,7 +285,9 @@ def _add_simulate(sub) -> None:
     p = sub.add_parser("simulate", help="write a simulated dark archive with a truth table")
     p.add_argument("--instr", required=True)
     p.add_argument("--start", type=_month, required=True, help="first month YYYY-MM")
-    p.add_argument("--stop", type=_month, required=True, help="last month YYYY-MM, inclusive")
+    p.add_argument("--stop", type=_month, required=True,
+                   help="last month YYYY-MM, inclusive; months outside the instrument's active time "
+                        "and months that have not ended yet (UTC) are left out, as in run_pipeline")
     p.add_argument("--out", type=Path, required=True, help="directory to write into")
     p.add_argument("--darks-per-month", type=_positive_int, help="darks per month, 1 or more (default: the instrument's)")
     p.add_argument("--seed", type=int, help="random seed (default: the configured simulation_seed)")

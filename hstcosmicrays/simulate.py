@@ -117,7 +117,7 @@ from astropy.io import fits
 from scipy.special import ndtr
 
 from .config import ConfigError, InstrumentConfig, SimulationConfig
-from .intervals import Month, month_windows
+from .intervals import Month, month_windows, utc_today
 from .orbit import (
     OrbitalElements,
     circular_mean_deg,
@@ -1339,6 +1339,10 @@ def write_archive(
     Files go to ``out/mastDownload/HST/<obs_id>/`` (MAST's download layout) with the truth file
     beside the products.
 
+    Months outside the instrument's active time are skipped, and so are months that have not
+    ended yet (UTC), as in a pipeline run (:func:`~hstcosmicrays.intervals.month_windows`); the
+    latter are named in a warning.
+
     Returns
     -------
     list of Path
@@ -1348,12 +1352,31 @@ def write_archive(
     ------
     NotADirectoryError
         ``out`` exists and is not a directory (checked before anything is written).
+    ValueError
+        ``stop`` is before ``start``, or no month of the window can be simulated; the message
+        says why: the window is outside the instrument's active time (which it gives), or its
+        months have not ended yet.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory", str(out))
+    today = utc_today()
+    months = month_windows(instrument=instrument, start=start, stop=stop, today=today)
+    active = month_windows(instrument=instrument, start=start, stop=stop, today=today, include_unended=True)
+    unended = [m for m in active if m not in months]
+    if not active:
+        inactive = "".join(f", inactive {a} to {b}" for a, b in instrument.inactive)
+        raise ValueError(f"{instrument.name}: no month of {_span(start, stop)} is in the instrument's active time "
+                         f"({instrument.active_start} to {instrument.active_stop or 'today'}{inactive})")
+    if not months:
+        verb = "has" if len(unended) == 1 else "have"
+        raise ValueError(f"{instrument.name}: {_span(unended[0], unended[-1])} {verb} not ended yet (UTC); "
+                         "a month is simulated once it has ended")
+    if unended:
+        log.warning("%s: %s not simulated: a month is simulated once it has ended (UTC)",
+                    instrument.name, _span(unended[0], unended[-1]))
     written = []
-    for month in month_windows(instrument=instrument, start=start, stop=stop):
+    for month in months:
         for spec in month_schedule(instrument=instrument, month=month, seed=seed,
                                    darks_per_month=darks_per_month, shape=shape):
             d = out / "mastDownload" / "HST" / spec.obs_id
@@ -1361,6 +1384,11 @@ def write_archive(
             log.info("simulated %s (%s) in %s", spec.obs_id, month.label, d)
             written.append(d)
     return written
+
+
+def _span(first: Month, last: Month) -> str:
+    """``YYYY-MM`` or ``YYYY-MM to YYYY-MM``."""
+    return first.label if first == last else f"{first} to {last}"
 
 
 def read_truth(path) -> tuple["pandas.DataFrame", "pandas.DataFrame"]:  # noqa: F821

@@ -532,3 +532,38 @@ def test_cli_simulate_onto_a_file_is_a_one_line_error(config, tmp_path, capsys):
         simulate.write_archive(instrument=config.instrument("stis"), start=parse_month("2010-01"),
                                stop=parse_month("2010-01"), out=existing, darks_per_month=1, seed=3)
     assert existing.read_text() == "keep me" and list(tmp_path.iterdir()) == [existing]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--instr", "acshrc", "--start", "2030-01", "--stop", "2030-02"],
+     "acs_hrc: no month of 2030-01 to 2030-02 is in the instrument's active time (2002-03-01 to 2007-01-27)"),
+    (["--instr", "stis", "--start", "2005-01", "--stop", "2005-01"],
+     "stis_ccd: no month of 2005-01 is in the instrument's active time "
+     "(1997-02-01 to today, inactive 2004-08-03 to 2009-05-01)"),
+    (["--instr", "wfc3uvis", "--start", "2099-01", "--stop", "2099-02"],
+     "wfc3_uvis: 2099-01 to 2099-02 have not ended yet (UTC); a month is simulated once it has ended"),
+])
+def test_cli_simulate_of_a_window_with_nothing_to_simulate_says_why(tmp_path, capsys, argv, expected):
+    """Instead of 'wrote 0 datasets': one line giving the reason, exit 2, nothing written."""
+    from hstcosmicrays.cli import main
+
+    out = tmp_path / "sim"
+    assert main(["-q", "simulate", *argv, "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"hstcosmicrays simulate: error: {expected}\n"
+    assert "wrote" not in captured.out and not out.exists()
+
+
+def test_write_archive_leaves_out_months_not_ended_with_a_warning(config, tmp_path, monkeypatch, caplog):
+    import datetime as dt
+
+    from hstcosmicrays.intervals import parse_month
+
+    monkeypatch.setattr(simulate, "utc_today", lambda: dt.date(2012, 2, 15))
+    with caplog.at_level("WARNING", logger="hstcosmicrays"):
+        written = simulate.write_archive(instrument=config.instrument("stis"), start=parse_month("2012-01"),
+                                         stop=parse_month("2012-03"), out=tmp_path, darks_per_month=1, seed=3,
+                                         shape=SHAPE)
+    frames, _ = simulate.read_truth(tmp_path)
+    assert len(written) == len(frames) == 1 and frames["month"].tolist() == ["2012-01"]
+    assert "stis_ccd: 2012-02 to 2012-03 not simulated: a month is simulated once it has ended (UTC)" in caplog.text
