@@ -439,25 +439,46 @@ def _cmd_plot(args) -> int:
     return EXIT_OK
 
 
+EXPORT_TABLES = ("exposures", "cosmic_rays", "orbit", "months", "failures")
+EXPORT_FORMATS = ("csv", "parquet")
+
+
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="write a table of an instrument's store as CSV or Parquet")
     p.add_argument("--instr", required=True)
-    p.add_argument("--table", required=True, choices=("exposures", "cosmic_rays", "orbit"))
-    p.add_argument("--format", required=True, choices=("csv", "parquet"))
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--table", required=True, choices=EXPORT_TABLES,
+                   help="months is the month ledger (as status shows it), failures the frames that could not be used")
+    p.add_argument("--format", choices=EXPORT_FORMATS,
+                   help="default: as the --out suffix says (.csv or .parquet); a --format that "
+                        "contradicts that suffix is refused")
+    p.add_argument("--out", type=Path, required=True, help="file to write, e.g. cosmic_rays.parquet")
     p.add_argument("--output", type=Path, help="directory of the stores (default: data_products)")
     p.add_argument("--config", type=Path)
     p.set_defaults(func=_cmd_export)
 
 
+def _export_format(fmt: str | None, out: Path) -> str:
+    """``--format``, or the format the ``--out`` suffix names; a suffix of the other format is a
+    contradiction."""
+    by_suffix = {f".{f}": f for f in EXPORT_FORMATS}.get(out.suffix.lower())
+    if fmt is None:
+        if by_suffix is None:
+            raise CLIError(f"--out {out}: expected a .csv or .parquet file name, or give --format")
+        return by_suffix
+    if by_suffix is not None and by_suffix != fmt:
+        raise CLIError(f"--format {fmt} contradicts --out {out} (a .{by_suffix} file name)")
+    return fmt
+
+
 def _cmd_export(args) -> int:
     from .results import open_results
 
+    fmt = _export_format(args.format, args.out)
     _check_output_file(args.out, "--out")
     config = _load_config(args.config)
     output = _output_dir(args, config)
     res = open_results(config.instrument(args.instr).name, output_dir=output)
-    n = res.export(table=args.table, fmt=args.format, out=args.out)
+    n = res.export(table=args.table, fmt=fmt, out=args.out)
     print(f"wrote {n} rows of {args.table} to {args.out}")
     return EXIT_OK
 

@@ -558,12 +558,33 @@ class Results:
     def iter_chunks(self, table: str, *, start=None, stop=None, columns: Iterable[str] | None = None,
                     where: str | None = None, rows: int = PARTITION_ROWS) -> Iterator[pd.DataFrame]:
         """Yield a table as DataFrames of at most ``rows`` file rows each (one consistent
-        snapshot of the ledger, taken when iteration starts)."""
+        snapshot of the ledger, taken when iteration starts).
+
+        ``exposures`` and the small tables ``months`` (:meth:`months`) and ``failures``
+        (:meth:`failures`) come as one piece. ``start``/``stop`` select by exposure time and do
+        not apply to ``months`` and ``failures`` (select their months with ``where``).
+        """
         if table == "exposures":
             yield self.exposures(start=start, stop=stop, columns=columns, where=where)
             return
+        if table in ("months", "failures"):
+            if start is not None or stop is not None:
+                raise ValueError(f"iter_chunks: start and stop do not apply to the {table} table; "
+                                 "select its months with where, e.g. \"month >= '2012-01'\"")
+            frame = self.months() if table == "months" else self.failures()
+            if where:
+                frame = frame.query(where)
+            if columns is not None:
+                columns = [columns] if isinstance(columns, str) else list(columns)
+                unknown = [c for c in columns if c not in frame.columns]
+                if unknown:
+                    raise KeyError(f"table {table} has no column(s) {unknown}; columns: {', '.join(frame.columns)}")
+                frame = frame[columns]
+            yield frame.reset_index(drop=True)
+            return
         if table not in ("cosmic_rays", "orbit"):
-            raise KeyError(f"iter_chunks: table must be exposures, cosmic_rays or orbit, not {table!r}")
+            raise KeyError(f"iter_chunks: table must be exposures, cosmic_rays, orbit, months or failures, "
+                           f"not {table!r}")
         plan = self._plan(table, start=start, stop=stop, columns=columns, where=where, exposure_columns=None)
         for piece in _split_ranges(plan["ranges"], rows):
             yield plan["reader"]([piece])
@@ -572,8 +593,10 @@ class Results:
                where: str | None = None) -> int:
         """Write a table as CSV or Parquet, piece by piece (so tables larger than memory work).
 
-        The index (``exposure_index``, ``cr_index``, ``sample_index``) is written as the first
-        column. Returns the number of rows written.
+        ``table`` is one of ``exposures``, ``cosmic_rays``, ``orbit``, ``months`` (the month
+        ledger) and ``failures`` (see :meth:`iter_chunks`). The index (``exposure_index``,
+        ``cr_index``, ``sample_index``) is written as the first column; ``months`` and
+        ``failures`` have none. Returns the number of rows written.
 
         Raises
         ------
@@ -597,7 +620,7 @@ class Results:
             for part in self.iter_chunks(table, start=start, stop=stop, columns=columns, where=where):
                 if not first and len(part) == 0:
                     continue
-                frame = part.reset_index()
+                frame = part if table in ("months", "failures") else part.reset_index()
                 if fmt == "csv":
                     frame.to_csv(tmp, mode="w" if first else "a", header=first, index=False)
                 else:

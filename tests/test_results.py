@@ -483,6 +483,53 @@ def test_cli_export(small, tmp_path, capsys):
     assert len(pd.read_csv(out)) == len(truth) * 9
 
 
+def test_cli_export_format_follows_the_out_suffix_and_refuses_a_contradiction(small, tmp_path, capsys):
+    """Without --format the suffix decides; a .csv/.parquet name with the other --format is a usage
+    error naming both, before anything is written."""
+    from hstcosmicrays.cli import main
+
+    path, truth = small
+    base = ["-q", "export", "--instr", "wfc3uvis", "--table", "exposures", "--output", str(path.parent)]
+    assert main(base + ["--out", str(tmp_path / "exp.parquet")]) == 0
+    assert len(pd.read_parquet(tmp_path / "exp.parquet")) == len(truth)
+    assert main(base + ["--out", str(tmp_path / "exp.CSV")]) == 0
+    assert len(pd.read_csv(tmp_path / "exp.CSV")) == len(truth)
+    assert main(base + ["--format", "csv", "--out", str(tmp_path / "exp.txt")]) == 0
+    assert len(pd.read_csv(tmp_path / "exp.txt")) == len(truth)
+    capsys.readouterr()
+    for fmt, name in (("parquet", "x.csv"), ("csv", "x.parquet")):
+        assert main(base + ["--format", fmt, "--out", str(tmp_path / name)]) == 2
+        other = "csv" if fmt == "parquet" else "parquet"
+        assert capsys.readouterr().err == (
+            f"hstcosmicrays export: error: --format {fmt} contradicts --out {tmp_path / name} (a .{other} file name)\n")
+    assert main(base + ["--out", str(tmp_path / "x.dat")]) == 2
+    assert capsys.readouterr().err == (
+        f"hstcosmicrays export: error: --out {tmp_path / 'x.dat'}: expected a .csv or .parquet file name, "
+        "or give --format\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.CSV", "exp.parquet", "exp.txt"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_export_months_and_failures(small, tmp_path, capsys, fmt):
+    from hstcosmicrays.cli import main
+
+    path, _ = small
+    res = open_results(path)
+    for table, expected in (("months", res.months()), ("failures", res.failures())):
+        out = tmp_path / f"{table}.{fmt}"
+        assert main(["-q", "export", "--instr", "wfc3uvis", "--table", table, "--out", str(out),
+                     "--output", str(path.parent)]) == 0
+        assert f"wrote {len(expected)} rows of {table} to {out}" in capsys.readouterr().out
+        back = pd.read_csv(out, dtype={"month": str}) if fmt == "csv" else pd.read_parquet(out)
+        assert list(back.columns) == list(expected.columns)
+        assert back["month"].tolist() == expected["month"].tolist()
+    assert back["reason"].tolist() == ["truncated FITS file"]
+    assert res.export(table="months", fmt=fmt, out=tmp_path / f"m.{fmt}", where="month == '2010-03'",
+                      columns=["month", "state"]) == 1
+    with pytest.raises(ValueError, match="start and stop do not apply to the months table"):
+        res.export(table="months", fmt=fmt, out=tmp_path / f"m.{fmt}", start="2010-01-01")
+
+
 def test_export_to_a_directory_is_refused_before_the_work(small, tmp_path, capsys):
     """--out naming an existing directory: one line naming it, exit 2, the directory untouched."""
     from hstcosmicrays.cli import main
