@@ -64,7 +64,7 @@ def plot_rate(
 
     The summary is :meth:`Results.rate_series` (frames above ``min_rate``, sigma-clipped per
     period): the means with error bars (the standard error of the mean, :math:`s/\\sqrt{n}`)
-    and the medians as a line. The rate axis spans twice the typical upper quartile; frames
+    and the medians as a line with markers. The rate axis spans twice the typical upper quartile; frames
     (SAA crossings) and period means above it are counted in a note. An optional
     solar-activity series (``solar_csv``: a CSV with date and value columns, see
     :func:`~hstcosmicrays.results.read_activity_csv`; or ``solar``: a pandas Series indexed by
@@ -90,8 +90,9 @@ def plot_rate(
                     yerr=series["scatter_err"].to_numpy(),
                     fmt="o", ms=3.5, color="C0", ecolor="C0", elinewidth=1, capsize=0,
                     label=f"{_period_name(freq)} mean, {clip_sigma:g}$\\sigma$-clipped")
+        # markers as well as the line: a single period has no line to show
         ax.plot(mjd_to_datetime(series["mjd"].to_numpy()), series["median"].to_numpy(), color="C1", lw=1,
-                label=f"{_period_name(freq)} median")
+                marker="D", ms=3, label=f"{_period_name(freq)} median")
         # a robust span: twice the typical upper quartile, enough for every period's median
         top = max(2.0 * float(np.nanmedian(series["q75"])), 1.2 * float(np.nanmax(series["median"])))
         ax.set_ylim(0.0, top)

@@ -60,6 +60,18 @@ def test_plot_rate_points_summary_and_solar_axis(stores, tmp_path):
     assert any(f"{n_above} frames" in t.get_text() for t in ax.texts)
 
 
+def test_plot_rate_median_of_a_single_month_is_visible(tmp_path):
+    """One month: the median 'line' is one point, so it needs a marker to show."""
+    build_store(tmp_path / "acs_hrc.h5", instrument="acs_hrc", first="2004-03", last="2004-03",
+                frames_per_month=6, crs_per_frame=20, seed=5)
+    res = open_results(tmp_path / "acs_hrc.h5")
+    ax = plots.plot_rate(res).axes[0]
+    (median,) = [ln for ln in ax.get_lines() if ln.get_label() == "monthly median"]
+    assert len(median.get_xdata()) == 1
+    assert median.get_marker() not in (None, "", " ", "None") and median.get_markersize() > 0
+    np.testing.assert_allclose(median.get_ydata(), res.rate_series()["median"])
+
+
 def test_plot_rate_pdf_and_bad_suffix(stores, tmp_path):
     out, _, _ = stores
     res = open_results(out / "wfc3_uvis.h5")
