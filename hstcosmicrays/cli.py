@@ -407,9 +407,10 @@ def _cmd_split_ima(args) -> int:
 
 
 def _add_plot(sub) -> None:
-    p = sub.add_parser("plot", help="plots from an instrument's store")
+    p = sub.add_parser("plot", help="plots from the stores of one or more instruments")
     p.add_argument("kind", choices=("rate", "map", "morphology"))
-    p.add_argument("--instr", required=True, help="instrument (comma-separated for morphology overlays)")
+    p.add_argument("--instr", required=True,
+                   help="instrument; comma-separated to overlay several (rate and morphology; map takes one)")
     p.add_argument("--output", type=Path, help="directory of the stores (default: data_products)")
     p.add_argument("--out", type=Path, help="image file (.png or .pdf); default <output>/<instr>_<kind>.png")
     p.add_argument("--solar", type=Path, help="rate plot: CSV of solar activity (date, value columns)")
@@ -423,14 +424,18 @@ def _cmd_plot(args) -> int:
 
     config = _load_config(args.config)
     output = _output_dir(args, config)
-    names = [config.instrument(n).name for n in args.instr.split(",") if n.strip()]
+    names = list(dict.fromkeys(config.instrument(n).name for n in args.instr.split(",") if n.strip()))
+    if not names:
+        raise CLIError(f"--instr {args.instr!r}: expected one or more instruments")
+    if args.kind == "map" and len(names) > 1:
+        raise CLIError(f"--instr {args.instr}: plot map takes one instrument; rate and morphology overlay several")
     out = args.out or output / f"{'_'.join(names)}_{args.kind}.png"
     if out.suffix.lower() not in (".png", ".pdf"):
         raise CLIError(f"--out: expected a .png or .pdf file name, got {out}")
     _check_output_file(out, "--out")
     results = [open_results(n, output_dir=output) for n in names]
     if args.kind == "rate":
-        plots.plot_rate(results[0], solar_csv=args.solar, out=out)
+        plots.plot_rate(results, solar_csv=args.solar, out=out)
     elif args.kind == "map":
         plots.plot_rate_map(results[0], out=out)
     else:

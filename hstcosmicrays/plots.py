@@ -27,6 +27,7 @@ __all__ = ["plot_rate", "plot_rate_map", "plot_morphology", "MORPHOLOGY_BINS", "
 log = logging.getLogger(__name__)
 
 RATE_LABEL = "CR rate [CR s$^{-1}$ cm$^{-2}$]"
+SOLAR_COLOUR = "C3"
 
 #: Default histogram edges of the morphology plot: (column, axis label, edges, log x, log y).
 MORPHOLOGY_BINS = {
@@ -55,8 +56,8 @@ def _save(fig, out) -> None:
 
 
 def plot_rate(
-    results: Results, *, solar_csv: str | os.PathLike | None = None, solar=None, freq: str = "MS",
-    clip_sigma: float = PUBLISHED_CLIP_SIGMA, min_rate: float = PUBLISHED_MIN_RATE,
+    results: Results | Sequence[Results], *, solar_csv: str | os.PathLike | None = None, solar=None,
+    freq: str = "MS", clip_sigma: float = PUBLISHED_CLIP_SIGMA, min_rate: float = PUBLISHED_MIN_RATE,
     max_iters: int = PUBLISHED_CLIP_ITERS, stdfunc: str = "std", start=None, stop=None,
     out: str | os.PathLike | None = None, figsize=(10.0, 4.5),
 ):
@@ -64,52 +65,87 @@ def plot_rate(
 
     The summary is :meth:`Results.rate_series` (frames above ``min_rate``, sigma-clipped per
     period): the means with error bars (the standard error of the mean, :math:`s/\\sqrt{n}`)
-    and the medians as a line with markers. The rate axis spans twice the typical upper quartile; frames
-    (SAA crossings) and period means above it are counted in a note. An optional
-    solar-activity series (``solar_csv``: a CSV with date and value columns, see
+    and the medians as a line with markers. The rate axis spans twice the typical upper
+    quartile; frames (SAA crossings) and period means above it are counted in a note. An
+    optional solar-activity series (``solar_csv``: a CSV with date and value columns, see
     :func:`~hstcosmicrays.results.read_activity_csv`; or ``solar``: a pandas Series indexed by
     date) is drawn on a second axis.
+
+    Several instruments are overlaid on one rate axis (the rate is per unit detector area, so
+    they compare), each in its own colour: its frames faint, its means as points, its medians
+    dashed. The axis then spans the largest of the instruments' spans.
+
+    Parameters
+    ----------
+    results : Results or sequence of Results
+        One instrument, or several to overlay.
+    solar_csv, solar :
+        Optional solar-activity series, as above.
+    freq, clip_sigma, min_rate, max_iters, stdfunc :
+        Period and cleaning of the summary, as in :meth:`Results.rate_series`.
+    start, stop :
+        Frame selection as in :meth:`Results.exposures`.
 
     Returns
     -------
     matplotlib.figure.Figure
-        ``fig.axes[0]`` is the rate axis (collections[0]: frames, then the error-bar container's
-        artists); ``fig.axes[1]`` the solar axis when one is drawn.
+        ``fig.axes[0]`` is the rate axis (``collections[k]``: the frames of ``results[k]``, then
+        the error-bar containers' artists); ``fig.axes[1]`` the solar axis when one is drawn.
     """
-    frames = results.exposures(start=start, stop=stop, columns=["mjd", "rate"])
-    series = results.rate_series(freq=freq, clip_sigma=clip_sigma, min_rate=min_rate, max_iters=max_iters,
-                                 stdfunc=stdfunc, start=start, stop=stop)
+    if isinstance(results, Results):
+        results = [results]
+    results = list(results)
+    if not results:
+        raise ValueError("plot_rate: no results given")
+    several = len(results) > 1
+    period = _period_name(freq)
     fig = _figure(figsize)
     ax = fig.add_subplot()
-    dates = mjd_to_datetime(frames["mjd"].to_numpy())
-    rate = frames["rate"].to_numpy(np.float64)
-    ax.scatter(dates, rate, s=4, color="0.6", alpha=0.6, linewidths=0, label=f"frames ({len(rate)})",
-               rasterized=True)
-    if len(series):
-        ax.errorbar(mjd_to_datetime(series["mjd"].to_numpy()), series["mean"].to_numpy(),
-                    yerr=series["scatter_err"].to_numpy(),
-                    fmt="o", ms=3.5, color="C0", ecolor="C0", elinewidth=1, capsize=0,
-                    label=f"{_period_name(freq)} mean, {clip_sigma:g}$\\sigma$-clipped")
+    drawn = []  # (instrument, frame dates, frame rates, rate series)
+    for res in results:
+        frames = res.exposures(start=start, stop=stop, columns=["mjd", "rate"])
+        series = res.rate_series(freq=freq, clip_sigma=clip_sigma, min_rate=min_rate, max_iters=max_iters,
+                                 stdfunc=stdfunc, start=start, stop=stop)
+        drawn.append((res.instrument, mjd_to_datetime(frames["mjd"].to_numpy()),
+                      frames["rate"].to_numpy(np.float64), series))
+    colours = _overlay_colours(len(results))
+    for k, (name, dates, rate, _) in enumerate(drawn):  # every instrument's frames below the summaries
+        ax.scatter(dates, rate, s=4, color=colours[k] if several else "0.6", alpha=0.3 if several else 0.6,
+                   linewidths=0, label=f"{name} frames ({len(rate)})" if several else f"frames ({len(rate)})",
+                   rasterized=True)
+    tops = []
+    for k, (name, _, _, series) in enumerate(drawn):
+        if not len(series):
+            continue
+        prefix = f"{name} " if several else ""
+        mean_colour, median_colour = (colours[k], colours[k]) if several else ("C0", "C1")
+        when = mjd_to_datetime(series["mjd"].to_numpy())
+        ax.errorbar(when, series["mean"].to_numpy(), yerr=series["scatter_err"].to_numpy(),
+                    fmt="o", ms=3.5, color=mean_colour, ecolor=mean_colour, elinewidth=1, capsize=0,
+                    label=f"{prefix}{period} mean, {clip_sigma:g}$\\sigma$-clipped")
         # markers as well as the line: a single period has no line to show
-        ax.plot(mjd_to_datetime(series["mjd"].to_numpy()), series["median"].to_numpy(), color="C1", lw=1,
-                marker="D", ms=3, label=f"{_period_name(freq)} median")
+        ax.plot(when, series["median"].to_numpy(), color=median_colour, lw=1, ls="--" if several else "-",
+                marker="_", ms=9, mew=1.5, label=f"{prefix}{period} median")
         # a robust span: twice the typical upper quartile, enough for every period's median
-        top = max(2.0 * float(np.nanmedian(series["q75"])), 1.2 * float(np.nanmax(series["median"])))
+        tops.append(max(2.0 * float(np.nanmedian(series["q75"])), 1.2 * float(np.nanmax(series["median"]))))
+    if tops:
+        top = max(tops)
         ax.set_ylim(0.0, top)
-        above = int(np.sum(rate > top))
-        means_above = int(np.sum(series["mean"].to_numpy() > top))
+        above = sum(int(np.sum(rate > top)) for _, _, rate, _ in drawn)
+        means_above = sum(int(np.sum(series["mean"].to_numpy() > top)) for *_, series in drawn if len(series))
         if above or means_above:
             note = f"above the axis: {above} frames (SAA crossings)"
             if means_above:
                 note += f", {means_above} period means"
             ax.text(0.99, 0.98, note, transform=ax.transAxes, ha="right", va="top", fontsize=8, color="0.3")
+    dates = np.concatenate([d.to_numpy() for _, d, _, _ in drawn])
     if len(dates):
         span = dates.max() - dates.min()
         pad = max(span * 0.02, np.timedelta64(15, "D"))
         ax.set_xlim(dates.min() - pad, dates.max() + pad)
     ax.set_xlabel("date (UTC)")
     ax.set_ylabel(RATE_LABEL)
-    ax.set_title(f"{results.instrument}: cosmic-ray rate")
+    ax.set_title(", ".join(name for name, *_ in drawn) + ": cosmic-ray rate")
     handles, labels = ax.get_legend_handles_labels()
     if solar_csv is not None and solar is None:
         solar = read_activity_csv(solar_csv)
@@ -117,8 +153,8 @@ def plot_rate(
         ax2 = ax.twinx()
         name = getattr(solar, "name", None)
         label = "solar activity" if name in (None, "", "value") else str(name)
-        lines = ax2.plot(solar.index, solar.to_numpy(np.float64), color="C3", lw=1.2, label=label)
-        ax2.set_ylabel(label, color="C3")
+        lines = ax2.plot(solar.index, solar.to_numpy(np.float64), color=SOLAR_COLOUR, lw=1.2, label=label)
+        ax2.set_ylabel(label, color=SOLAR_COLOUR)
         ax2.set_ylim(bottom=0.0)
         handles += lines
         labels += [label]
@@ -127,6 +163,12 @@ def plot_rate(
     ax.legend(handles, labels, loc="upper left", fontsize=8)
     _save(fig, out)
     return fig
+
+
+def _overlay_colours(n: int) -> list[str]:
+    """``n`` colours of the default cycle, leaving out the solar series' colour."""
+    cycle = [f"C{i}" for i in range(10) if f"C{i}" != SOLAR_COLOUR]
+    return [cycle[k % len(cycle)] for k in range(n)]
 
 
 def _period_name(freq: str) -> str:

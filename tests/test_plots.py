@@ -72,6 +72,52 @@ def test_plot_rate_median_of_a_single_month_is_visible(tmp_path):
     np.testing.assert_allclose(median.get_ydata(), res.rate_series()["median"])
 
 
+def test_plot_rate_overlays_several_instruments(stores):
+    out, uvis, hrc = stores
+    both = [open_results(out / "wfc3_uvis.h5"), open_results(out / "acs_hrc.h5")]
+    fig = plots.plot_rate(both)
+    ax = fig.axes[0]
+    # each instrument's frames, in order, then each one's means (points) and medians (dashed)
+    assert [len(c.get_offsets()) for c in ax.collections[:2]] == [len(uvis), len(hrc)]
+    means = [ln for ln in ax.get_lines() if ln.get_marker() == "o"]
+    assert [len(ln.get_xdata()) for ln in means] == [24, 6]
+    np.testing.assert_allclose(means[1].get_ydata(), both[1].rate_series()["mean"])
+    assert means[0].get_color() != means[1].get_color()
+    labels = ax.get_legend().get_texts()
+    assert {"wfc3_uvis monthly median", "acs_hrc monthly median"} <= {t.get_text() for t in labels}
+    assert ax.get_title() == "wfc3_uvis, acs_hrc: cosmic-ray rate"
+    # the span covers both instruments' dates
+    from matplotlib.dates import date2num
+
+    lo, hi = ax.get_xlim()
+    assert lo < date2num(plots.mjd_to_datetime(hrc["mjd"].to_numpy()).min())
+    assert hi > date2num(plots.mjd_to_datetime(uvis["mjd"].to_numpy()).max())
+    with pytest.raises(ValueError, match="no results"):
+        plots.plot_rate([])
+
+
+def test_cli_plot_rate_overlays_and_map_refuses_several_instruments(stores, tmp_path, capsys, monkeypatch):
+    out, _, _ = stores
+    seen = []
+    plot_rate = plots.plot_rate
+
+    def spy(results, **kwargs):
+        seen.append([r.instrument for r in results])
+        return plot_rate(results, **kwargs)
+
+    monkeypatch.setattr(plots, "plot_rate", spy)
+    assert main(["-q", "plot", "rate", "--instr", "wfc3uvis,acs_hrc", "--output", str(out),
+                 "--out", str(tmp_path / "rate.png")]) == 0
+    assert seen == [["wfc3_uvis", "acs_hrc"]]
+    _png_ok(tmp_path / "rate.png")
+    capsys.readouterr()
+    assert main(["-q", "plot", "map", "--instr", "wfc3uvis,acs_hrc", "--output", str(out),
+                 "--out", str(tmp_path / "map.png")]) == 2
+    assert capsys.readouterr().err == ("hstcosmicrays plot: error: --instr wfc3uvis,acs_hrc: plot map takes one "
+                                       "instrument; rate and morphology overlay several\n")
+    assert not (tmp_path / "map.png").exists()
+
+
 def test_plot_rate_pdf_and_bad_suffix(stores, tmp_path):
     out, _, _ = stores
     res = open_results(out / "wfc3_uvis.h5")
