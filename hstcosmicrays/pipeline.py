@@ -62,6 +62,8 @@ class RunOptions:
             raise ValueError(f"--stop {self.stop} is before --start {self.start}")
         if self.darks_per_month is not None and self.darks_per_month < 1:
             raise ValueError(f"--darks-per-month: expected 1 or more, got {self.darks_per_month}")
+        if self.workers < 0:
+            raise ValueError(f"--workers: expected 0 or more (0 = number of cores), got {self.workers}")
 
 
 @dataclass(frozen=True)

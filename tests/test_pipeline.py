@@ -496,9 +496,11 @@ def test_ctrl_c_in_a_terminal_with_dask_workers_stops_cleanly(tmp_path):
     assert len(read_ledger(path)["month"]) == 24
 
 
-def test_run_options_refuse_fewer_than_one_dark_per_month():
+def test_run_options_refuse_fewer_than_one_dark_per_month_and_negative_workers():
     with pytest.raises(ValueError, match="--darks-per-month: expected 1 or more, got 0"):
         RunOptions(archive="simulated", darks_per_month=0)
+    with pytest.raises(ValueError, match="--workers: expected 0 or more"):
+        RunOptions(archive="simulated", workers=-3)
 
 
 def test_a_run_stops_when_the_archive_fails_several_months_in_a_row(tmp_path, caplog):
