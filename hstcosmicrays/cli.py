@@ -322,6 +322,8 @@ def _add_crreject(sub) -> None:
     p.add_argument("--scalense", type=float)
     p.add_argument("--badinpdq", type=int)
     p.add_argument("--output", type=Path, help="write the combined crj image here")
+    p.add_argument("--no-crmask", dest="crmask", action="store_false",
+                   help="leave the inputs untouched (they may be read-only); needs --output")
     p.add_argument("--config", type=Path)
     p.set_defaults(func=_cmd_crreject)
 
@@ -338,7 +340,7 @@ def _cmd_crreject(args) -> int:
         overrides["initgues"] = {"med": "median", "min": "minimum"}.get(overrides["initgues"], overrides["initgues"])
     report = crreject_files(
         args.inputs, config=_load_config(args.config), crrejtab=args.crrejtab,
-        overrides=overrides, output=args.output,
+        overrides=overrides, output=args.output, crmask=args.crmask,
     )
     print(report)
     return EXIT_OK

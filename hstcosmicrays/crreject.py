@@ -1281,6 +1281,7 @@ class CRRejectReport:
     output: Optional[Path] = None
     seconds: float = 0.0
     overridden: tuple = ()
+    crmask: bool = True
 
     def __str__(self) -> str:
         p = self.params
@@ -1301,7 +1302,10 @@ class CRRejectReport:
             )
         if self.output is not None:
             lines.append(f"  combined image written to {self.output}")
-        lines.append(f"  DQ bit 8192 OR-ed into the inputs in {self.seconds:.2f} s")
+        if self.crmask:
+            lines.append(f"  DQ bit 8192 OR-ed into the inputs in {self.seconds:.2f} s")
+        else:
+            lines.append(f"  inputs left untouched (no crmask); {self.seconds:.2f} s")
         return "\n".join(lines)
 
 
@@ -1560,12 +1564,14 @@ def crreject_files(
     output: Any = None,
     block_rows: int = 256,
     threads: Optional[int] = None,
+    crmask: bool = True,
 ) -> CRRejectReport:
     """Reject cosmic rays in a set of FLT files and OR DQ 8192 into their DQ arrays in place.
 
     Like running acsrej / wf3rej / ocrreject with ``crmask=yes``: the DQ arrays of the inputs
     get the CR bit (``instrument.dq_cr``) where a cosmic ray is found; no other bit, no other
-    extension and no other file is changed (except ``output`` when given).
+    extension and no other file is changed (except ``output`` when given). With
+    ``crmask=False`` the inputs are only read (they may be read-only) and ``output`` is needed.
 
     Parameters
     ----------
@@ -1584,6 +1590,8 @@ def crreject_files(
     block_rows : int
     threads : int, optional
         Blocks processed at once (default: the number of CPUs, at most 4).
+    crmask : bool
+        OR the CR bit into the inputs' DQ arrays (``crmask=yes``); False leaves them untouched.
 
     Returns
     -------
@@ -1613,8 +1621,10 @@ def crreject_files(
             raise CRRejectError(f"{output}: its directory {output.parent} does not exist")
         if not os.access(output.parent, os.W_OK):
             raise CRRejectError(f"{output}: its directory {output.parent} is not writable")
+    if not crmask and output is None:
+        raise CRRejectError("nothing to write: without crmask the combined image (output) is the only result")
     for p in paths:
-        if not os.access(p, os.W_OK):
+        if crmask and not os.access(p, os.W_OK):
             raise CRRejectError(f"{p}: not writable (the CR flags are written into its DQ arrays)")
     n = len(paths)
     params = params_for_stack(
@@ -1649,7 +1659,8 @@ def crreject_files(
     summaries = []
     for k, (p, h) in enumerate(zip(paths, headers)):
         masks = [res.masks[k] for res in results]
-        _write_dq(p, extvers=extvers, masks=masks, bit=inst.dq_cr)
+        if crmask:
+            _write_dq(p, extvers=extvers, masks=masks, bit=inst.dq_cr)
         summaries.append(FileSummary(
             path=p, rootname=h.rootname, exptime=h.exptime,
             sky=tuple(res.sky[k] for res in results),
@@ -1659,5 +1670,5 @@ def crreject_files(
         instrument=inst.name, params=params, files=tuple(summaries),
         crrejtab=str(crrejtab) if crrejtab is not None else None, output=output,
         overridden=tuple(sorted(k for k, v in (overrides or {}).items() if v is not None)),
-        seconds=time.perf_counter() - t0,
+        seconds=time.perf_counter() - t0, crmask=crmask,
     )

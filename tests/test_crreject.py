@@ -693,6 +693,26 @@ def test_cli_report_says_which_parameters_were_given(flt_pair, capsys):
     assert "(configured parameters, crradius, crsigmas as given)" in out and "crsigmas=7,6 crradius=1 " in out
 
 
+def test_cli_without_crmask_reads_read_only_inputs_and_writes_only_the_combined_image(flt_pair, tmp_path, capsys,
+                                                                                    monkeypatch):
+    paths, _, _ = flt_pair
+    before = [p.read_bytes() for p in paths]
+    assert cli_main(["crreject", str(paths[0]), str(paths[1]), "--no-crmask"]) == 2
+    assert "nothing to write" in capsys.readouterr().err
+    out = tmp_path / "crj.fits"
+    real_access = os.access  # the inputs may not be written (root may write anything, so pretend)
+    monkeypatch.setattr(cr.os, "access", lambda p, mode: Path(p) not in paths and real_access(p, mode))
+    assert cli_main(["crreject", str(paths[0]), str(paths[1]), "--no-crmask", "--output", str(out)]) == 0
+    monkeypatch.undo()
+    assert "inputs left untouched" in capsys.readouterr().out
+    assert [p.read_bytes() for p in paths] == before
+    # the same combined image as with crmask
+    with fits.open(out) as hdul:
+        combined = hdul["SCI", 1].data.copy()
+    assert cli_main(["crreject", str(paths[0]), str(paths[1]), "--output", str(tmp_path / "crj2.fits")]) == 0
+    np.testing.assert_array_equal(fits.getdata(tmp_path / "crj2.fits", ("SCI", 1)), combined)
+
+
 def test_cli_errors_name_the_file(flt_pair, tmp_path, capsys):
     paths, _, _ = flt_pair
     assert cli_main(["crreject", str(paths[0])]) == 2
