@@ -99,6 +99,7 @@ def test_a_window_outside_the_active_time_says_so(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="hstcosmicrays"):
         assert run_pipeline_main(args) == 0
     assert "no month of the window is in the instrument's active time (2009-05-01" in caplog.text
+    assert not (tmp_path / "wfc3_uvis.h5").exists()  # nothing to store: no store is created
 
 
 def test_archive_that_is_no_directory_is_a_usage_error_before_the_store(tmp_path, capsys):
