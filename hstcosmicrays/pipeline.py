@@ -500,6 +500,15 @@ class CosmicRayPipeline:
                                today=today, include_unended=True)
         return [m for m in months if m.stop > today]
 
+    def _log_unended(self) -> None:
+        unended = self.unended_months()
+        if unended:
+            # a month is committed once, so it waits until all its darks can be in the archive
+            span = unended[0].label if len(unended) == 1 else f"{unended[0]} to {unended[-1]}"
+            log.log(logging.INFO if self.options.stop is None else logging.WARNING,
+                    "%s: %s not processed: a month is processed once it has ended (UTC); "
+                    "run again after that", self.instrument.name, span)
+
     def pending_months(self, store: ResultsStore) -> tuple[list[Month], list[Month]]:
         """(months to process, committed months skipped)."""
         months = self.months()
@@ -529,16 +538,10 @@ class CosmicRayPipeline:
         committed, failed = [], []
         # build the archive first: a wrong --archive is a usage error, found before the store is touched
         _ = self.archive
-        self._log_provenance()
-        unended = self.unended_months()
-        if unended:
-            # a month is committed once, so it waits until all its darks can be in the archive
-            span = unended[0].label if len(unended) == 1 else f"{unended[0]} to {unended[-1]}"
-            log.log(logging.INFO if self.options.stop is None else logging.WARNING,
-                    "%s: %s not processed: a month is processed once it has ended (UTC); "
-                    "run again after that", self.instrument.name, span)
         if not self.months():  # nothing to do: no store is created
-            if not unended:
+            self._log_provenance()
+            self._log_unended()
+            if not self.unended_months():
                 inst = self.instrument
                 log.warning("%s: no month of the window is in the instrument's active time (%s to %s)",
                             inst.name, inst.active_start, inst.active_stop or "today")
@@ -547,6 +550,8 @@ class CosmicRayPipeline:
             self.store_path, instrument=self.instrument.name, software_version=__version__,
             config_hash=self.config.digest,
         ) as store:
+            self._log_provenance()
+            self._log_unended()
             todo, skipped = self.pending_months(store)
             log.info(
                 "%s: %d months to process, %d already committed (store %s)",
