@@ -237,13 +237,14 @@ def _store_arguments(p) -> None:
 
 def _existing_store(args):
     """(config, instrument, path) of the store that ``--instr`` and ``--output`` name; it must exist."""
-    from .store import store_path
+    from .store import store_path, stored_instrument
 
     config = _load_config(args.config)
     instrument = config.instrument(args.instr)
     path = store_path(_output_dir(args, config), instrument)
     if not path.exists():
         raise CLIError(f"no results store for {instrument.name} at {path}")
+    stored_instrument(path, expected=instrument.name)
     return config, instrument, path
 
 

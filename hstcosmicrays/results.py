@@ -745,9 +745,12 @@ def open_results(path_or_instrument, output_dir: str | os.PathLike = "data_produ
     ------
     FileNotFoundError
         No store at the resolved path.
+    StoreError
+        Not a results store, damaged, or (opened by instrument name) another instrument's store.
     """
     candidate = Path(path_or_instrument)
     unknown = ""
+    expected = None  # the instrument asked for by name
     if candidate.suffix == ".h5" or candidate.is_file():
         path = candidate
     else:
@@ -755,16 +758,13 @@ def open_results(path_or_instrument, output_dir: str | os.PathLike = "data_produ
         try:
             from .config import ConfigError, load_config
 
-            name = load_config().instrument(name).name
+            name = expected = load_config().instrument(name).name
         except (ConfigError, KeyError) as exc:
             unknown = f"; and {exc}"
         path = store.store_path(output_dir, name)
     if not path.exists():
         raise FileNotFoundError(f"no results store at {path}{unknown}")
     with store.open_for_reading(path) as f:
-        instrument = f.attrs.get("instrument", "")
         if "months" not in f:
             raise store.StoreError(f"{path} is not a results store (no /months ledger)")
-    if isinstance(instrument, bytes):
-        instrument = instrument.decode()
-    return Results(path=path, instrument=str(instrument))
+    return Results(path=path, instrument=store.stored_instrument(path, expected=expected))

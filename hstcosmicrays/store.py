@@ -51,6 +51,7 @@ __all__ = [
     "read_committed",
     "read_ledger",
     "format_ledger",
+    "stored_instrument",
     "open_for_reading",
     "visible_row_numbers",
     "visible_ranges",
@@ -522,11 +523,29 @@ def read_rows(
         return out
 
 
+def stored_instrument(path: str | os.PathLike, *, expected: str | None = None) -> str:
+    """The instrument whose results a store holds (its ``instrument`` attribute; "" if none).
+
+    Raises
+    ------
+    StoreError
+        ``expected`` is given and the store holds another instrument's results (a renamed file),
+        or the file is damaged or not HDF5.
+    """
+    with open_for_reading(path) as f:
+        instrument = f.attrs.get("instrument", "")
+    if isinstance(instrument, bytes):
+        instrument = instrument.decode()
+    instrument = str(instrument)
+    if expected is not None and instrument and instrument != expected:
+        raise StoreError(f"{path} holds the results of {instrument}, not {expected} (a renamed file?)")
+    return instrument
+
+
 def format_ledger(path: str | os.PathLike) -> str:
     """The ledger as a text table: one line per month with its state and counts."""
     ledger = read_ledger(path)
-    with open_for_reading(path) as f:
-        instrument = f.attrs.get("instrument", "?")
+    instrument = stored_instrument(path) or "?"
     header = f"{'month':8} {'state':10} {'found':>6} {'processed':>9} {'failed':>6} {'CRs':>10} {'median rate':>11}"
     lines = [f"store {path} ({instrument})", header, "-" * len(header)]
     for i in range(len(ledger["month"])):

@@ -213,6 +213,21 @@ def test_open_by_path_name_and_alias(small, tmp_path):
         open_results(tmp_path / "nothing.h5")
 
 
+def test_a_renamed_store_of_another_instrument_is_refused_by_name(small, tmp_path, capsys):
+    import shutil
+
+    from hstcosmicrays.cli import main
+    from hstcosmicrays.store import StoreError
+
+    path, _ = small
+    shutil.copy(path, tmp_path / "acs_wfc.h5")
+    with pytest.raises(StoreError, match="holds the results of wfc3_uvis, not acs_wfc"):
+        open_results("acs_wfc", output_dir=tmp_path)
+    assert open_results(tmp_path / "acs_wfc.h5").instrument == "wfc3_uvis"  # by path: what it holds
+    assert main(["status", "--instr", "acs_wfc", "--output", str(tmp_path)]) == 1
+    assert "holds the results of wfc3_uvis, not acs_wfc" in capsys.readouterr().err
+
+
 def test_exposures_all_rows_decoded_and_indexed(small):
     path, truth = small
     exp = open_results(path).exposures()
