@@ -1472,6 +1472,9 @@ def _read_inputs(paths: Sequence[Path], config: Config):
     inst = instruments[0]
     if inst.kind == "ir":
         raise CRRejectError(f"{paths[0]}: {inst.name} is an IR detector; CR-SPLIT rejection is for CCD frames")
+    if inst.kind == "wfpc2":
+        raise CRRejectError(f"{paths[0]}: a WFPC2 C0M file keeps its DQ in the C1M file beside it; this command "
+                            "works on FLT files (ACS, WFC3/UVIS, STIS), while run_pipeline rejects WFPC2 pairs itself")
     first = headers[0]
     for p, h in zip(paths[1:], headers[1:]):
         if abs(h.exptime - first.exptime) > EXPTIME_TOLERANCE:

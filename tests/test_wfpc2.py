@@ -264,3 +264,11 @@ def test_run_pipeline_commits_wfpc2_months(tmp_path, capsys):
     cr = read_committed(store, "cosmic_rays", columns=["read", "chip", "n_pixels"])
     assert len(cr["read"]) == ex["n_cr"].sum() and set(cr["read"].tolist()) == {-1}
     assert set(cr["chip"].tolist()) == {1, 2, 3, 4} and (cr["n_pixels"] >= 3).all()
+
+
+def test_crreject_command_names_what_it_takes_for_wfpc2_files(wfpc2, tmp_path, capsys):
+    specs = month_schedule(instrument=wfpc2, month=parse_month("2001-06"), seed=2, darks_per_month=2)
+    paths = [write_dataset(instrument=wfpc2, spec=s, out_dir=tmp_path / s.obs_id)["C0M"] for s in specs]
+    assert cli.main(["crreject", str(paths[0]), str(paths[1])]) == 2
+    err = capsys.readouterr().err
+    assert str(paths[0]) in err and "C1M" in err and "FLT files" in err
