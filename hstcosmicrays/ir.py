@@ -544,7 +544,7 @@ def split_ima(path: str | Path, *, out_dir: str | Path) -> list[Path]:
     Raises
     ------
     FrameError
-        Not a FITS file or no SCI extension.
+        Not a FITS file, no SCI extension, or no NSAMP keyword (not a ramp, e.g. an FLT file).
     FileNotFoundError
         No such file.
     NotADirectoryError
@@ -566,6 +566,8 @@ def split_ima(path: str | Path, *, out_dir: str | Path) -> list[Path]:
         extvers = sorted({int(h.ver) for h in hdul if h.name == "SCI"})
         if not extvers:
             raise FrameError(f"{path}: no SCI extension; not an IMA file")
+        if "NSAMP" not in primary:
+            raise FrameError(f"{path}: no NSAMP keyword; not an up-the-ramp IMA file (WFC3/IR, NICMOS)")
         n = len(extvers)
         rootname = str(primary.get("ROOTNAME", path.name.split("_")[0])).strip().lower()
         out_dir.mkdir(parents=True, exist_ok=True)

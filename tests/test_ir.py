@@ -310,6 +310,16 @@ def test_split_ima_writes_one_file_per_read(tmp_path, wfc3ir, capsys):
         split_ima(tmp_path / "missing_ima.fits", out_dir=tmp_path)
 
 
+def test_split_ima_refuses_a_file_that_is_not_a_ramp(tmp_path, capsys):
+    flt = tmp_path / "iab01xyq_flt.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((4, 4), np.float32), name="SCI", ver=1)]).writeto(flt)
+    with pytest.raises(FrameError, match="no NSAMP keyword; not an up-the-ramp IMA file"):
+        split_ima(flt, out_dir=tmp_path / "reads")
+    assert cli.main(["split-ima", str(flt), "--out", str(tmp_path / "reads")]) != 0
+    assert "iab01xyq_flt.fits: no NSAMP keyword" in capsys.readouterr().err
+    assert not (tmp_path / "reads").exists()
+
+
 def test_split_ima_onto_a_file_is_a_one_line_error(tmp_path, capsys):
     """--out naming an existing file: NotADirectoryError (library), one line and exit 2 (CLI); the
     file is left as it was."""
