@@ -1528,6 +1528,8 @@ def _write_combined(output: Path, *, first: Path, headers: Sequence, results: Se
         ph[key] = (total, "total exposure time of the combined frames (s)")
     if all(isinstance(t, (int, float)) for t in darktimes):
         ph["DARKTIME"] = (float(sum(darktimes)), "total dark time of the combined frames (s)")
+    else:  # the first frame's value alone would describe one frame
+        ph.remove("DARKTIME", ignore_missing=True)
     ph["NCOMBINE"] = (len(headers), "number of frames combined")
     ph["EXPSTART"] = min(h.expstart for h in headers)
     ph["EXPEND"] = max(h.expend for h in headers)

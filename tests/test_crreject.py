@@ -713,6 +713,14 @@ def test_cli_without_crmask_reads_read_only_inputs_and_writes_only_the_combined_
     np.testing.assert_array_equal(fits.getdata(tmp_path / "crj2.fits", ("SCI", 1)), combined)
 
 
+def test_combined_image_has_no_darktime_when_an_input_has_none(flt_pair, tmp_path):
+    paths, _, _ = flt_pair
+    with fits.open(paths[1], mode="update") as hdul:
+        del hdul[0].header["DARKTIME"]
+    cr.crreject_files(paths, config=load_config(), output=tmp_path / "crj.fits", crmask=False)
+    assert "DARKTIME" not in fits.getheader(tmp_path / "crj.fits", 0)
+
+
 def test_cli_errors_name_the_file(flt_pair, tmp_path, capsys):
     paths, _, _ = flt_pair
     assert cli_main(["crreject", str(paths[0])]) == 2
