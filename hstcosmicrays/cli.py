@@ -156,7 +156,7 @@ def _run_pipeline_parser() -> argparse.ArgumentParser:
     p.add_argument("--instr", required=True, help="instrument, e.g. wfc3uvis, acs_wfc, stis_ccd, wfpc2")
     p.add_argument("--start", type=_month, help="first month YYYY-MM (default: the instrument's first)")
     p.add_argument("--stop", type=_month, help="last month YYYY-MM, inclusive (default: this month); "
-                   "months that have not ended yet are left for a later run")
+                   "months that did not end pipeline.month_settle_days (7) days ago are left for a later run")
     p.add_argument("--archive", help="mast (default), simulated, or a directory of FITS files")
     p.add_argument("--cloud", action="store_true", help="with --archive mast: fetch from the public HST bucket on AWS")
     p.add_argument("--output", type=Path, help="output directory (default: data_products)")
@@ -288,7 +288,7 @@ def _add_simulate(sub) -> None:
     p.add_argument("--start", type=_month, required=True, help="first month YYYY-MM")
     p.add_argument("--stop", type=_month, required=True,
                    help="last month YYYY-MM, inclusive; months outside the instrument's active time "
-                        "and months that have not ended yet (UTC) are left out, as in run_pipeline")
+                        "and months that have not ended yet (UTC) are left out")
     p.add_argument("--out", type=Path, required=True, help="directory to write into")
     p.add_argument("--darks-per-month", type=_positive_int, help="darks per month, 1 or more (default: the instrument's)")
     p.add_argument("--seed", type=int, help="random seed (default: the configured simulation_seed)")

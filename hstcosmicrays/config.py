@@ -350,10 +350,13 @@ class PipelineSettings:
     mast_timeout: float
     download_retries: int
     download_backoff: float
+    month_settle_days: int = 7
 
     def __post_init__(self) -> None:
         if self.workers < 0:
             raise ConfigError(f"key 'pipeline.workers': expected 0 or more (0 = number of cores), got {self.workers}")
+        if self.month_settle_days < 0:
+            raise ConfigError(f"key 'pipeline.month_settle_days': expected 0 or more, got {self.month_settle_days}")
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ def _date(text: str, key: str) -> _dt.date:
 
 def month_windows(
     *, instrument: InstrumentConfig, start: Month | None = None, stop: Month | None = None,
-    today: _dt.date | None = None, include_unended: bool = False,
+    today: _dt.date | None = None, include_unended: bool = False, settle_days: int = 0,
 ) -> list[Month]:
     """Months to process for an instrument, oldest first.
 
@@ -103,13 +103,16 @@ def month_windows(
         Also return the months that have not ended by ``today`` (the current month and later).
         By default they are left out: a month is committed once, so it is processed only when
         all of its darks can be in the archive.
+    settle_days : int
+        A month counts as ended ``settle_days`` days after its last day (the pipeline gives the
+        archive that long to receive the month's last darks).
 
     Returns
     -------
     list of Month
         Every month that has at least one active day, i.e. that overlaps
         [active_start, active_stop) and is not entirely inside an inactive range, and (unless
-        ``include_unended``) that ended on or before ``today``.
+        ``include_unended``) that ended, ``settle_days`` before, on or before ``today``.
 
     Raises
     ------
@@ -135,7 +138,7 @@ def month_windows(
     while m <= end:
         lo, hi = max(m.start, first_day), m.stop if last_day is None else min(m.stop, last_day)
         active = lo < hi and not any(g0 <= lo and hi <= g1 for g0, g1 in gaps)
-        if active and (include_unended or m.stop <= today):
+        if active and (include_unended or m.stop + _dt.timedelta(days=settle_days) <= today):
             months.append(m)
         m = m.next()
     return months

@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import datetime as _dt
 import logging
 import shutil
 import signal
@@ -25,7 +26,7 @@ import numpy as np
 from ._version import __version__
 from .archive.base import Archive, ArchiveError, Dataset, make_archive
 from .config import Config, InstrumentConfig
-from .intervals import Month, month_windows, utc_today
+from .intervals import Month, month_windows
 from .schema import TABLES
 from .store import ResultsStore, store_path
 
@@ -354,6 +355,10 @@ class _Dask:
                     n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                 )
             self.client = Client(self._cluster)
+            # also SIGTERM, and in workers the nanny restarts later (they do not inherit the above)
+            from ._workers import IgnoreStopSignals
+
+            self.client.register_plugin(IgnoreStopSignals())
             log.info("started a local dask cluster of %d worker processes", workers)
 
     def map_unordered(self, fn: Callable, items: Sequence, stop: threading.Event) -> Iterable:
@@ -362,29 +367,27 @@ class _Dask:
         tasks in progress are still awaited and yielded (the in-process executor does the same)."""
         from distributed import as_completed
 
-        slots = max(1, sum(self.client.nthreads().values()))
         queue = iter(enumerate(items))
         running: dict = {}
+        finished = as_completed()
 
-        def submit_next():
-            for i, item in queue:
-                fut = self.client.submit(fn, item, pure=False)
-                running[fut] = i
-                return fut
-            return None
+        def top_up() -> None:
+            # as many tasks in flight as the cluster has threads now (workers may join later)
+            slots = max(1, sum(self.client.nthreads().values()))
+            while len(running) < slots and not stop.is_set():
+                nxt = next(queue, None)
+                if nxt is None:
+                    return
+                fut = self.client.submit(fn, nxt[1], pure=False)
+                running[fut] = nxt[0]
+                finished.add(fut)
 
-        for _ in range(slots):
-            if submit_next() is None:
-                break
-        finished = as_completed(list(running))
+        top_up()
         try:
             for fut in finished:
                 i = running.pop(fut)
                 result = fut.result()
-                if not stop.is_set():
-                    nxt = submit_next()
-                    if nxt is not None:
-                        finished.add(nxt)
+                top_up()
                 yield i, result
         finally:
             for fut in running:
@@ -490,24 +493,46 @@ class CosmicRayPipeline:
         return self._archive
 
     def months(self) -> list[Month]:
-        """All months of the run's window (before skipping committed ones)."""
-        return month_windows(instrument=self.instrument, start=self.options.start, stop=self.options.stop)
+        """All months of the run's window (before skipping committed ones) that have ended
+        ``pipeline.month_settle_days`` ago (UTC)."""
+        return month_windows(instrument=self.instrument, start=self.options.start, stop=self.options.stop,
+                             settle_days=self.config.pipeline.month_settle_days)
 
     def unended_months(self) -> list[Month]:
-        """Months of the run's window that have not ended yet (UTC): left for a later run."""
-        today = utc_today()
+        """Months of the run's window that have not ended ``month_settle_days`` ago (UTC): left
+        for a later run."""
+        done = set(self.months())
         months = month_windows(instrument=self.instrument, start=self.options.start, stop=self.options.stop,
-                               today=today, include_unended=True)
-        return [m for m in months if m.stop > today]
+                               include_unended=True)
+        return [m for m in months if m not in done]
 
     def _log_unended(self) -> None:
         unended = self.unended_months()
         if unended:
             # a month is committed once, so it waits until all its darks can be in the archive
             span = unended[0].label if len(unended) == 1 else f"{unended[0]} to {unended[-1]}"
+            settle = self.config.pipeline.month_settle_days
             log.log(logging.INFO if self.options.stop is None else logging.WARNING,
-                    "%s: %s not processed: a month is processed once it has ended (UTC); "
-                    "run again after that", self.instrument.name, span)
+                    "%s: %s not processed: a month is processed once it has ended, %d days later (UTC, "
+                    "pipeline.month_settle_days), when the archive has all its darks; run again after that",
+                    self.instrument.name, span, settle)
+
+    def _warn_early_commits(self, store: ResultsStore) -> None:
+        """Name committed months whose processing started before they had settled (stores of
+        versions that processed the month in progress): their late darks are missing."""
+        settle = _dt.timedelta(days=self.config.pipeline.month_settle_days)
+        ledger = store.ledger()
+        window = {m.label: m for m in self.months()}
+        early = sorted({
+            label for label, state, started in (
+                (m.decode(), s, t) for m, s, t in zip(ledger["month"], ledger["state"], ledger["started"]))
+            if state == b"committed" and label in window and started < _dt.datetime.combine(
+                window[label].stop + settle, _dt.time(), tzinfo=_dt.timezone.utc).timestamp()
+        })
+        if early:
+            log.warning("%s: %s committed before the archive could have all their darks; run again with "
+                        "--reprocess --start M --stop M for each to add the late ones",
+                        self.instrument.name, ", ".join(early))
 
     def pending_months(self, store: ResultsStore) -> tuple[list[Month], list[Month]]:
         """(months to process, committed months skipped)."""
@@ -538,6 +563,11 @@ class CosmicRayPipeline:
         committed, failed = [], []
         # build the archive first: a wrong --archive is a usage error, found before the store is touched
         _ = self.archive
+        # a pipeline object may run again (a notebook): forget the previous run's stop
+        self._stop.clear()
+        reset = getattr(self._archive, "reset", None)
+        if callable(reset):
+            reset()
         if not self.months():  # nothing to do: no store is created
             self._log_provenance()
             self._log_unended()
@@ -552,6 +582,7 @@ class CosmicRayPipeline:
         ) as store:
             self._log_provenance()
             self._log_unended()
+            self._warn_early_commits(store)
             todo, skipped = self.pending_months(store)
             log.info(
                 "%s: %d months to process, %d already committed (store %s)",
@@ -565,7 +596,11 @@ class CosmicRayPipeline:
             months_bar = self._progress(total=len(todo), desc="months", unit="month")
             try:
                 pending = prefetch.submit(self._download, todo[0])
-                archive_failures = 0  # months in a row whose query or download failed
+                # months in a row whose query or download failed; a month that failed on an earlier
+                # run is retried first and does not count (its problem may be its own, e.g. a
+                # product that is never delivered: it must not stop every later run there)
+                archive_failures = 0
+                retried = store.failed_months()
                 for i, month in enumerate(todo):
                     work = pending.result()
                     # download the next month while this one is processed (one month ahead)
@@ -577,7 +612,10 @@ class CosmicRayPipeline:
                         break
                     (committed if ok else failed).append(month.label)
                     months_bar.update(1)
-                    archive_failures = archive_failures + 1 if work.error is not None else 0
+                    if work.error is None:
+                        archive_failures = 0
+                    elif month.label not in retried:
+                        archive_failures += 1
                     if archive_failures >= ARCHIVE_FAILURES_TO_STOP and pending is not None:
                         log.error("%s: the archive failed for %d months in a row (last: %s); stopping "
                                   "here rather than failing every month of the window; run again when "
@@ -730,8 +768,9 @@ class CosmicRayPipeline:
                 raise KeyboardInterrupt
             self._stop.set()
             self._cancel_download()
-            log.warning("%s: stopping after the work in progress (Ctrl-C again to stop at once); "
-                        "committed months are kept", names.get(signum, f"signal {signum}"))
+            name = names.get(signum, f"signal {signum}")
+            log.warning("%s: stopping after the work in progress (%s again to stop at once); "
+                        "committed months are kept", name, name)
 
         return {sig: signal.signal(sig, handler) for sig in names}
 

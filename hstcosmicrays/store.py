@@ -797,6 +797,12 @@ class ResultsStore:
         ledger = self.ledger()
         return {m.decode() for m, s in zip(ledger["month"], ledger["state"]) if s == b"committed"}
 
+    def failed_months(self) -> set[str]:
+        """Months with a failed ledger row and none committed (the next run retries them)."""
+        ledger = self.ledger()
+        failed = {m.decode() for m, s in zip(ledger["month"], ledger["state"]) if s == b"failed"}
+        return failed - self.committed_months()
+
     # -- commits ------------------------------------------------------------------------------
 
     def commit_month(

@@ -38,6 +38,10 @@ def test_windows_leave_out_the_months_that_have_not_ended():
     labels = [m.label for m in month_windows(instrument=acs, start=june, stop=august, today=dt.date(2012, 7, 31),
                                              include_unended=True)]
     assert labels == ["2012-06", "2012-07", "2012-08"]
+    # with a settling time, a month counts as ended that many days after its last day
+    for today, want in ((dt.date(2012, 8, 7), ["2012-06"]), (dt.date(2012, 8, 8), ["2012-06", "2012-07"])):
+        labels = [m.label for m in month_windows(instrument=acs, start=june, stop=august, today=today, settle_days=7)]
+        assert labels == want
 
 
 def test_windows_clip_to_end_of_life():

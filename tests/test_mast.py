@@ -635,6 +635,20 @@ def test_verify_rejects_a_fits_file_cut_anywhere(flt, cut):
 # the live service
 
 
+def test_cancel_stops_queries_until_reset():
+    """The pipeline cancels on Ctrl-C or an outage; a pipeline run again (a notebook) resets."""
+    from hstcosmicrays.archive.base import ArchiveError
+    from hstcosmicrays.archive.mast import MastArchive
+
+    archive = MastArchive(timeout=1, retries=0, backoff=0.01)
+    archive.cancel()
+    with pytest.raises(ArchiveError, match="cancelled"):
+        archive.query(HRC, MAY)
+    assert archive._sleep(0.5) is True  # a back-off wait ends at once while cancelled
+    archive.reset()
+    assert archive._sleep(0.01) is False
+
+
 @pytest.mark.remote_data
 def test_live_mast_lists_acs_hrc_darks_of_may_2003():
     from hstcosmicrays.archive.mast import MastArchive

@@ -422,12 +422,14 @@ def test_stored_cosmic_rays_are_injected_ones(tmp_path, name, month, shape):
 def test_the_current_month_is_left_until_it_has_ended(tmp_path, caplog):
     """A month is committed once and never fetched again, so the month in progress (whose darks
     are not all taken yet) must not be processed; the run says when it will be."""
+    import dataclasses
+
     from hstcosmicrays.intervals import Month, utc_today
 
     this_month = Month.from_date(utc_today())
-    last = parse_month(f"{this_month.year - 1:04d}-12") if this_month.month == 1 else \
-        Month(this_month.year, this_month.month - 1)
+    last = Month(this_month.year - 1, 12) if this_month.month == 1 else Month(this_month.year, this_month.month - 1)
     cfg = load_config()
+    cfg = dataclasses.replace(cfg, pipeline=dataclasses.replace(cfg.pipeline, month_settle_days=0))
     options = RunOptions(archive="simulated", start=last, stop=this_month.next(), workers=1, darks_per_month=1)
     pipeline = CosmicRayPipeline(instrument=cfg.instrument("stis_ccd"), config=cfg, output_dir=tmp_path,
                                  options=options)
@@ -437,6 +439,30 @@ def test_the_current_month_is_left_until_it_has_ended(tmp_path, caplog):
     assert summary.committed == (last.label,)
     assert f"{this_month} to {this_month.next()} not processed: a month is processed once it has ended" \
         in caplog.text
+
+
+def test_months_committed_before_they_settled_are_named(tmp_path, caplog):
+    """Stores of earlier versions may hold a month committed while it was in progress: the run
+    names it and says how to add its late darks."""
+    import datetime as dt
+
+    from hstcosmicrays.store import ResultsStore
+    from hstcosmicrays.schema import empty_table
+
+    empty = {t: empty_table(t) for t in ("exposures", "cosmic_rays", "orbit")}
+    in_progress = dt.datetime(2003, 1, 20, tzinfo=dt.timezone.utc).timestamp()
+    settled = dt.datetime(2003, 3, 20, tzinfo=dt.timezone.utc).timestamp()
+    with ResultsStore.open(tmp_path / f"{INSTR}.h5", instrument=INSTR, software_version="0", config_hash="x") as store:
+        store.commit_month(month="2003-01", n_found=0, started=in_progress, **empty)
+        store.commit_month(month="2003-02", n_found=0, started=settled, **empty)
+    cfg = load_config()
+    opts = RunOptions(archive="simulated", start=parse_month("2003-01"), stop=parse_month("2003-02"), workers=1,
+                      darks_per_month=1)
+    with caplog.at_level("WARNING", logger="hstcosmicrays"):
+        summary = CosmicRayPipeline(instrument=cfg.instrument(INSTR), config=cfg, output_dir=tmp_path,
+                                    options=opts).run()
+    assert summary.skipped == ("2003-01", "2003-02")
+    assert f"{INSTR}: 2003-01 committed before the archive could have all their darks" in caplog.text
 
 
 def test_dask_executor_stops_after_the_tasks_in_progress_and_yields_them(tmp_path):
@@ -461,6 +487,8 @@ def test_dask_executor_stops_after_the_tasks_in_progress_and_yields_them(tmp_pat
         for i, result in executor.map_unordered(task, list(range(8)), stop):
             got.append((i, result))
             stop.set()  # as the Ctrl-C handler does, once the first task is back
+        # a stop that came before the call starts nothing (as in the in-process executor)
+        assert list(executor.map_unordered(task, [100, 101], stop)) == []
     finally:
         executor.close()
     # task 0 ended first; 1 and the 2 started in its place were in progress: all three come back
@@ -469,9 +497,11 @@ def test_dask_executor_stops_after_the_tasks_in_progress_and_yields_them(tmp_pat
 
 
 @pytest.mark.slow
-def test_ctrl_c_in_a_terminal_with_dask_workers_stops_cleanly(tmp_path):
-    """A terminal sends Ctrl-C to the whole process group, dask's worker processes included:
-    the run must still stop after the work in progress, not hang on workers that died."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_in_a_terminal_with_dask_workers_stops_cleanly(tmp_path, signum):
+    """A terminal sends Ctrl-C to the whole process group, dask's worker processes included (and
+    ``timeout`` or a batch scheduler SIGTERM): the run must still stop after the work in
+    progress, not hang on workers that died nor redo their work in restarted ones."""
     cmd = _run_cmd(tmp_path, "2003-01", "2004-12")
     cmd[cmd.index("--workers") + 1] = "2"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -482,7 +512,7 @@ def test_ctrl_c_in_a_terminal_with_dask_workers_stops_cleanly(tmp_path):
         if path.exists() and len(read_ledger(path)["month"]) >= 1:
             break
         time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, signum)
     try:
         _, err = proc.communicate(timeout=90)
     except subprocess.TimeoutExpired:
@@ -490,6 +520,7 @@ def test_ctrl_c_in_a_terminal_with_dask_workers_stops_cleanly(tmp_path):
         proc.communicate()
         pytest.fail("the run did not stop within 90 s of Ctrl-C")
     assert proc.returncode == 130, err
+    assert "Restarting worker" not in err and "died unexpectedly" not in err, err
     ledger = read_ledger(path)
     assert 1 <= len(ledger["month"]) < 24 and set(ledger["state"].tolist()) == {b"committed"}
     subprocess.run(_run_cmd(tmp_path, "2003-01", "2004-12"), check=True, capture_output=True)
@@ -523,6 +554,13 @@ def test_a_run_stops_when_the_archive_fails_several_months_in_a_row(tmp_path, ca
     assert not summary.ok and not summary.interrupted
     assert f"the archive failed for {ARCHIVE_FAILURES_TO_STOP} months in a row" in caplog.text
     assert read_ledger(tmp_path / f"{INSTR}.h5")["state"].tolist().count(b"failed") == ARCHIVE_FAILURES_TO_STOP
+    # months that keep failing for a reason of their own do not stop every later run there:
+    # the next run retries them, and they do not count towards the stop
+    bad = {f"2003-{m:02d}" for m in range(2, 2 + ARCHIVE_FAILURES_TO_STOP)}
+    summary = CosmicRayPipeline(instrument=cfg.instrument(INSTR), config=cfg, output_dir=tmp_path, options=opts,
+                                archive=FlakyArchive(sim, bad)).run()
+    assert summary.failed == tuple(sorted(bad))
+    assert summary.committed == tuple(f"2003-{m:02d}" for m in range(2 + ARCHIVE_FAILURES_TO_STOP, 13))
 
 
 def test_options_that_do_not_apply_to_the_archive_are_named(tmp_path, caplog):
@@ -544,3 +582,15 @@ def test_an_unreachable_scheduler_is_named_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("run_pipeline: error: --scheduler tcp://127.0.0.1:1: cannot reach the dask scheduler")
     assert not any("Traceback" in line for line in err)
+
+
+def test_a_pipeline_object_runs_again_after_a_stop(tmp_path):
+    """In a notebook the same pipeline may be run again after a Ctrl-C or an archive outage: the
+    stop of the previous run must not end the next one at once."""
+    cfg = load_config()
+    opts = RunOptions(archive="simulated", start=parse_month("2003-01"), stop=parse_month("2003-01"), workers=1,
+                      darks_per_month=2)
+    pipeline = CosmicRayPipeline(instrument=cfg.instrument(INSTR), config=cfg, output_dir=tmp_path, options=opts)
+    pipeline._stop.set()  # what the previous run's Ctrl-C left
+    summary = pipeline.run()
+    assert summary.committed == ("2003-01",) and not summary.interrupted

@@ -356,6 +356,10 @@ class MastArchive:
         """
         self._cancelled.set()
 
+    def reset(self) -> None:
+        """Undo :meth:`cancel`, for the next run of a pipeline that keeps this archive."""
+        self._cancelled.clear()
+
     def _check_cancelled(self, what: str) -> None:
         if self._cancelled.is_set():
             raise ArchiveError(f"{what}: cancelled")
