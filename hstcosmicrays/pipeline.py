@@ -9,7 +9,6 @@ existing cluster (``scheduler``). Only this driver writes the HDF5 store.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import dataclasses
 import datetime as _dt
 import logging
@@ -322,19 +321,6 @@ class _InProcess:
         pass
 
 
-@contextlib.contextmanager
-def _sigint_ignored():
-    """Ignore SIGINT while the block runs (in the main thread; elsewhere, do nothing)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 class _Dask:
     def __init__(self, *, workers: int, scheduler: str | None):
         from distributed import Client, LocalCluster
@@ -347,15 +333,13 @@ class _Dask:
                 raise OSError(f"--scheduler {scheduler}: cannot reach the dask scheduler ({exc})") from None
             log.info("using the dask.distributed scheduler at %s", scheduler)
         else:
-            # Ctrl-C in a terminal reaches the whole process group: the worker processes must
-            # ignore it (they inherit an ignored SIGINT), so that the driver can stop after the
-            # work in progress instead of losing its workers
-            with _sigint_ignored():
-                self._cluster = LocalCluster(
-                    n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                )
+            self._cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+            )
             self.client = Client(self._cluster)
-            # also SIGTERM, and in workers the nanny restarts later (they do not inherit the above)
+            # Ctrl-C in a terminal (SIGINT), timeout and batch schedulers (SIGTERM) signal the whole
+            # process group: the workers, restarted ones too, must ignore them, so that the driver
+            # can stop after the work in progress instead of losing or redoing it
             from ._workers import IgnoreStopSignals
 
             self.client.register_plugin(IgnoreStopSignals())
