@@ -112,7 +112,7 @@ def month_windows(
     list of Month
         Every month that has at least one active day, i.e. that overlaps
         [active_start, active_stop) and is not entirely inside an inactive range, and (unless
-        ``include_unended``) that ended, ``settle_days`` before, on or before ``today``.
+        ``include_unended``) whose last day plus ``settle_days`` days is before ``today``.
 
     Raises
     ------
