@@ -208,6 +208,15 @@ def test_archive_failure_marks_month_failed_and_next_run_retries(tmp_path):
 RUN_SCRIPT = "import sys; from hstcosmicrays.cli import run_pipeline_main; sys.exit(run_pipeline_main())"
 
 
+def _wait_for_a_ledger_row(path, timeout=120.0):
+    """Wait until a run has recorded its first month in the store at ``path``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and len(read_ledger(path)["month"]) >= 1:
+            return
+        time.sleep(0.1)
+
+
 def _run_cmd(out, start="2003-01", stop="2003-12"):
     return [sys.executable, "-c", RUN_SCRIPT] + RUN + ["--start", start, "--stop", stop, "--output", str(out), "-q"]
 
@@ -314,11 +323,7 @@ def test_ctrl_c_stops_cleanly_keeping_committed_months(tmp_path, signum, name):
     proc = subprocess.Popen(_run_cmd(tmp_path, "2003-01", "2004-12"), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     path = tmp_path / f"{INSTR}.h5"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if path.exists() and len(read_ledger(path)["month"]) >= 1:
-            break
-        time.sleep(0.1)
+    _wait_for_a_ledger_row(path)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -507,11 +512,7 @@ def test_ctrl_c_in_a_terminal_with_dask_workers_stops_cleanly(tmp_path, signum):
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     path = tmp_path / f"{INSTR}.h5"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if path.exists() and len(read_ledger(path)["month"]) >= 1:
-            break
-        time.sleep(0.1)
+    _wait_for_a_ledger_row(path)
     os.killpg(proc.pid, signum)
     try:
         _, err = proc.communicate(timeout=90)
