@@ -800,8 +800,10 @@ class ResultsStore:
     def failed_months(self) -> set[str]:
         """Months with a failed ledger row and none committed (the next run retries them)."""
         ledger = self.ledger()
-        failed = {m.decode() for m, s in zip(ledger["month"], ledger["state"]) if s == b"failed"}
-        return failed - self.committed_months()
+        states: dict[str, set] = {}
+        for m, s in zip(ledger["month"], ledger["state"]):
+            states.setdefault(m.decode(), set()).add(s)
+        return {m for m, s in states.items() if b"failed" in s and b"committed" not in s}
 
     # -- commits ------------------------------------------------------------------------------
 
