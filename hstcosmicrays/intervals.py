@@ -10,7 +10,7 @@ from astropy.time import Time
 
 from .config import ConfigError, InstrumentConfig
 
-__all__ = ["Month", "parse_month", "month_windows", "utc_today"]
+__all__ = ["Month", "parse_month", "month_windows", "unended_months", "span_label", "utc_today"]
 
 _MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
 
@@ -142,3 +142,21 @@ def month_windows(
             months.append(m)
         m = m.next()
     return months
+
+
+def unended_months(
+    *, instrument: InstrumentConfig, start: Month | None = None, stop: Month | None = None,
+    today: _dt.date | None = None, settle_days: int = 0,
+) -> list[Month]:
+    """The active months of a window that :func:`month_windows` leaves out because they have
+    not ended (``settle_days`` after their last day) by ``today``: left for a later run."""
+    today = today or utc_today()
+    ended = set(month_windows(instrument=instrument, start=start, stop=stop, today=today,
+                              settle_days=settle_days))
+    return [m for m in month_windows(instrument=instrument, start=start, stop=stop, today=today,
+                                     include_unended=True) if m not in ended]
+
+
+def span_label(first: Month, last: Month) -> str:
+    """``YYYY-MM`` for one month, ``YYYY-MM to YYYY-MM`` for a span."""
+    return first.label if first == last else f"{first} to {last}"

@@ -25,7 +25,7 @@ import numpy as np
 from ._version import __version__
 from .archive.base import Archive, ArchiveError, Dataset, make_archive
 from .config import Config, InstrumentConfig
-from .intervals import Month, month_windows
+from .intervals import Month, month_windows, span_label, unended_months
 from .schema import TABLES
 from .store import ResultsStore, store_path
 
@@ -485,28 +485,25 @@ class CosmicRayPipeline:
     def unended_months(self) -> list[Month]:
         """Months of the run's window that have not ended ``month_settle_days`` ago (UTC): left
         for a later run."""
-        done = set(self.months())
-        months = month_windows(instrument=self.instrument, start=self.options.start, stop=self.options.stop,
-                               include_unended=True)
-        return [m for m in months if m not in done]
+        return unended_months(instrument=self.instrument, start=self.options.start, stop=self.options.stop,
+                              settle_days=self.config.pipeline.month_settle_days)
 
-    def _log_unended(self) -> None:
-        unended = self.unended_months()
+    def _log_unended(self, unended: list[Month]) -> None:
         if unended:
             # a month is committed once, so it waits until all its darks can be in the archive
-            span = unended[0].label if len(unended) == 1 else f"{unended[0]} to {unended[-1]}"
+            span = span_label(unended[0], unended[-1])
             settle = self.config.pipeline.month_settle_days
             log.log(logging.INFO if self.options.stop is None else logging.WARNING,
                     "%s: %s not processed: a month is processed once it has ended, %d days later (UTC, "
                     "pipeline.month_settle_days), when the archive has all its darks; run again after that",
                     self.instrument.name, span, settle)
 
-    def _warn_early_commits(self, store: ResultsStore) -> None:
-        """Name committed months whose processing started before they had settled (stores of
-        versions that processed the month in progress): their late darks are missing."""
+    def _warn_early_commits(self, store: ResultsStore, months: list[Month]) -> None:
+        """Name committed months of ``months`` whose processing started before they had settled
+        (stores of versions that processed the month in progress): their late darks are missing."""
         settle = _dt.timedelta(days=self.config.pipeline.month_settle_days)
         ledger = store.ledger()
-        window = {m.label: m for m in self.months()}
+        window = {m.label: m for m in months}
         early = sorted({
             label for label, state, started in (
                 (m.decode(), s, t) for m, s, t in zip(ledger["month"], ledger["state"], ledger["started"]))
@@ -552,10 +549,11 @@ class CosmicRayPipeline:
         reset = getattr(self._archive, "reset", None)
         if callable(reset):
             reset()
-        if not self.months():  # nothing to do: no store is created
+        months, unended = self.months(), self.unended_months()
+        if not months:  # nothing to do: no store is created
             self._log_provenance()
-            self._log_unended()
-            if not self.unended_months():
+            self._log_unended(unended)
+            if not unended:
                 inst = self.instrument
                 log.warning("%s: no month of the window is in the instrument's active time (%s to %s)",
                             inst.name, inst.active_start, inst.active_stop or "today")
@@ -565,8 +563,8 @@ class CosmicRayPipeline:
             config_hash=self.config.digest,
         ) as store:
             self._log_provenance()
-            self._log_unended()
-            self._warn_early_commits(store)
+            self._log_unended(unended)
+            self._warn_early_commits(store, months)
             todo, skipped = self.pending_months(store)
             log.info(
                 "%s: %d months to process, %d already committed (store %s)",

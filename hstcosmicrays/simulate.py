@@ -117,7 +117,7 @@ from astropy.io import fits
 from scipy.special import ndtr
 
 from .config import ConfigError, InstrumentConfig, SimulationConfig
-from .intervals import Month, month_windows, utc_today
+from .intervals import Month, month_windows, span_label, unended_months, utc_today
 from .orbit import (
     OrbitalElements,
     circular_mean_deg,
@@ -1362,19 +1362,18 @@ def write_archive(
         raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory", str(out))
     today = utc_today()
     months = month_windows(instrument=instrument, start=start, stop=stop, today=today)
-    active = month_windows(instrument=instrument, start=start, stop=stop, today=today, include_unended=True)
-    unended = [m for m in active if m not in months]
-    if not active:
+    unended = unended_months(instrument=instrument, start=start, stop=stop, today=today)
+    if not months and not unended:
         inactive = "".join(f", inactive {a} to {b}" for a, b in instrument.inactive)
-        raise ValueError(f"{instrument.name}: no month of {_span(start, stop)} is in the instrument's active time "
-                         f"({instrument.active_start} to {instrument.active_stop or 'today'}{inactive})")
+        raise ValueError(f"{instrument.name}: no month of {span_label(start, stop)} is in the instrument's "
+                         f"active time ({instrument.active_start} to {instrument.active_stop or 'today'}{inactive})")
     if not months:
         verb = "has" if len(unended) == 1 else "have"
-        raise ValueError(f"{instrument.name}: {_span(unended[0], unended[-1])} {verb} not ended yet (UTC); "
+        raise ValueError(f"{instrument.name}: {span_label(unended[0], unended[-1])} {verb} not ended yet (UTC); "
                          "a month is simulated once it has ended")
     if unended:
         log.warning("%s: %s not simulated: a month is simulated once it has ended (UTC)",
-                    instrument.name, _span(unended[0], unended[-1]))
+                    instrument.name, span_label(unended[0], unended[-1]))
     written = []
     for month in months:
         for spec in month_schedule(instrument=instrument, month=month, seed=seed,
@@ -1384,11 +1383,6 @@ def write_archive(
             log.info("simulated %s (%s) in %s", spec.obs_id, month.label, d)
             written.append(d)
     return written
-
-
-def _span(first: Month, last: Month) -> str:
-    """``YYYY-MM`` or ``YYYY-MM to YYYY-MM``."""
-    return first.label if first == last else f"{first} to {last}"
 
 
 def read_truth(path) -> tuple["pandas.DataFrame", "pandas.DataFrame"]:  # noqa: F821
