@@ -231,16 +231,18 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted_run(tmp_path)
     t0 = time.monotonic()
     subprocess.run(_run_cmd(ref, *months), check=True, capture_output=True)
     duration = time.monotonic() - t0
+    n_months = len(read_ledger(ref / f"{INSTR}.h5")["month"])
     killed = tmp_path / "killed"
     rng = np.random.default_rng(1)
-    kills, finished = 0, False
+    kills, finished, remaining = 0, False, 1.0
     for attempt in range(40):
         proc = subprocess.Popen(_run_cmd(killed, *months), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            # each of the first 12 runs lives a random part of a quarter of a full run (the
-            # timing scales with the machine's speed), so the kills land at random instants
-            # while most of the two years are still to do; the run after them may finish
-            proc.wait(timeout=rng.uniform(0.05, 0.25) * duration if kills < 12 else 600)
+            # each of the first 12 runs lives a random part of a quarter of what a full run would
+            # take for the months still to do (the timing scales with the machine's speed), so
+            # the kills land at random instants while work is left, even if the machine runs
+            # faster now than during the reference run; the run after them may finish
+            proc.wait(timeout=rng.uniform(0.05, 0.25) * duration * remaining if kills < 12 else 600)
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
@@ -250,6 +252,7 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted_run(tmp_path)
                 ledger = read_ledger(killed / f"{INSTR}.h5")
                 ex = read_committed(killed / f"{INSTR}.h5", "exposures", columns=["month"])
                 assert len(ex["month"]) == ledger["n_processed"].sum()
+                remaining = 1.0 - np.sum(ledger["state"] == b"committed") / n_months
             continue
         assert proc.returncode == 0
         finished = True
