@@ -251,17 +251,28 @@ def _existing_store(args):
 def _add_status(sub) -> None:
     p = sub.add_parser("status", help="the month ledger of an instrument's store")
     _store_arguments(p)
+    p.add_argument("--show-config", nargs="?", const="", metavar="DIGEST",
+                   help="print, as YAML for --config, the configuration that produced the month committed "
+                        "last (or the one with this config_hash) instead of the ledger")
     p.set_defaults(func=_cmd_status)
 
 
 def _cmd_status(args) -> int:
-    from .schema import MONTHS
     from .store import format_ledger
 
-    _, _, path = _existing_store(args)
-    unit = next(c.unit for c in MONTHS if c.name == "median_rate")
+    _, instrument, path = _existing_store(args)
+    if args.show_config is not None:
+        import yaml
+
+        from .results import Results
+
+        try:
+            data = Results(path=path, instrument=instrument.name).configuration(args.show_config or None)
+        except KeyError as exc:
+            raise CLIError(exc.args[0]) from None
+        print(yaml.safe_dump(data, sort_keys=False), end="")
+        return EXIT_OK
     print(format_ledger(path))
-    print(f"median rate in {unit}")
     return EXIT_OK
 
 

@@ -16,7 +16,7 @@ import hashlib
 import json
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -33,6 +33,7 @@ __all__ = [
     "Config",
     "load_config",
     "default_config_text",
+    "config_digest",
 ]
 
 DEFAULT_CONFIG_NAME = "hstcosmicrays.yaml"
@@ -361,12 +362,23 @@ class PipelineSettings:
 
 @dataclass(frozen=True)
 class Config:
-    """The whole validated configuration."""
+    """The whole validated configuration.
+
+    Attributes
+    ----------
+    source : str
+        The user file applied over the packaged defaults, or the defaults' name.
+    text : str
+        The merged configuration as JSON with sorted keys: what the results store records.
+    digest : str
+        The first 16 hex digits of the SHA-256 of ``text``: the ``config_hash`` of the ledger.
+    """
 
     pipeline: PipelineSettings
     instruments: dict[str, InstrumentConfig]
     source: str = "<defaults>"
     digest: str = ""
+    text: str = field(default="", repr=False)
 
     @property
     def instrument_names(self) -> list[str]:
@@ -395,6 +407,12 @@ def _normalise(name: str) -> str:
 
 # --------------------------------------------------------------------------------------------
 # loading
+
+
+def config_digest(text: str) -> str:
+    """The digest that names a configuration in the results store: the first 16 hex digits of
+    the SHA-256 of its text (UTF-8)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def default_config_text() -> str:
@@ -462,7 +480,8 @@ def load_config(path: str | Path | None = None) -> Config:
         user = _read_yaml(text, str(path))
         data = _merge(data, user, str(path))
         source = str(path)
-    digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    text = json.dumps(data, sort_keys=True, default=str)
+    digest = config_digest(text)
     for key in ("pipeline", "instruments"):
         if key not in data:
             raise ConfigError(f"{source}: missing key '{key}'")
@@ -481,7 +500,7 @@ def load_config(path: str | Path | None = None) -> Config:
         except ConfigError as exc:
             msg = str(exc)
             raise ConfigError(msg if msg.startswith(source) else f"{source}: {msg}") from None
-    return Config(pipeline=pipeline, instruments=instruments, source=source, digest=digest)
+    return Config(pipeline=pipeline, instruments=instruments, source=source, digest=digest, text=text)
 
 
 # --------------------------------------------------------------------------------------------

@@ -527,7 +527,8 @@ class CosmicRayPipeline:
 
     def _log_provenance(self) -> None:
         """What produced this run's numbers, at the head of its log: the software version, the
-        configuration (its digest is stored with every month) and the CR-rejection parameters."""
+        configuration (its digest is stored with every month, its text once in the store) and the
+        CR-rejection parameters."""
         inst = self.instrument
         log.info("hstcosmicrays %s, archive %s; configuration %s (digest %s, stored with each month)",
                  __version__, self.options.archive, self.config.source, self.config.digest)
@@ -560,7 +561,7 @@ class CosmicRayPipeline:
             return RunSummary()
         with ResultsStore.open(
             self.store_path, instrument=self.instrument.name, software_version=__version__,
-            config_hash=self.config.digest,
+            config_hash=self.config.digest, configuration=self.config.text,
         ) as store:
             self._log_provenance()
             self._log_unended(unended)

@@ -433,6 +433,47 @@ class Results:
             frame[name] = pd.to_datetime(frame[name], unit="s")
         return frame
 
+    def configuration(self, config_hash: str | None = None) -> dict:
+        """The configuration that produced the results: the packaged defaults merged with the
+        user's file, as the nested mapping of the YAML file.
+
+        Parameters
+        ----------
+        config_hash : str, optional
+            A digest from the ``config_hash`` column of :meth:`months`. Default: that of the
+            month committed last.
+
+        Returns
+        -------
+        dict
+            Written as YAML, a file for ``--config`` that gives the same digest (with the same
+            software version); ``hstcosmicrays status --show-config`` prints it so.
+
+        Raises
+        ------
+        KeyError
+            No month names the digest (or none is committed), or the store has no text for it
+            (stores created before configurations were recorded, until ``hstcosmicrays compact``
+            and a new commit).
+        """
+        import json
+
+        if config_hash is None:
+            ledger = store.read_ledger(self.path)
+            committed = np.flatnonzero(ledger["state"] == b"committed")
+            if not len(committed):
+                raise KeyError(f"{self.path}: no month is committed")
+            config_hash = ledger["config_hash"][committed[np.argmax(ledger["finished"][committed])]].decode()
+        texts = store.read_configurations(self.path)
+        if config_hash not in texts:
+            named = sorted(set(_decode(store.read_ledger(self.path, latest=False)["config_hash"])))
+            missing = [d for d in named if d not in texts]
+            raise KeyError(
+                f"{self.path}: no stored configuration {config_hash!r}; the ledger names {', '.join(named) or 'none'}"
+                + (f" (not stored: {', '.join(missing)})" if missing else "")
+            )
+        return json.loads(texts[config_hash])
+
     def failures(self) -> pd.DataFrame:
         """Frames (and months) that could not be used: month, rootname, stage, reason."""
         data = store.read_committed(self.path, "failures")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Column", "TABLES", "SCHEMA_VERSION", "empty_table", "as_table"]
+__all__ = ["Column", "TABLES", "SCHEMA_VERSION", "CONFIG_PART_BYTES", "empty_table", "as_table"]
 
 SCHEMA_VERSION = 1
 
@@ -114,12 +114,24 @@ MONTHS = _cols(
     ("error", "S240", "", "why the month failed (empty when committed)"),
 )
 
+#: Bytes of configuration text per row of /configurations.
+CONFIG_PART_BYTES = 4000
+
+#: The configurations named by the ledger's ``config_hash``: the text of each, in pieces of
+#: :data:`CONFIG_PART_BYTES`, written once, before the first ledger row that names it.
+CONFIGURATIONS = _cols(
+    ("config_hash", "S16", "", "digest: the first 16 hex digits of the SHA-256 of the text"),
+    ("part", "i4", "", "index of the piece (0, 1, ...); the pieces in order make the text"),
+    ("text", f"S{CONFIG_PART_BYTES}", "", "a piece of the configuration as JSON (sorted keys, UTF-8)"),
+)
+
 TABLES: dict[str, tuple[Column, ...]] = {
     "exposures": EXPOSURES,
     "cosmic_rays": COSMIC_RAYS,
     "orbit": ORBIT,
     "failures": FAILURES,
     "months": MONTHS,
+    "configurations": CONFIGURATIONS,
 }
 
 #: Tables whose rows belong to a month and are made visible by its ledger row.

@@ -5,6 +5,7 @@ Layout (see docs/architecture.md)::
     /                     attrs: schema_version, instrument, software_version, config_hash, created
     /<table>/<column>     one resizable, chunked, compressed 1-D dataset per column
     /months/<column>      the ledger
+    /configurations/...   the text of each configuration that a ledger row names by its digest
 
 Visibility rule: a reader sees the rows inside the ``[<table>_start, <table>_stop)`` ranges of the
 *latest* ledger row of every month. The ledger row is written after the month's data rows have been
@@ -41,7 +42,8 @@ from typing import Iterable, Mapping
 import h5py
 import numpy as np
 
-from .schema import DATA_TABLES, SCHEMA_VERSION, TABLES, as_table, empty_table
+from .config import config_digest
+from .schema import CONFIG_PART_BYTES, DATA_TABLES, SCHEMA_VERSION, TABLES, as_table, empty_table
 
 __all__ = [
     "ResultsStore",
@@ -50,6 +52,7 @@ __all__ = [
     "store_path",
     "read_committed",
     "read_ledger",
+    "read_configurations",
     "format_ledger",
     "stored_instrument",
     "open_for_reading",
@@ -63,7 +66,8 @@ log = logging.getLogger(__name__)
 
 #: Rows per chunk of each table: large enough to compress well, small enough that appending a
 #: month rewrites at most one partly filled chunk per column.
-CHUNK_ROWS = {"exposures": 4096, "cosmic_rays": 1 << 17, "orbit": 1 << 15, "failures": 1024, "months": 256}
+CHUNK_ROWS = {"exposures": 4096, "cosmic_rays": 1 << 17, "orbit": 1 << 15, "failures": 1024, "months": 256,
+              "configurations": 64}
 
 #: Ledger column written last: the commit mark.
 COMMIT_COLUMN = "state"
@@ -400,6 +404,41 @@ def read_ledger(path: str | os.PathLike, *, latest: bool = True) -> dict[str, np
     return ledger
 
 
+def read_configurations(path: str | os.PathLike) -> dict[str, str]:
+    """The configurations that the store's ledger rows name, as ``{config_hash: JSON text}``.
+
+    A digest of the ledger without a stored text is missing from the result: stores created
+    before configurations were recorded have no ``/configurations`` (``hstcosmicrays compact``
+    adds the table; the next commit then records its configuration).
+    """
+    with open_for_reading(path) as f:
+        named = set(_read_ledger_arrays(f)["config_hash"].tolist())
+        texts = _stored_configurations(f)
+    return {k.decode(): v for k, v in sorted(texts.items()) if k in named}
+
+
+def _stored_configurations(f: h5py.File) -> dict[bytes, str]:
+    """Every complete configuration text in ``/configurations``, by digest.
+
+    A text is a run of consecutive rows of one digest with parts 0, 1, 2, ...; a run cut short
+    by a killed writer fails the digest check and is ignored (the next writer appends the text
+    again)."""
+    if "configurations" not in f:
+        return {}
+    grp = f["configurations"]
+    n = _column_length(grp)
+    digests, parts, pieces = (grp[c.name][:n] for c in TABLES["configurations"])
+    out: dict[bytes, str] = {}
+    for first in np.flatnonzero(parts == 0).tolist():
+        last = first
+        while last + 1 < n and parts[last + 1] == parts[last] + 1 and digests[last + 1] == digests[first]:
+            last += 1
+        text = b"".join(pieces[first:last + 1].tolist()).decode()
+        if config_digest(text) == digests[first].decode():
+            out.setdefault(digests[first], text)
+    return out
+
+
 def read_committed(
     path: str | os.PathLike, table: str, *, columns: Iterable[str] | None = None,
     months: Iterable[str] | None = None,
@@ -422,8 +461,9 @@ def read_committed(
     -------
     dict of numpy arrays
     """
-    if table not in TABLES:
-        raise KeyError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
+    if table not in TABLES or table == "configurations":
+        known = [t for t in TABLES if t != "configurations"]
+        raise KeyError(f"unknown table {table!r}; tables: {', '.join(known)} (configurations: read_configurations)")
     names = _column_names(table, columns)
     if table == "months":
         with open_for_reading(path) as f:
@@ -562,6 +602,12 @@ def format_ledger(path: str | os.PathLike) -> str:
         f"{len(states)} months: {int(np.sum(states == b'committed'))} committed, "
         f"{int(np.sum(states == b'failed'))} failed"
     )
+    lines.append(f"median rate in {next(c.unit for c in TABLES['months'] if c.name == 'median_rate')}")
+    stored = read_configurations(path)
+    digests, counts = np.unique(ledger["config_hash"], return_counts=True)
+    for digest, count in zip(digests.tolist(), counts.tolist()):
+        note = "" if digest.decode() in stored else ", its text not stored"
+        lines.append(f"configuration {digest.decode()}: {count} month{'s' if count != 1 else ''}{note}")
     return "\n".join(lines)
 
 
@@ -602,6 +648,22 @@ def _create_tables(f: h5py.File, *, attrs: Mapping) -> None:
             ds.attrs["description"] = col.description
 
 
+def _append_configuration(grp: h5py.Group, *, digest: str, text: str) -> None:
+    """Append ``text`` (UTF-8) to the ``/configurations`` group ``grp``, in pieces of
+    :data:`CONFIG_PART_BYTES`, and flush (after the shortest column, if a kill left them uneven)."""
+    raw = text.encode()
+    pieces = [raw[i:i + CONFIG_PART_BYTES] for i in range(0, len(raw), CONFIG_PART_BYTES)]
+    table = as_table("configurations", {
+        "config_hash": [digest] * len(pieces), "part": np.arange(len(pieces)), "text": pieces,
+    })
+    start = _column_length(grp)
+    for col in TABLES["configurations"]:
+        ds = grp[col.name]
+        ds.resize((start + len(pieces),))
+        ds[start:] = table[col.name]
+        ds.flush()
+
+
 def _fsync_replace(tmp: Path, path: Path) -> None:
     """Put the finished file ``tmp`` in the place of ``path`` at once (after it is on disk)."""
     with open(tmp, "rb+") as fh:
@@ -631,20 +693,36 @@ class ResultsStore:
         Instrument key written in the file attributes and checked on reopening.
     software_version, config_hash : str
         Recorded per ledger row (and in the attributes at creation).
+    configuration : str, optional
+        The configuration's text, whose :func:`config_digest` is ``config_hash``. When given,
+        the first commit that names ``config_hash`` stores it in ``/configurations`` (before its
+        ledger row), so that every digest in the ledger can be resolved to the parameters used.
+
+    Raises
+    ------
+    ValueError
+        ``configuration`` does not have the digest ``config_hash``.
     """
 
-    def __init__(self, path: str | os.PathLike, *, instrument: str, software_version: str, config_hash: str):
+    def __init__(self, path: str | os.PathLike, *, instrument: str, software_version: str, config_hash: str,
+                 configuration: str = ""):
+        if configuration and config_digest(configuration) != config_hash:
+            raise ValueError(f"the configuration text has digest {config_digest(configuration)}, not {config_hash}")
         self.path = Path(path)
         self.instrument = instrument
         self.software_version = software_version
         self.config_hash = config_hash
+        self.configuration = configuration
         self._lock_fh = None
+        self._config_stored = False
 
     # -- life cycle ---------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path, *, instrument: str, software_version: str, config_hash: str) -> "ResultsStore":
-        store = cls(path, instrument=instrument, software_version=software_version, config_hash=config_hash)
+    def open(cls, path, *, instrument: str, software_version: str, config_hash: str,
+             configuration: str = "") -> "ResultsStore":
+        store = cls(path, instrument=instrument, software_version=software_version, config_hash=config_hash,
+                    configuration=configuration)
         store._acquire_lock()
         try:
             if store.path.exists():
@@ -779,9 +857,14 @@ class ResultsStore:
                     ds = dst["months"][col.name]
                     ds.resize((len(keep),))
                     ds[:] = rows[col.name]
+                texts = _stored_configurations(src)
+                for digest in dict.fromkeys(rows["config_hash"].tolist()):
+                    if digest in texts:
+                        _append_configuration(dst["configurations"], digest=digest.decode(), text=texts[digest])
             _fsync_replace(tmp, self.path)
         finally:
             tmp.unlink(missing_ok=True)
+        self._config_stored = False  # a new file: the next commit checks it again
         after = self.path.stat().st_size
         log.debug("%s: compacted from %d to %d ledger rows, %.1f MB to %.1f MB", self.path,
                   len(ledger["month"]), len(keep), before / 1e6, after / 1e6)
@@ -847,6 +930,19 @@ class ResultsStore:
         return self._append(month=month, state="failed", error=error, started=started, summary=summary,
                             tables={**empty, "failures": failures})
 
+    def _store_configuration(self, f: h5py.File) -> None:
+        """Append the configuration's text to ``/configurations`` unless a complete copy is there."""
+        if not self.configuration or self._config_stored:
+            return
+        if "configurations" not in f:
+            log.warning("%s was created before configurations were recorded: the configuration %s is not "
+                        "stored (`hstcosmicrays compact` adds the table)", self.path, self.config_hash)
+            self._config_stored = True
+            return
+        if self.config_hash.encode() not in _stored_configurations(f):
+            _append_configuration(f["configurations"], digest=self.config_hash, text=self.configuration)
+        self._config_stored = True
+
     def _append(self, *, month, state, error, started, summary, tables) -> MonthCommit:
         if self._lock_fh is None:
             raise StoreError("the store is not open for writing (use ResultsStore.open)")
@@ -869,6 +965,7 @@ class ResultsStore:
                         ds[start:] = data[col.name]
                     ds.flush()
                 rows[table] = (start, start + n)
+            self._store_configuration(f)
             ledger_row = {
                 "month": month, "state": state, **summary,
                 **{f"{t}_start": rows[t][0] for t in DATA_TABLES},

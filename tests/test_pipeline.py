@@ -598,3 +598,34 @@ def test_a_pipeline_object_runs_again_after_a_stop(tmp_path):
     pipeline._stop.set()  # what the previous run's Ctrl-C left
     summary = pipeline.run()
     assert summary.committed == ("2003-01",) and not summary.interrupted
+
+
+def test_the_configuration_of_every_month_can_be_recovered_from_the_store(reference_store, tmp_path, capsys):
+    import json
+    import shutil
+
+    from hstcosmicrays.results import open_results
+
+    path = tmp_path / f"{INSTR}.h5"
+    shutil.copy(reference_store, path)
+    user = tmp_path / "user.yaml"
+    user.write_text("pipeline:\n  month_settle_days: 3\n")
+    args = RUN + ["--start", "2003-03", "--stop", "2003-03", "--output", str(tmp_path), "--reprocess", "-q"]
+    assert run_pipeline_main(args + ["--config", str(user)]) == 0
+    default, changed = load_config(), load_config(user)
+    res = open_results(path)
+    assert res.months()["config_hash"].tolist() == [default.digest] * 2 + [changed.digest]
+    assert res.configuration() == json.loads(changed.text)  # the month committed last
+    assert res.configuration(default.digest)["pipeline"]["month_settle_days"] == 7
+    with pytest.raises(KeyError, match="no stored configuration 'cafe'"):
+        res.configuration("cafe")
+    # printed as YAML, it is a --config file that gives the same digest
+    capsys.readouterr()
+    assert main(["status", "--instr", INSTR, "--output", str(tmp_path), "--show-config", default.digest]) == 0
+    again = tmp_path / "again.yaml"
+    again.write_text(capsys.readouterr().out)
+    assert load_config(again).digest == default.digest
+    assert main(["status", "--instr", INSTR, "--output", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert f"configuration {default.digest}: 2 months" in text and f"configuration {changed.digest}: 1 month" in text
+    assert main(["status", "--instr", INSTR, "--output", str(tmp_path), "--show-config", "cafe"]) == 2

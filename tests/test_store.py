@@ -244,6 +244,90 @@ def test_compact_an_empty_store_and_one_with_only_a_failed_month(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------
+# configurations: the text behind every config_hash of the ledger
+
+
+def _configured(text):
+    from hstcosmicrays.config import config_digest
+
+    return dict(OPEN, config_hash=config_digest(text), configuration=text)
+
+
+def test_each_configuration_is_stored_once_and_read_back_by_its_digest(tmp_path):
+    from hstcosmicrays.config import load_config
+    from hstcosmicrays.store import read_configurations
+
+    path = tmp_path / "s.h5"
+    first = load_config().text  # the packaged defaults: several pieces of CONFIG_PART_BYTES
+    second = '{"pipeline": {"workers": 1}}'
+    for text, months in ((first, ("2010-01", "2010-02")), (second, ("2010-03",)), (first, ("2010-04",))):
+        with ResultsStore.open(path, **_configured(text)) as store:
+            for m in months:
+                store.commit_month(month=m, n_found=3, started=0.0, **month_tables(m))
+    stored = read_configurations(path)
+    assert stored == {_configured(first)["config_hash"]: first, _configured(second)["config_hash"]: second}
+    with open_for_reading(path) as f:
+        digests = f["configurations"]["config_hash"][:]
+    assert len(first) > 2 * store_mod.CONFIG_PART_BYTES
+    assert (digests == _configured(first)["config_hash"].encode()).sum() == -(-len(first) // store_mod.CONFIG_PART_BYTES)
+    text = format_ledger(path)
+    assert f"configuration {_configured(first)['config_hash']}: 3 months" in text
+    assert f"configuration {_configured(second)['config_hash']}: 1 month" in text
+    # compaction keeps the texts the remaining ledger rows name
+    with ResultsStore.open(path, **OPEN) as store:
+        store.compact()
+    assert read_configurations(path) == stored
+
+
+def test_a_configuration_whose_text_does_not_match_its_digest_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="digest"):
+        ResultsStore.open(tmp_path / "s.h5", **dict(_configured("{}"), config_hash="cafe"))
+    assert not (tmp_path / "s.h5").exists()
+
+
+def test_a_configuration_cut_short_by_a_killed_writer_is_written_again(tmp_path):
+    from hstcosmicrays.config import load_config
+    from hstcosmicrays.store import read_configurations
+
+    path = tmp_path / "s.h5"
+    text = load_config().text
+    opened = _configured(text)
+    with ResultsStore.open(path, **OPEN):
+        pass
+    # the first two pieces only, as a writer killed while appending them leaves them
+    raw = text.encode()
+    with h5py.File(path, "r+") as f:
+        grp = f["configurations"]
+        piece = store_mod.CONFIG_PART_BYTES
+        for name, values in (("config_hash", [opened["config_hash"]] * 2), ("part", [0, 1]),
+                             ("text", [raw[:piece], raw[piece:2 * piece]])):
+            grp[name].resize((2,))
+            grp[name][:] = values
+    with ResultsStore.open(path, **opened) as store:
+        store.commit_month(month="2010-01", n_found=3, started=0.0, **month_tables("2010-01"))
+    assert read_configurations(path) == {opened["config_hash"]: text}
+
+
+def test_a_store_without_the_configurations_table_is_still_written_and_compact_adds_it(tmp_path, caplog):
+    from hstcosmicrays.store import read_configurations
+
+    path = tmp_path / "s.h5"
+    opened = _configured('{"pipeline": {}}')
+    with ResultsStore.open(path, **opened) as store:
+        store.commit_month(month="2010-01", n_found=3, started=0.0, **month_tables("2010-01"))
+    with h5py.File(path, "r+") as f:
+        del f["configurations"]  # as stores created before configurations were recorded
+    assert read_configurations(path) == {}
+    with ResultsStore.open(path, **opened) as store:
+        store.commit_month(month="2010-02", n_found=3, started=0.0, **month_tables("2010-02"))
+        assert "compact" in caplog.text
+        store.compact()
+        store.commit_month(month="2010-03", n_found=3, started=0.0, **month_tables("2010-03"))
+    assert read_configurations(path) == {opened["config_hash"]: '{"pipeline": {}}'}
+    assert len(read_ledger(path)["month"]) == 3
+
+
+# ----------------------------------------------------------------------------------------------
 # damaged (truncated) stores: refused at once, never a hang
 
 #: Reads a store in a subprocess (HDF5 in SWMR-read mode used to hang for ever on a truncated
