@@ -14,7 +14,10 @@ Both notebooks are committed without outputs.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import sys
 from pathlib import Path
 
 import nbformat
@@ -27,12 +30,31 @@ from test_results import build_truth_store
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
+def _own_kernel(data_dir: Path) -> str:
+    """Name of a kernelspec under ``data_dir`` (to be put on ``JUPYTER_PATH``) that starts this
+    test's own interpreter: the kernel named ``python3`` may be another environment's (a user
+    kernelspec in ``~/.local/share/jupyter``), with another copy of the package."""
+    spec = data_dir / "kernels" / "hstcosmicrays-test"
+    spec.mkdir(parents=True, exist_ok=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "the test's interpreter", "language": "python",
+    }))
+    return spec.name
+
+
 def _execute(name: str, workdir: Path):
+    from unittest import mock
+
     from nbclient import NotebookClient
 
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(workdir)}})
-    client.execute()
+    data_dir = workdir / "jupyter"
+    kernel = _own_kernel(data_dir)
+    path = os.pathsep.join(filter(None, [str(data_dir), os.environ.get("JUPYTER_PATH")]))
+    with mock.patch.dict(os.environ, {"JUPYTER_PATH": path}):
+        client = NotebookClient(nb, timeout=600, kernel_name=kernel, resources={"metadata": {"path": str(workdir)}})
+        client.execute()
     return nb
 
 
