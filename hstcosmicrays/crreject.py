@@ -65,6 +65,9 @@ Where this differs from the C code, on purpose
 * A pixel excluded by BADINPDQ that is first marked as spill can, in the C code, be tested as a
   hit itself and spill further; here excluded pixels are never hits (they can be spill).
 * DQ 8192 is OR-ed into the inputs; the C code also clears 8192 where a pixel is not flagged now.
+  The pipeline, which never writes its inputs, reads them with the CR bit cleared
+  (``ignore_dq``) and stores only its own flags, so FLT files that already carry the STScI
+  pipeline's flags (CRMASK of a CR-SPLIT association) give the same CRs as files without.
 * Row selection in a CRREJTAB ignores CCDCHIP in the C code; :func:`select_crrejtab_row` keeps
   that behaviour unless ``ccdchip`` is given.
 
@@ -1191,6 +1194,7 @@ def reject_stack(
     instrument: InstrumentConfig,
     block_rows: int = 256,
     threads: int = 1,
+    ignore_dq: int = 0,
 ) -> list[list[np.ndarray]]:
     """Cosmic-ray masks of every chip of every frame of a stack.
 
@@ -1205,6 +1209,9 @@ def reject_stack(
         ``noise_model`` chooses the variance: ``err`` (ACS) or ``readnoise`` (WFC3, STIS).
     block_rows, threads : int
         See :func:`reject_chip`.
+    ignore_dq : int
+        DQ bits of the inputs read as 0 everywhere (BADINPDQ, the sky histogram): e.g. the CR
+        bit of an earlier rejection, so that the masks do not depend on it.
 
     Returns
     -------
@@ -1227,7 +1234,7 @@ def reject_stack(
             log.warning("%s: no ERR arrays; using the read-noise model", instrument.name)
             noise_model = "readnoise"
         res = reject_chip(
-            sci=[ch.sci for ch in chips], dq=[ch.dq for ch in chips],
+            sci=[ch.sci for ch in chips], dq=[_without_bits(ch.dq, ignore_dq) for ch in chips],
             err=[ch.err for ch in chips] if noise_model == "err" else None,
             gain=[ch.gain for ch in chips], readnoise=[ch.readnoise for ch in chips],
             exptime=[h.exptime for h in headers], params=params, noise_model=noise_model,
@@ -1321,6 +1328,24 @@ class _ConstantImage:
         return np.broadcast_to(self._row, (n, self.shape[1]))
 
 
+class _WithoutBits:
+    """Rows of a DQ source with some bits cleared."""
+
+    def __init__(self, source: Any, bits: int) -> None:
+        self.shape = tuple(source.shape)
+        self._source = source
+        self._bits = int(bits)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        block = np.asarray(self._source[rows])
+        return block & np.array(~self._bits).astype(block.dtype)
+
+
+def _without_bits(source: Any, bits: int) -> Any:
+    """``source`` (an array or a row source) read with ``bits`` cleared; itself when no bits."""
+    return _WithoutBits(source, bits) if bits else source
+
+
 def _hdu_rows(path: Path, hdul, name: str, extver: int, shape: tuple[int, int], dtype, *, lazy: bool):
     """A row source for extension (name, extver): the array, or its section when ``lazy``."""
     try:
@@ -1366,6 +1391,7 @@ def reject_files(
     combine: bool = False,
     block_rows: int = 256,
     threads: int = 1,
+    ignore_dq: int = 0,
 ) -> list[ChipRejection]:
     """Reject a stack of FLT files chip by chip, reading the pixels from the files.
 
@@ -1389,6 +1415,8 @@ def reject_files(
         Also compute the combined image (see :func:`reject_chip`).
     block_rows, threads : int
         See :func:`reject_chip`.
+    ignore_dq : int
+        See :func:`reject_stack`.
 
     Returns
     -------
@@ -1426,6 +1454,7 @@ def reject_files(
                     err.append(_hdu_rows(p, hdul, "ERR", extver, (rows, cols), np.float32, lazy=lazy))
                 if dq[-1] is None:
                     raise CRRejectError(f"{p}: missing extension DQ,{extver}")
+                dq[-1] = _without_bits(dq[-1], ignore_dq)
             results.append(reject_chip(
                 sci=sci, dq=dq, err=err if noise_model == "err" else None,
                 gain=[chips[c].gain for chips in info], readnoise=[chips[c].readnoise for chips in info],

@@ -246,9 +246,15 @@ def _read_usable_frames(
 
 
 def _with_cr_flags(chips, masks, *, instrument: InstrumentConfig) -> tuple:
-    """Copies of ``chips`` with the CR bit ORed into DQ where ``masks`` is set (inputs untouched)."""
+    """Copies of ``chips`` whose CR bit in DQ is set exactly where ``masks`` is (inputs untouched).
+
+    A CR bit the file already had (the STScI pipeline's CRMASK on the FLT of a CR-SPLIT
+    association) is cleared, as the STScI tools clear it where a pixel is not flagged now: the
+    stored CRs are those of this pipeline's rejection, whatever the archive's processing.
+    """
+    keep = np.array(~instrument.dq_cr).astype(chips[0].dq.dtype) if chips else 0
     return tuple(
-        dataclasses.replace(chip, dq=chip.dq | (mask.astype(chip.dq.dtype) * instrument.dq_cr))
+        dataclasses.replace(chip, dq=(chip.dq & keep) | (mask.astype(chip.dq.dtype) * instrument.dq_cr))
         for chip, mask in zip(chips, masks)
     )
 
@@ -278,11 +284,13 @@ def _reject_and_measure(frames: list, *, task: GroupTask, instrument: Instrument
                 # a CCD month is usually one stack, so one task: without threads its rejection
                 # would use one core whatever the workers
                 params=params, instrument=instrument, threads=crreject.DEFAULT_THREADS,
+                ignore_dq=instrument.dq_cr,
             )
             masks = [[r.masks[k] for r in results] for k in range(len(frames))]
         else:
             masks = crreject.reject_stack(
                 frames=[f[2] for f in frames], headers=headers, params=params, instrument=instrument,
+                ignore_dq=instrument.dq_cr,
             )
     except Exception as exc:  # noqa: BLE001
         for pos, header, _, _ in frames:

@@ -629,3 +629,49 @@ def test_the_configuration_of_every_month_can_be_recovered_from_the_store(refere
     text = capsys.readouterr().out
     assert f"configuration {default.digest}: 2 months" in text and f"configuration {changed.digest}: 1 month" in text
     assert main(["status", "--instr", INSTR, "--output", str(tmp_path), "--show-config", "cafe"]) == 2
+
+
+@pytest.mark.parametrize("name,shape", [("acs_hrc", (256, 256)), ("wfc3_uvis", (128, 1024))])
+def test_cr_flags_already_in_the_inputs_change_nothing(tmp_path, name, shape):
+    """FLT files from MAST may already carry the STScI pipeline's DQ 8192 (CRMASK of a CR-SPLIT
+    association). The stored CRs are those of this pipeline's own rejection either way: flags
+    on background are not counted, and pixels flagged before are not excluded (WFC3/UVIS's
+    BADINPDQ includes 8192)."""
+    import shutil
+
+    from astropy.io import fits
+
+    from hstcosmicrays import simulate
+    from hstcosmicrays.archive.local import LocalArchive
+
+    config = load_config()
+    inst = config.instrument(name)
+    month = parse_month("2012-06" if name == "wfc3_uvis" else "2004-06")
+    clean = tmp_path / "clean"
+    simulate.write_archive(instrument=inst, start=month, stop=month, out=clean, darks_per_month=2, seed=3,
+                           shape=shape)
+    flagged = tmp_path / "flagged"
+    shutil.copytree(clean, flagged)
+    rng = np.random.default_rng(0)
+    n_files = 0
+    for path in sorted(flagged.rglob("*_flt.fits")):
+        with fits.open(path, mode="update") as hdul:
+            for ext in ("DQ",):
+                for extver in inst.chips:
+                    dq = hdul[ext, extver].data
+                    # 3x3 blocks at random places: on background and, by chance or not, on CRs
+                    for y, x in zip(rng.integers(0, shape[0] - 3, 40), rng.integers(0, shape[1] - 3, 40)):
+                        dq[y:y + 3, x:x + 3] |= inst.dq_cr
+                    # and every pixel of the brightest CR in the frame
+                    sci = hdul["SCI", extver].data
+                    dq[sci > np.percentile(sci, 99.9)] |= inst.dq_cr
+        n_files += 1
+    assert n_files >= 2
+    stores = []
+    for archive in (clean, flagged):
+        out = tmp_path / f"out-{archive.name}"
+        CosmicRayPipeline(instrument=inst, config=config, output_dir=out, archive=LocalArchive(archive),
+                          options=RunOptions(archive=str(archive), start=month, stop=month, workers=1)).run()
+        stores.append(out / inst.store_name)
+    assert read_ledger(stores[0])["n_cr"].sum() > 100
+    assert_same_store(*stores)
