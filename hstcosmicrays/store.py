@@ -34,10 +34,12 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import h5py
 import numpy as np
@@ -293,6 +295,20 @@ def _repair_superblock(path: Path) -> bool:
 # reading
 
 
+#: Held while this process has a store open for reading through the functions of this module:
+#: two threads reading one file in SWMR mode, each refreshing its datasets, can get wrong data
+#: without any error (HDF5 shares one metadata cache between the handles of a file). h5py
+#: serialises every HDF5 call anyway, so this costs no parallelism.
+_SWMR_READ_LOCK = threading.RLock()
+
+
+@contextmanager
+def _reading(path: str | os.PathLike, *, wait: float = 10.0) -> Iterator[h5py.File]:
+    """:func:`open_for_reading` under :data:`_SWMR_READ_LOCK`, closed on exit."""
+    with _SWMR_READ_LOCK, open_for_reading(path, wait=wait) as f:
+        yield f
+
+
 def open_for_reading(path: str | os.PathLike, *, wait: float = 10.0) -> h5py.File:
     """Open a store for reading, safely while a run is writing it (SWMR read, no file lock).
 
@@ -310,7 +326,9 @@ def open_for_reading(path: str | os.PathLike, *, wait: float = 10.0) -> h5py.Fil
     Returns
     -------
     h5py.File
-        Open in SWMR-read mode; close it (use it as a context manager).
+        Open in SWMR-read mode; close it (use it as a context manager). Not to be used from
+        several threads at once, nor beside the other read functions of this module in another
+        thread (they take a lock for that).
 
     Raises
     ------
@@ -395,7 +413,7 @@ def _column_names(table: str, columns: Iterable[str] | None) -> list[str]:
 
 def read_ledger(path: str | os.PathLike, *, latest: bool = True) -> dict[str, np.ndarray]:
     """The month ledger as columns (``latest``: one row per month, its current state)."""
-    with open_for_reading(path) as f:
+    with _reading(path) as f:
         ledger = _read_ledger_arrays(f)
     if latest:
         rows = _latest_rows(ledger)
@@ -411,7 +429,7 @@ def read_configurations(path: str | os.PathLike) -> dict[str, str]:
     before configurations were recorded have no ``/configurations`` (``hstcosmicrays compact``
     adds the table; the next commit then records its configuration).
     """
-    with open_for_reading(path) as f:
+    with _reading(path) as f:
         named = set(_read_ledger_arrays(f)["config_hash"].tolist())
         texts = _stored_configurations(f)
     return {k.decode(): v for k, v in sorted(texts.items()) if k in named}
@@ -466,7 +484,7 @@ def read_committed(
         raise KeyError(f"unknown table {table!r}; tables: {', '.join(known)} (configurations: read_configurations)")
     names = _column_names(table, columns)
     if table == "months":
-        with open_for_reading(path) as f:
+        with _reading(path) as f:
             ledger = _read_ledger_arrays(f)
         return {k: ledger[k] for k in names}
     # committed rows are never removed, so the ranges of one ledger snapshot stay readable
@@ -549,7 +567,7 @@ def read_rows(
         raise KeyError(f"unknown data table {table!r}; tables: {', '.join(DATA_TABLES)}")
     names = _column_names(table, columns)
     ranges = [(int(a), int(b)) for a, b in ranges if b > a]
-    with open_for_reading(path) as f:
+    with _reading(path) as f:
         grp = f[table]
         out = {}
         for name in names:
@@ -572,7 +590,7 @@ def stored_instrument(path: str | os.PathLike, *, expected: str | None = None) -
         ``expected`` is given and the store holds another instrument's results (a renamed file),
         or the file is damaged or not HDF5.
     """
-    with open_for_reading(path) as f:
+    with _reading(path) as f:
         instrument = f.attrs.get("instrument", "")
     if isinstance(instrument, bytes):
         instrument = instrument.decode()
@@ -830,7 +848,7 @@ class ResultsStore:
         before = self.path.stat().st_size
         tmp = self.path.with_name(self.path.name + ".compacting")
         try:
-            with open_for_reading(self.path) as src, h5py.File(tmp, "w", libver="latest", locking=False) as dst:
+            with _reading(self.path) as src, h5py.File(tmp, "w", libver="latest", locking=False) as dst:
                 _create_tables(dst, attrs=dict(src.attrs))
                 ledger = _read_ledger_arrays(src)
                 keep = _latest_rows(ledger)

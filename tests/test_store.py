@@ -243,6 +243,32 @@ def test_compact_an_empty_store_and_one_with_only_a_failed_month(tmp_path):
     assert ledger["state"].tolist() == [b"failed"] and ledger["failures_stop"].tolist() == [0]
 
 
+def test_threads_reading_one_store_get_the_same_rows_as_one_reader(tmp_path):
+    """dask's default (threaded) scheduler reads the partitions of a lazy table at the same
+    time; two threads refreshing datasets of one file in SWMR mode used to get wrong rows,
+    silently (up to half of the pieces)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hstcosmicrays.store import read_rows, visible_ranges
+
+    path = tmp_path / "s.h5"
+    with ResultsStore.open(path, **OPEN) as store:
+        for k in range(1, 4):
+            store.commit_month(month=f"2010-0{k}", n_found=3, started=0.0,
+                               **month_tables(f"2010-0{k}", n_cr=300_000, seed=k))
+    n = visible_ranges(path, tables=("cosmic_rays",))["cosmic_rays"][-1][1]
+    pieces = [(a, min(a + 100_000, n)) for a in range(0, n, 100_000)]
+    expected = read_rows(path, "cosmic_rays", ranges=[(0, n)], columns=["energy"])["energy"]
+
+    def read(piece):
+        return piece, read_rows(path, "cosmic_rays", ranges=[piece], columns=["energy"])["energy"]
+
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            for (a, b), got in pool.map(read, pieces):
+                np.testing.assert_array_equal(got, expected[a:b], err_msg=f"rows {a}:{b}")
+
+
 # ----------------------------------------------------------------------------------------------
 # configurations: the text behind every config_hash of the ledger
 
