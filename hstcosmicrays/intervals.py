@@ -10,7 +10,7 @@ from astropy.time import Time
 
 from .config import ConfigError, InstrumentConfig
 
-__all__ = ["Month", "parse_month", "month_windows", "unended_months", "span_label", "utc_today"]
+__all__ = ["Month", "parse_month", "month_windows", "unended_months", "span_label", "active_time_label", "utc_today"]
 
 _MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
 
@@ -160,3 +160,10 @@ def unended_months(
 def span_label(first: Month, last: Month) -> str:
     """``YYYY-MM`` for one month, ``YYYY-MM to YYYY-MM`` for a span."""
     return first.label if first == last else f"{first} to {last}"
+
+
+def active_time_label(instrument: InstrumentConfig) -> str:
+    """The instrument's active time as text: ``START to STOP`` (``today`` when it is still
+    active), then each inactive range (``, inactive A to B``)."""
+    inactive = "".join(f", inactive {a} to {b}" for a, b in instrument.inactive)
+    return f"{instrument.active_start} to {instrument.active_stop or 'today'}{inactive}"

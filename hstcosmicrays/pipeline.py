@@ -25,7 +25,7 @@ import numpy as np
 from ._version import __version__
 from .archive.base import Archive, ArchiveError, Dataset, make_archive
 from .config import Config, InstrumentConfig
-from .intervals import Month, month_windows, span_label, unended_months
+from .intervals import Month, active_time_label, month_windows, span_label, unended_months
 from .schema import TABLES
 from .store import ResultsStore, store_path
 
@@ -563,9 +563,11 @@ class CosmicRayPipeline:
             self._log_provenance()
             self._log_unended(unended)
             if not unended:
-                inst = self.instrument
-                log.warning("%s: no month of the window is in the instrument's active time (%s to %s)",
-                            inst.name, inst.active_start, inst.active_stop or "today")
+                start, stop = self.options.start, self.options.stop
+                window = (f"of {span_label(start, stop)}" if start and stop
+                          else f"up to {stop}" if stop else f"from {start}")
+                log.warning("%s: no month %s is in the instrument's active time (%s)",
+                            self.instrument.name, window, active_time_label(self.instrument))
             return RunSummary()
         with ResultsStore.open(
             self.store_path, instrument=self.instrument.name, software_version=__version__,

@@ -117,7 +117,7 @@ from astropy.io import fits
 from scipy.special import ndtr
 
 from .config import ConfigError, InstrumentConfig, SimulationConfig
-from .intervals import Month, month_windows, span_label, unended_months, utc_today
+from .intervals import Month, active_time_label, month_windows, span_label, unended_months, utc_today
 from .orbit import (
     OrbitalElements,
     circular_mean_deg,
@@ -1364,9 +1364,8 @@ def write_archive(
     months = month_windows(instrument=instrument, start=start, stop=stop, today=today)
     unended = unended_months(instrument=instrument, start=start, stop=stop, today=today)
     if not months and not unended:
-        inactive = "".join(f", inactive {a} to {b}" for a, b in instrument.inactive)
         raise ValueError(f"{instrument.name}: no month of {span_label(start, stop)} is in the instrument's "
-                         f"active time ({instrument.active_start} to {instrument.active_stop or 'today'}{inactive})")
+                         f"active time ({active_time_label(instrument)})")
     if not months:
         verb = "has" if len(unended) == 1 else "have"
         raise ValueError(f"{instrument.name}: {span_label(unended[0], unended[-1])} {verb} not ended yet (UTC); "

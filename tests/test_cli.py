@@ -98,8 +98,17 @@ def test_a_window_outside_the_active_time_says_so(tmp_path, caplog):
     args = ["--instr", "wfc3uvis", "--archive", "simulated", "--output", str(tmp_path), "--stop", "2005-01"]
     with caplog.at_level("WARNING", logger="hstcosmicrays"):
         assert run_pipeline_main(args) == 0
-    assert "no month of the window is in the instrument's active time (2009-05-01" in caplog.text
+    assert "no month up to 2005-01 is in the instrument's active time (2009-05-01 to today)" in caplog.text
     assert not (tmp_path / "wfc3_uvis.h5").exists()  # nothing to store: no store is created
+
+
+def test_a_window_inside_an_inactive_range_names_it(tmp_path, caplog):
+    args = ["--instr", "acs_wfc", "--archive", "simulated", "--output", str(tmp_path), "--start", "2008-01",
+            "--stop", "2008-02"]
+    with caplog.at_level("WARNING", logger="hstcosmicrays"):
+        assert run_pipeline_main(args) == 0
+    assert ("no month of 2008-01 to 2008-02 is in the instrument's active time "
+            "(2002-03-01 to today, inactive 2007-01-27 to 2009-05-01)") in caplog.text
 
 
 def test_archive_that_is_no_directory_is_a_usage_error_before_the_store(tmp_path, capsys):
