@@ -552,7 +552,9 @@ class CosmicRayPipeline:
         """Process every pending month; returns what was committed, failed or skipped."""
         committed, failed = [], []
         # build the archive first: a wrong --archive is a usage error, found before the store is touched
-        _ = self.archive
+        check = getattr(self.archive, "check_instrument", None)
+        if callable(check):  # a local directory without any file of the instrument
+            check(self.instrument)
         # a pipeline object may run again (a notebook): forget the previous run's stop
         self._stop.clear()
         reset = getattr(self._archive, "reset", None)
@@ -644,6 +646,11 @@ class CosmicRayPipeline:
         try:
             work.datasets = list(self.archive.query(self.instrument, month))
             log.info("%s %s: %d darks in the archive", self.instrument.name, month, len(work.datasets))
+            if not work.datasets and not getattr(self.archive, "complete", True):
+                log.warning("%s %s: no dark of the month in %s; it is stored as a month without darks (if you "
+                            "add its files later, run again with --reprocess --start %s --stop %s)",
+                            self.instrument.name, month, getattr(self.archive, "path", self.options.archive),
+                            month, month)
             if work.datasets:
                 work.files = self.archive.fetch(work.datasets, self.workdir(month))
         except ArchiveError as exc:

@@ -101,3 +101,36 @@ def test_fetch_notices_a_vanished_file(library, tmp_path):
                           products=(moved,))
     with pytest.raises(ArchiveError):
         archive.fetch([broken], tmp_path / "work")
+
+
+def test_a_directory_without_files_of_the_instrument_is_a_usage_error(library, tmp_path, capsys):
+    """An empty or wrong --archive used to store every month of the window as a month without
+    darks, which a later run with the right directory then skipped."""
+    from hstcosmicrays.cli import run_pipeline_main
+
+    config = load_config()
+    root = library[0]
+    with pytest.raises(ValueError, match=r"no file of acs_wfc \(INSTRUME ACS, DETECTOR WFC\); its \d+ FITS "
+                                         r"files are of STIS/CCD, WFC3/UVIS"):
+        LocalArchive(root).check_instrument(config.instruments["acs_wfc"])
+    LocalArchive(root).check_instrument(config.instruments["wfc3_uvis"])  # no error
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out"
+    args = ["--instr", "acs_hrc", "--archive", str(empty), "--start", "2005-01", "--stop", "2005-01",
+            "--output", str(out)]
+    assert run_pipeline_main(args) == 2
+    assert "it holds no file named <rootname>_<suffix>.fits" in capsys.readouterr().err
+    assert not (out / "acs_hrc.h5").exists()
+
+
+def test_a_month_without_files_in_a_local_archive_is_named(library, tmp_path, caplog):
+    from hstcosmicrays.cli import run_pipeline_main
+
+    root = library[0]
+    args = ["--instr", "wfc3_uvis", "--archive", str(root), "--start", "2012-05", "--stop", "2012-05",
+            "--output", str(tmp_path), "--workers", "1"]
+    with caplog.at_level("WARNING", logger="hstcosmicrays"):
+        assert run_pipeline_main(args) == 0
+    assert "wfc3_uvis 2012-05: no dark of the month in" in caplog.text
+    assert "run again with --reprocess --start 2012-05 --stop 2012-05" in caplog.text

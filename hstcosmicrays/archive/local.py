@@ -51,6 +51,9 @@ class LocalArchive:
         Directory searched recursively for ``*_<suffix>.fits`` files.
     """
 
+    #: A month without files here may be one not copied in yet, not one without darks.
+    complete = False
+
     def __init__(self, path) -> None:
         self.path = Path(path)
         if not self.path.is_dir():
@@ -89,6 +92,23 @@ class LocalArchive:
         self._index = entries
         log.debug("local archive %s: %d files indexed", self.path, len(entries))
         return entries
+
+    def check_instrument(self, instrument: InstrumentConfig) -> None:
+        """Raise ValueError, naming the directory and what it holds, when no file of
+        ``instrument`` is in it (a wrong ``--archive``; every month would be stored empty)."""
+        try:
+            entries = self._scan()
+        except OSError as exc:
+            raise ValueError(f"local archive {self.path}: {exc}") from None
+        if any(self._matches(e, instrument) for e in entries):
+            return
+        wanted = f"INSTRUME {instrument.instrume}" + (
+            "" if instrument.kind == "wfpc2" else f", DETECTOR {instrument.detector}")
+        held = sorted({f"{e.instrume}/{e.detector}" if e.detector else e.instrume for e in entries if e.instrume})
+        found = (f"its {len(entries)} FITS files are of {', '.join(held)}" if held
+                 else f"none of its {len(entries)} FITS files has INSTRUME" if entries
+                 else "it holds no file named <rootname>_<suffix>.fits")
+        raise ValueError(f"local archive {self.path}: no file of {instrument.name} ({wanted}); {found}")
 
     @staticmethod
     def _matches(entry: _Entry, instrument: InstrumentConfig) -> bool:
