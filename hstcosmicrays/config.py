@@ -223,7 +223,9 @@ class InstrumentConfig:
         Unit of the science arrays (``ELECTRONS``, ``DN``, ``ELECTRONS/S``, ``COUNTS/S``).
     gain_keywords, readnoise_keywords : tuple of str
         Header keywords of the gain (e-/DN) and read noise (e-), one per amplifier where the
-        instrument has several; ``readnoise_default`` (e-) is used when none is present.
+        instrument has several; ``readnoise_default`` (e-) is used when none is present. For
+        the IR detectors ``readnoise_default`` is the noise of one read, while their READNSE
+        keywords give that of a correlated double sample (:func:`hstcosmicrays.ir.read_noise_per_read`).
     readout_time : float
         Detector readout time (s) added to EXPTIME + FLASHDUR for the integration time.
         For WFPC2 ``readout_time_long`` applies when EXPTIME > ``readout_long_above``.

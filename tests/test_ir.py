@@ -163,6 +163,18 @@ def test_read_ramp_refuses_too_few_reads_and_flags_non_finite(tmp_path, wfc3ir):
 CRS = [(1, 12, 12, 800.0), (3, 20, 30, 500.0), (3, 30, 15, 2000.0), (7, 25, 40, 400.0)]
 
 
+def test_the_default_read_noise_is_that_of_one_read_like_the_keywords_give(wfc3ir):
+    """WFC3/IR's READNSE keywords (about 20 e-) are the noise of a read pair; without them the
+    default must give the same noise per read, not 20 e- per read (a sqrt(2) higher jump
+    threshold). It also matches the simulated ramps' noise per read."""
+    from hstcosmicrays.ir import read_noise_per_read
+
+    with_keywords = read_noise_per_read(header={f"READNSE{a}": 20.0 for a in "ABCD"}, instrument=wfc3ir)
+    without = read_noise_per_read(header={}, instrument=wfc3ir)
+    assert without == pytest.approx(with_keywords, rel=0.02)
+    assert without == pytest.approx(wfc3ir.simulation.read_noise, rel=0.02)
+
+
 def test_new_flags_mark_the_read_of_arrival_only():
     _, dq, _ = make_ramp(crs=CRS)
     new = new_cr_flags(dq=dq, cr_bit=8192)
