@@ -175,6 +175,21 @@ def test_the_default_read_noise_is_that_of_one_read_like_the_keywords_give(wfc3i
     assert without == pytest.approx(wfc3ir.simulation.read_noise, rel=0.02)
 
 
+def test_nicmos_cr_pixels_exclude_its_defective_pixels_not_its_poor_dark_ones(config):
+    """NICMOS DQ (calnica): 4 poor dark correction, 32 defective pixel, 512 cosmic ray. A CR on
+    pixels of uncertain dark is a CR; one on defective pixels is not."""
+    from hstcosmicrays.labels import label_crs
+
+    for name in ("nicmos_nic1", "nicmos_nic2", "nicmos_nic3"):
+        inst = config.instrument(name)
+        dq = np.zeros((12, 12), dtype=np.int16)
+        dq[2, 2:5] = inst.dq_cr | 4      # poor dark correction: still a CR
+        dq[8, 2:5] = inst.dq_cr | 32     # defective pixels: never a CR
+        dq[5, 8:11] = inst.dq_cr
+        _, n = label_crs(dq=dq, cr_bit=inst.dq_cr, bad_bit=inst.dq_bad, min_pixels=3, max_pixels=100)
+        assert (inst.dq_cr, inst.dq_bad, n) == (512, 32, 2), name
+
+
 def test_new_flags_mark_the_read_of_arrival_only():
     _, dq, _ = make_ramp(crs=CRS)
     new = new_cr_flags(dq=dq, cr_bit=8192)
