@@ -25,7 +25,8 @@ Conventions
   ``crs.join(exp, on="exposure_index")`` attaches exposure columns to each CR. The index of
   ``cosmic_rays`` (``cr_index``) and ``orbit`` (``sample_index``) are their file rows.
 - Tables with an ``mjd`` column get a derived ``date`` column (UTC datetime) when all columns are
-  asked for or when ``"date"`` is named in ``columns``.
+  asked for or when ``"date"`` is named in ``columns``; ``where`` may name it in any case
+  (``where="date >= '2012-03-01'"``).
 """
 
 from __future__ import annotations
@@ -333,10 +334,18 @@ def _split_ranges(ranges: Sequence[tuple[int, int]], rows: int) -> list[tuple[in
 
 
 def _where_columns(where: str | None, table: str) -> list[str]:
+    """The columns of ``table`` that ``where`` names, with the derived ``date`` if it has ``mjd``."""
     if not where:
         return []
     names = {c.name for c in TABLES[table]}
+    if "mjd" in names:
+        names.add("date")
     return [n for n in dict.fromkeys(_IDENTIFIER.findall(where)) if n in names]
+
+
+def _stored(names: Iterable[str]) -> list[str]:
+    """The stored columns to read for ``names``: the derived ``date`` is read as ``mjd``."""
+    return ["mjd" if n == "date" else n for n in names]
 
 
 def _table_columns(table: str) -> list[str]:
@@ -370,13 +379,15 @@ def _frame_from_columns(table: str, data: dict, rows: np.ndarray, *, columns: li
         for name, values in lookup.attached.items():
             cols[name] = values[idx]
             out_names.append(name)
-    for name in _where_extra(where, table, columns, lookup):
-        cols[name] = data[name]
+    where_only = _where_extra(where, table, columns, lookup)
+    for name in where_only:
+        if name != "date":
+            cols[name] = data[name]
     if keep is not None:
         cols = {k: v[keep] for k, v in cols.items()}
         rows = rows[keep]
     cols = {k: _decode(v) for k, v in cols.items()}
-    if "date" in columns and "mjd" in data:
+    if ("date" in columns or "date" in where_only) and "mjd" in data:
         mjd = data["mjd"][keep] if keep is not None else data["mjd"]
         cols["date"] = mjd_to_datetime(mjd)
     ordered = {k: cols[k] for k in dict.fromkeys(out_names + list(cols)) if k in cols}
@@ -496,7 +507,7 @@ class Results:
         t0, t1 = to_mjd(start), to_mjd(stop)
         ranges = self._ranges(("exposures",), t0, t1)["exposures"]
         read = list(dict.fromkeys(
-            [c for c in columns if c != "date"] + _where_columns(where, "exposures")
+            [c for c in columns if c != "date"] + _stored(_where_columns(where, "exposures"))
             + (["mjd"] if (t0 is not None or t1 is not None or "date" in columns) else [])))
         data = store.read_rows(self.path, "exposures", ranges=ranges, columns=read)
         rows = store.row_numbers(ranges)
@@ -743,7 +754,7 @@ class Results:
             [c for c in columns if c != "date"]
             + (["exposure_index"] if lookup is not None else [])
             + (["mjd"] if "date" in columns else [])
-            + _where_columns(where, table)))
+            + _stored(_where_columns(where, table))))
         reader = partial(_read_part, str(self.path), table, columns, read, lookup, where)
         meta_data = {c: np.zeros(0, dtype=dict((col.name, col.dtype) for col in TABLES[table])[c]) for c in read}
         meta = _frame_from_columns(table, meta_data, np.zeros(0, dtype=np.int64), columns=columns,

@@ -267,6 +267,32 @@ def test_exposures_where_on_columns_not_returned(small):
     assert len(exp) > 0
 
 
+def test_where_on_the_derived_date_works_with_any_columns(small, monkeypatch):
+    """``date`` is derived from ``mjd``: ``where`` may name it whatever ``columns`` asks for, and
+    it is dropped afterwards unless asked for; eagerly, lazily and in chunks."""
+    path, truth = small
+    res = open_results(path)
+    where = "date >= '2010-03-01' and date < '2010-05-01'"
+    t0, t1 = to_mjd("2010-03-01"), to_mjd("2010-05-01")
+    expected = truth.index[(truth["mjd"] >= t0) & (truth["mjd"] < t1)].to_list()
+    for columns, out in ((["rate"], ["rate"]), ([], []), (["date"], ["date"]), (None, None)):
+        exp = res.exposures(columns=columns, where=where)
+        assert exp.index.to_list() == expected and len(expected) == 16
+        assert list(exp.columns) == (out if out is not None else list(res.exposures().columns))
+    assert list(res.exposures(columns=["rate"], where=where, start="2010-04-01").columns) == ["rate"]
+    orb_all = res.orbit()
+    orb_expected = orb_all[(orb_all["mjd"] >= t0) & (orb_all["mjd"] < t1)]
+    orb = res.orbit(columns=["lat"], where=where)
+    assert list(orb.columns) == ["lat"] and orb.index.equals(orb_expected.index)
+    joined = res.orbit(columns=["lat"], where=where, exposure_columns=["rate"], start="2010-01-01")
+    assert list(joined.columns) == ["lat", "rate"] and joined.index.equals(orb_expected.index)
+    monkeypatch.setattr(results_mod, "PARTITION_ROWS", 64)  # several partitions
+    lazy = res.orbit(columns=["lat"], where=where, lazy=True)
+    assert lazy.npartitions > 1 and list(lazy.columns) == ["lat"]
+    pd.testing.assert_frame_equal(lazy.compute(), orb)
+    assert sum(len(p) for p in res.iter_chunks("orbit", columns=["lat"], where=where, rows=64)) == len(orb)
+
+
 def test_unknown_column_is_an_error(small):
     path, _ = small
     with pytest.raises(KeyError, match="no column"):
