@@ -593,16 +593,47 @@ class Results:
                   where: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Histogram of one column, accumulated over pieces of ~1e6 rows (bounded memory).
 
+        Parameters
+        ----------
+        column : str
+            A numeric column of ``table``.
+        bins : int or sequence of float
+            Bin edges (increasing; values outside are dropped, the last bin includes its right
+            edge), or, as in :func:`numpy.histogram`, a number of equal-width bins spanning the
+            finite values of the selection (the table is then read twice, from one snapshot).
+        table : str
+            ``cosmic_rays``, ``orbit`` or ``exposures``.
+        start, stop, where :
+            Row selection as in :meth:`cosmic_rays`.
+
         Returns
         -------
         counts : numpy.ndarray of int64
         edges : numpy.ndarray
-            As :func:`numpy.histogram` with the given ``bins`` edges (values outside are dropped).
+            As :func:`numpy.histogram`.
         """
-        edges = np.asarray(bins, dtype=np.float64)
+        n_bins = int(bins) if isinstance(bins, (int, np.integer)) and not isinstance(bins, bool) else None
+        if n_bins is not None and n_bins < 1:
+            raise ValueError(f"histogram: bins must be a positive number of bins, not {bins}")
+        if n_bins is None:
+            edges = np.asarray(bins, dtype=np.float64)
+            if edges.ndim != 1 or len(edges) < 2 or not (np.diff(edges) > 0).all():
+                raise ValueError("histogram: bins must be a number of bins or at least two increasing edges, "
+                                 f"not {bins!r}")
+        readers = self._chunk_readers(table, start=start, stop=stop, columns=[column], where=where,
+                                      rows=PARTITION_ROWS)
+        if n_bins is not None:
+            lo, hi = np.inf, -np.inf
+            for read in readers:
+                values = read()[column].to_numpy(np.float64)
+                values = values[np.isfinite(values)]
+                if len(values):
+                    lo, hi = min(lo, float(values.min())), max(hi, float(values.max()))
+            span = np.array([lo, hi]) if lo <= hi else np.zeros(0)   # no value: numpy's (0, 1)
+            edges = np.histogram_bin_edges(span, bins=n_bins)
         counts = np.zeros(len(edges) - 1, dtype=np.int64)
-        for part in self.iter_chunks(table, start=start, stop=stop, columns=[column], where=where):
-            counts += np.histogram(part[column].to_numpy(), bins=edges)[0]
+        for read in readers:
+            counts += np.histogram(read()[column].to_numpy(), bins=edges)[0]
         return counts, edges
 
     # -- export and chunked reading -------------------------------------------------------------
@@ -616,9 +647,15 @@ class Results:
         (:meth:`failures`) come as one piece. ``start``/``stop`` select by exposure time and do
         not apply to ``months`` and ``failures`` (select their months with ``where``).
         """
+        for read in self._chunk_readers(table, start=start, stop=stop, columns=columns, where=where, rows=rows):
+            yield read()
+
+    def _chunk_readers(self, table, *, start, stop, columns, where, rows) -> list:
+        """One function without arguments per piece of :meth:`iter_chunks`, all reading the same
+        ledger snapshot (taken now); the one-piece tables are read now."""
         if table == "exposures":
-            yield self.exposures(start=start, stop=stop, columns=columns, where=where)
-            return
+            frame = self.exposures(start=start, stop=stop, columns=columns, where=where)
+            return [lambda: frame]
         if table in ("months", "failures"):
             if start is not None or stop is not None:
                 raise ValueError(f"iter_chunks: start and stop do not apply to the {table} table; "
@@ -632,14 +669,13 @@ class Results:
                 if unknown:
                     raise KeyError(f"table {table} has no column(s) {unknown}; columns: {', '.join(frame.columns)}")
                 frame = frame[columns]
-            yield frame.reset_index(drop=True)
-            return
+            frame = frame.reset_index(drop=True)
+            return [lambda: frame]
         if table not in ("cosmic_rays", "orbit"):
             raise KeyError(f"iter_chunks: table must be exposures, cosmic_rays, orbit, months or failures, "
                            f"not {table!r}")
         plan = self._plan(table, start=start, stop=stop, columns=columns, where=where, exposure_columns=None)
-        for piece in _split_ranges(plan["ranges"], rows):
-            yield plan["reader"]([piece])
+        return [partial(plan["reader"], [piece]) for piece in _split_ranges(plan["ranges"], rows)]
 
     def export(self, *, table: str, fmt: str, out, start=None, stop=None, columns: Iterable[str] | None = None,
                where: str | None = None) -> int:

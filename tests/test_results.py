@@ -351,6 +351,29 @@ def test_cosmic_rays_where_and_lazy_equal_eager(small, monkeypatch):
     assert int(lazy["n_pixels"].sum().compute()) == int(eager["n_pixels"].sum())
 
 
+def test_histogram_with_a_number_of_bins_is_numpys(small, monkeypatch):
+    """``bins=10`` means numpy's: ten equal bins over the data range, accumulated in pieces."""
+    path, _ = small
+    res = open_results(path)
+    monkeypatch.setattr(results_mod, "PARTITION_ROWS", 256)  # several pieces
+    for table, column, where in (("cosmic_rays", "energy", None), ("cosmic_rays", "n_pixels", "chip == 1"),
+                                 ("exposures", "rate", None), ("orbit", "lat", "date >= '2010-02-01'")):
+        values = getattr(res, table)(columns=[column], where=where)[column].to_numpy(np.float64)
+        counts, edges = res.histogram(column, bins=10, table=table, where=where)
+        expected_counts, expected_edges = np.histogram(values, bins=10)
+        np.testing.assert_allclose(edges, expected_edges, rtol=1e-12)
+        np.testing.assert_array_equal(counts, expected_counts)
+        assert counts.sum() == len(values) > 0
+    # explicit edges as before; nothing selected: numpy's range (0, 1)
+    counts, edges = res.histogram("energy", bins=[0.0, 1e3, 1e9])
+    assert counts.sum() == len(res.cosmic_rays(columns=[]))
+    counts, edges = res.histogram("energy", bins=4, where="energy < 0")
+    assert counts.tolist() == [0, 0, 0, 0] and edges.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    for bad in (0, -3, [1.0], [2.0, 1.0]):
+        with pytest.raises(ValueError, match="bins must be"):
+            res.histogram("energy", bins=bad)
+
+
 def test_orbit_samples_carry_exposure_rate(small):
     path, truth = small
     orb = open_results(path).orbit(exposure_columns=["rate", "mjd"])
