@@ -258,16 +258,20 @@ def bin_rate_map(*, lon, lat, rate, lon_bin: float = 10.0, lat_bin: float = 5.0,
     rate : array
         Rate carried by each sample (CR/s/cm^2).
     lon_bin, lat_bin : float
-        Bin widths (deg); ``360 / lon_bin`` must be a whole number.
+        Bin widths (deg), positive; ``360 / lon_bin`` must be a whole number.
     lat_range : (float, float)
         Latitude span of the grid (deg); HST reaches +-28.5 deg.
+
+    Raises
+    ------
+    ValueError
+        A bin width that is not positive, or ``lon_bin`` not dividing 360 deg.
     """
+    _check_bin_widths(lon_bin=lon_bin, lat_bin=lat_bin)
     lon = np.asarray(lon, dtype=np.float64)
     lat = np.asarray(lat, dtype=np.float64)
     rate = np.asarray(rate, dtype=np.float64)
     n_lon = int(round(360.0 / lon_bin))
-    if n_lon < 1 or abs(n_lon * lon_bin - 360.0) > 1e-9:
-        raise ValueError(f"lon_bin {lon_bin} does not divide 360 deg")
     lo, hi = lat_range
     n_lat = int(np.ceil((hi - lo) / lat_bin - 1e-9))
     lon_edges = np.linspace(-180.0, 180.0, n_lon + 1)
@@ -282,6 +286,17 @@ def bin_rate_map(*, lon, lat, rate, lon_bin: float = 10.0, lat_bin: float = 5.0,
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(count > 0, total / count, np.nan)
     return RateMap(lon_edges=lon_edges, lat_edges=lat_edges, mean=mean, count=count)
+
+
+def _check_bin_widths(*, lon_bin: float, lat_bin: float) -> None:
+    """Refuse map bin widths (deg) that are not positive and finite, or a ``lon_bin`` that does
+    not divide 360 deg, naming the argument."""
+    for name, width in (("lon_bin", lon_bin), ("lat_bin", lat_bin)):
+        if not (np.isfinite(width) and width > 0):
+            raise ValueError(f"{name} must be a positive bin width in deg, not {width}")
+    n_lon = int(round(360.0 / lon_bin))
+    if n_lon < 1 or abs(n_lon * lon_bin - 360.0) > 1e-9:
+        raise ValueError(f"lon_bin {lon_bin} does not divide 360 deg")
 
 
 def read_activity_csv(path) -> pd.Series:
@@ -578,7 +593,9 @@ class Results:
         Each orbit sample carries the rate of its exposure (frames with rate > ``min_rate``);
         a bin's value is the mean over its samples (:func:`bin_rate_map`). No sigma clipping:
         the frames that cross the SAA are the point of the map. ``where`` filters exposures.
+        ``lon_bin`` and ``lat_bin`` (deg) are checked before anything is read.
         """
+        _check_bin_widths(lon_bin=lon_bin, lat_bin=lat_bin)
         orb = self.orbit(start=start, stop=stop, columns=["exposure_index", "lat", "lon"],
                          exposure_columns=["rate"])
         rate = orb["rate"].to_numpy(np.float64)

@@ -501,6 +501,22 @@ def test_bin_rate_map_known_values():
         bin_rate_map(lon=lon, lat=lat, rate=rate, lon_bin=7)
 
 
+@pytest.mark.parametrize("name, width", [("lon_bin", 0), ("lon_bin", -10.0), ("lon_bin", float("nan")),
+                                         ("lat_bin", 0), ("lat_bin", -5.0), ("lat_bin", float("inf"))])
+def test_rate_map_refuses_a_bin_width_that_is_not_positive(small, monkeypatch, name, width):
+    """A zero width divided by zero; the error names the argument, before the store is read."""
+    path, _ = small
+    with pytest.raises(ValueError, match=f"^{name} must be a positive bin width in deg, not"):
+        bin_rate_map(lon=[0.0], lat=[0.0], rate=[1.0], **{name: width})
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("read the store before checking the bins")
+
+    monkeypatch.setattr(results_mod.Results, "orbit", no_read)
+    with pytest.raises(ValueError, match=f"^{name} must be"):
+        open_results(path).rate_map(**{name: width})
+
+
 def test_to_mjd_inputs():
     assert to_mjd("1970-01-01") == 40587.0
     assert to_mjd(dt.date(2000, 1, 1)) == 51544.0
