@@ -850,6 +850,9 @@ def open_results(path_or_instrument, output_dir: str | os.PathLike = "data_produ
     ------
     FileNotFoundError
         No store at the resolved path.
+    IsADirectoryError
+        ``path_or_instrument`` is a directory (and no instrument name); the message lists the
+        stores (``*.h5``) it holds.
     StoreError
         Not a results store, damaged, or (opened by instrument name) another instrument's store.
     """
@@ -867,9 +870,22 @@ def open_results(path_or_instrument, output_dir: str | os.PathLike = "data_produ
         except (ConfigError, KeyError) as exc:
             unknown = f"; and {exc}"
         path = store.store_path(output_dir, name)
+    if expected is None and candidate.is_dir() and not path.is_file():
+        raise IsADirectoryError(_directory_message(candidate))
     if not path.exists():
         raise FileNotFoundError(f"no results store at {path}{unknown}")
     with store.open_for_reading(path) as f:
         if "months" not in f:
             raise store.StoreError(f"{path} is not a results store (no /months ledger)")
     return Results(path=path, instrument=store.stored_instrument(path, expected=expected))
+
+
+def _directory_message(directory: Path) -> str:
+    """Why a directory cannot be opened as a store, and what to open instead."""
+    stores = sorted(p.name for p in directory.glob("*.h5") if p.is_file())
+    if not stores:
+        return (f"{directory} is a directory with no results store (*.h5) in it; open_results takes a store "
+                "file, or an instrument name with output_dir set to the directory of the stores")
+    return (f"{directory} is a directory, not a results store; it holds {', '.join(stores)}: open one of them "
+            f"(open_results('{directory / stores[0]}')) or give an instrument name with "
+            f"output_dir='{directory}'")

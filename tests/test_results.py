@@ -699,6 +699,32 @@ def test_open_results_names_the_missing_store_and_an_unknown_instrument(tmp_path
         open_results("acswfcx", output_dir=tmp_path)
 
 
+def test_open_results_of_a_directory_names_its_stores(small, tmp_path, monkeypatch):
+    """A directory is not a store: say so, and list the stores it holds (or that it holds none)."""
+    import shutil
+
+    path, _ = small
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(IsADirectoryError, match=f"^{empty} is a directory with no results store"):
+        open_results(empty)
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(path, out / "wfc3_uvis.h5")
+    shutil.copy(path, out / "acs_wfc.h5")
+    (out / "notes.txt").write_text("not a store")
+    with pytest.raises(IsADirectoryError, match=f"^{out} is a directory, not a results store; it holds "
+                                                "acs_wfc.h5, wfc3_uvis.h5: open one of them"):
+        open_results(str(out))
+    # an instrument name is still an instrument name when a directory of that name is at hand
+    monkeypatch.chdir(out)
+    (out / "wfc3_uvis").mkdir()
+    (out / "stis_ccd").mkdir()
+    assert open_results("wfc3_uvis", output_dir=out).path == out / "wfc3_uvis.h5"
+    with pytest.raises(FileNotFoundError, match="no results store at .*stis_ccd.h5$"):
+        open_results("stis_ccd", output_dir=out)
+
+
 def test_open_results_refuses_a_truncated_store_at_once(tmp_path):
     """In SWMR-read mode HDF5 hung for ever on a truncated file; the read runs in a subprocess
     with a timeout so that a regression cannot hang the test suite."""
