@@ -408,7 +408,13 @@ def _frame_from_columns(table: str, data: dict, rows: np.ndarray, *, columns: li
     ordered = {k: cols[k] for k in dict.fromkeys(out_names + list(cols)) if k in cols}
     frame = pd.DataFrame(ordered, index=pd.Index(rows, name=_INDEX_NAMES.get(table)))
     if where:
-        frame = frame.query(where)
+        try:
+            frame = frame.query(where)
+        except pd.errors.UndefinedVariableError as exc:
+            hint = _exposure_columns_hint(where, table, frame.columns)
+            if hint is None:
+                raise
+            raise KeyError(f"{exc}: {hint}") from None
         extra = [c for c in frame.columns if c not in out_names]
         frame = frame.drop(columns=extra)
     return frame
@@ -417,6 +423,21 @@ def _frame_from_columns(table: str, data: dict, rows: np.ndarray, *, columns: li
 def _where_extra(where, table, columns, lookup) -> list[str]:
     attached = set(lookup.attached) if lookup is not None else set()
     return [c for c in _where_columns(where, table) if c not in columns and c not in attached]
+
+
+def _exposure_columns_hint(where: str, table: str, present) -> str | None:
+    """For a ``where`` on a per-CR or per-sample table that names columns of ``exposures``: how to
+    attach them (``exposure_columns=``). None when it names none."""
+    if table == "exposures":
+        return None
+    names = [n for n in _where_columns(where, "exposures") if n not in present]
+    if not names:
+        return None
+    own = set(_table_columns(table)) | {"date"}
+    renamed = [f"{n} as exposure_{n}" for n in names if n in own]
+    return (f"{', '.join(names)} {'is a column' if len(names) == 1 else 'are columns'} of exposures, not of "
+            f"{table}: attach with exposure_columns={names!r}"
+            + (f" and query {', '.join(renamed)}" if renamed else ""))
 
 
 def _read_part(path: str, table: str, columns: list[str], read: list[str], lookup, where, ranges) -> pd.DataFrame:
@@ -544,7 +565,9 @@ class Results:
         columns : iterable of str, optional
             Columns of ``/cosmic_rays``; default all.
         where : str, optional
-            :meth:`pandas.DataFrame.query` filter, e.g. ``"chip == 1 and n_pixels > 4"``.
+            :meth:`pandas.DataFrame.query` filter, e.g. ``"chip == 1 and n_pixels > 4"``; a column
+            of ``/exposures`` (``month``, ``rate``, ...) must be attached with ``exposure_columns``
+            to be queried (a :class:`KeyError` says so).
         lazy : bool
             Return a :class:`dask.dataframe.DataFrame` with one partition per ~1e6 rows of the
             file, read only when computed: for stores larger than memory.

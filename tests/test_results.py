@@ -334,6 +334,26 @@ def test_cosmic_rays_join_and_time_window(small):
     np.testing.assert_array_equal(win["energy"].to_numpy(), crs.loc[win.index, "energy"].to_numpy())
 
 
+def test_where_on_an_exposure_column_suggests_exposure_columns(small):
+    """``month`` is a column of exposures, not of cosmic_rays: the error says how to attach it."""
+    path, _ = small
+    res = open_results(path)
+    for lazy in (False, True):
+        with pytest.raises(KeyError, match=r"month is a column of exposures, not of cosmic_rays: "
+                                           r"attach with exposure_columns=\['month'\]"):
+            res.cosmic_rays(where="month == '2010-01'", lazy=lazy)
+    with pytest.raises(KeyError, match=r"exposure_columns=\['date'\] and query date as exposure_date"):
+        res.cosmic_rays(columns=["energy"], where="date < '2010-02-01'")
+    with pytest.raises(KeyError, match=r"rate is a column of exposures, not of orbit: "):
+        res.orbit(where="rate > 1 and mjd > 0")
+    # a name of no table: pandas' own error
+    with pytest.raises(pd.errors.UndefinedVariableError, match="bogus"):
+        res.cosmic_rays(where="bogus > 1")
+    # attached, the column can be queried
+    jan = res.cosmic_rays(columns=["energy"], where="month == '2010-01'", exposure_columns=["month"])
+    assert len(jan) == 8 * 20 and set(jan["month"]) == {"2010-01"}
+
+
 def test_cosmic_rays_where_and_lazy_equal_eager(small, monkeypatch):
     path, _ = small
     res = open_results(path)
