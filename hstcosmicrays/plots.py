@@ -22,12 +22,20 @@ from .results import (
     PUBLISHED_CLIP_ITERS, PUBLISHED_CLIP_SIGMA, PUBLISHED_MIN_RATE, Results, mjd_to_datetime, read_activity_csv,
 )
 
-__all__ = ["plot_rate", "plot_rate_map", "plot_morphology", "MORPHOLOGY_BINS", "RATE_LABEL"]
+__all__ = ["plot_rate", "plot_rate_map", "plot_morphology", "MORPHOLOGY_BINS", "RATE_LABEL", "INSTRUMENT_COLOURS"]
 
 log = logging.getLogger(__name__)
 
 RATE_LABEL = "CR rate [CR s$^{-1}$ cm$^{-2}$]"
 SOLAR_COLOUR = "C3"
+
+#: The colour of each instrument in every overlay plot: the default colour cycle without the solar
+#: series' colour, one for each of the nine instruments. Another instrument (or a second store of
+#: the same one) gets a colour of the cycle that the figure does not use yet.
+INSTRUMENT_COLOURS = {
+    "wfc3_uvis": "C0", "acs_wfc": "C1", "stis_ccd": "C2", "acs_hrc": "C4", "wfc3_ir": "C5", "wfpc2": "C6",
+    "nicmos_nic1": "C7", "nicmos_nic2": "C8", "nicmos_nic3": "C9",
+}
 
 #: Default histogram edges of the morphology plot: (column, axis label, edges, log x, log y).
 MORPHOLOGY_BINS = {
@@ -72,8 +80,10 @@ def plot_rate(
     date) is drawn on a second axis.
 
     Several instruments are overlaid on one rate axis (the rate is per unit detector area, so
-    they compare), each in its own colour: its frames faint, its means as points, its medians
-    dashed. The axis then spans the largest of the instruments' spans.
+    they compare), each in its colour of :data:`INSTRUMENT_COLOURS` (as in
+    :func:`plot_morphology`): its frames faint, its means as points, its medians dashed. The axis
+    then spans the largest of the instruments' spans, and the legend, right of the axes, has one
+    entry per instrument and one per kind of mark.
 
     Parameters
     ----------
@@ -90,7 +100,8 @@ def plot_rate(
     -------
     matplotlib.figure.Figure
         ``fig.axes[0]`` is the rate axis (``collections[k]``: the frames of ``results[k]``, then
-        the error-bar containers' artists); ``fig.axes[1]`` the solar axis when one is drawn.
+        the error-bar containers' artists); ``fig.axes[1]`` the solar axis when one is drawn. The
+        legend is the axis's for one instrument, ``fig.legends[0]`` for several.
     """
     if isinstance(results, Results):
         results = [results]
@@ -108,7 +119,7 @@ def plot_rate(
                                  stdfunc=stdfunc, start=start, stop=stop)
         drawn.append((res.instrument, mjd_to_datetime(frames["mjd"].to_numpy()),
                       frames["rate"].to_numpy(np.float64), series))
-    colours = _overlay_colours(len(results))
+    colours = _overlay_colours([name for name, *_ in drawn])
     for k, (name, dates, rate, _) in enumerate(drawn):  # every instrument's frames below the summaries
         ax.scatter(dates, rate, s=4, color=colours[k] if several else "0.6", alpha=0.3 if several else 0.6,
                    linewidths=0, label=f"{name} frames ({len(rate)})" if several else f"frames ({len(rate)})",
@@ -146,7 +157,18 @@ def plot_rate(
     ax.set_xlabel("date (UTC)")
     ax.set_ylabel(RATE_LABEL)
     ax.set_title(", ".join(name for name, *_ in drawn) + ": cosmic-ray rate")
-    handles, labels = ax.get_legend_handles_labels()
+    if several:
+        # one entry per instrument (its colour) and one per kind of mark, not three per instrument
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color=colours[k], marker="o", ms=4, ls="--", lw=1) for k in range(len(drawn))]
+        labels = [f"{name} ({len(rate)} frames)" for name, _, rate, _ in drawn]
+        handles += [Line2D([], [], color="0.45", marker="o", ms=2.5, ls="none", alpha=0.6),
+                    Line2D([], [], color="0.2", marker="o", ms=3.5, ls="none"),
+                    Line2D([], [], color="0.2", marker="_", ms=9, mew=1.5, ls="--", lw=1)]
+        labels += ["frames", f"{period} mean, {clip_sigma:g}$\\sigma$-clipped", f"{period} median"]
+    else:
+        handles, labels = ax.get_legend_handles_labels()
     if solar_csv is not None and solar is None:
         solar = read_activity_csv(solar_csv)
     if solar is not None:
@@ -160,15 +182,32 @@ def plot_rate(
         labels += [label]
         if len(dates):
             ax2.set_xlim(ax.get_xlim())
-    ax.legend(handles, labels, loc="upper left", fontsize=8)
+    if several:
+        _outside_legend(fig, handles, labels)
+    else:
+        ax.legend(handles, labels, loc="upper left", fontsize=8)
     _save(fig, out)
     return fig
 
 
-def _overlay_colours(n: int) -> list[str]:
-    """``n`` colours of the default cycle, leaving out the solar series' colour."""
+def _overlay_colours(instruments: Sequence[str]) -> list[str]:
+    """The colour of each instrument of an overlay, in order: :data:`INSTRUMENT_COLOURS`, else (an
+    unknown instrument, or one given twice) the next colour of the cycle free in this figure."""
     cycle = [f"C{i}" for i in range(10) if f"C{i}" != SOLAR_COLOUR]
-    return [cycle[k % len(cycle)] for k in range(n)]
+    seen = set()
+    fixed = []
+    for name in instruments:
+        fixed.append(INSTRUMENT_COLOURS.get(name) if name not in seen else None)
+        seen.add(name)
+    free = [c for c in cycle if c not in fixed] or cycle
+    spare = iter(free * len(instruments))
+    return [colour if colour is not None else next(spare) for colour in fixed]
+
+
+def _outside_legend(fig, handles, labels, *, loc: str = "outside right upper", ncols: int = 1) -> None:
+    """A figure legend outside the axes (constrained layout makes room): it covers no data however
+    many instruments are overlaid."""
+    fig.legend(handles, labels, loc=loc, ncols=ncols, fontsize=8)
 
 
 def _period_name(freq: str) -> str:
@@ -233,7 +272,9 @@ def plot_morphology(
     Each panel shows, per instrument, the fraction of its CRs in each bin (so instruments of
     different areas and exposure totals compare), accumulated over the store in pieces of ~1e6
     rows (:meth:`Results.histogram`). Size in pixels and energy use log-spaced bins on a log
-    axis. Values outside the bins are not counted; the legend gives the number inside.
+    axis. Values outside a panel's bins are not counted in it. Each instrument has its colour of
+    :data:`INSTRUMENT_COLOURS` (as in :func:`plot_rate`); one legend below the panels gives it
+    with the instrument's number of CRs inside the size bins (the first panel).
 
     Parameters
     ----------
@@ -247,29 +288,35 @@ def plot_morphology(
     -------
     matplotlib.figure.Figure
         Four axes in the order n_pixels, size_sigma, shape, energy; each holds one step
-        histogram (``patches``) per instrument.
+        histogram (``patches``) per instrument. The legend is ``fig.legends[0]``.
     """
     if isinstance(results, Results):
         results = [results]
     if not results:
         raise ValueError("plot_morphology: no results given")
     bins = dict(bins or {})
+    colours = _overlay_colours([res.instrument for res in results])
     fig = _figure(figsize)
     axes = fig.subplots(2, 2).ravel()
+    handles, labels = [], []
     for ax, (column, (label, default_edges, logx, logy)) in zip(axes, MORPHOLOGY_BINS.items()):
         edges = np.asarray(bins.get(column, default_edges), dtype=np.float64)
         for k, res in enumerate(results):
             counts, _ = res.histogram(column, bins=edges, start=start, stop=stop, where=where)
             total = counts.sum()
             fraction = counts / total if total else counts.astype(np.float64)
-            ax.stairs(fraction, edges, color=f"C{k}", lw=1.3, label=f"{res.instrument} ({total:,} CRs in range)")
+            step = ax.stairs(fraction, edges, color=colours[k], lw=1.3,
+                             label=f"{res.instrument} ({total:,} CRs in range)")
+            if ax is axes[0]:
+                handles.append(step)
+                labels.append(f"{res.instrument} ({total:,} CRs)")
         ax.set_xlabel(label)
         ax.set_ylabel("fraction of CRs per bin")
         if logx:
             ax.set_xscale("log")
         if logy:
             ax.set_yscale("log")
-        ax.legend(fontsize=8)
+    _outside_legend(fig, handles, labels, loc="outside lower center", ncols=min(len(handles), 4))
     fig.suptitle("cosmic-ray morphology: " + ", ".join(r.instrument for r in results))
     _save(fig, out)
     return fig

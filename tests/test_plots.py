@@ -83,8 +83,12 @@ def test_plot_rate_overlays_several_instruments(stores):
     assert [len(ln.get_xdata()) for ln in means] == [24, 6]
     np.testing.assert_allclose(means[1].get_ydata(), both[1].rate_series()["mean"])
     assert means[0].get_color() != means[1].get_color()
-    labels = ax.get_legend().get_texts()
-    assert {"wfc3_uvis monthly median", "acs_hrc monthly median"} <= {t.get_text() for t in labels}
+    assert {"wfc3_uvis monthly median", "acs_hrc monthly median"} <= {ln.get_label() for ln in ax.get_lines()}
+    # the legend: one entry per instrument and one per kind of mark, outside the axes
+    assert ax.get_legend() is None
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        f"wfc3_uvis ({len(uvis)} frames)", f"acs_hrc ({len(hrc)} frames)", "frames",
+        "monthly mean, 3$\\sigma$-clipped", "monthly median"]
     assert ax.get_title() == "wfc3_uvis, acs_hrc: cosmic-ray rate"
     # the span covers both instruments' dates
     from matplotlib.dates import date2num
@@ -184,8 +188,65 @@ def test_plot_morphology_overlay(stores, tmp_path):
             inside = (crs >= edges[0]) & (crs <= edges[-1])
             assert values.sum() == pytest.approx(1.0)
             assert values.max() == pytest.approx(np.histogram(crs[inside], edges)[0].max() / inside.sum())
-    legend = [t.get_text() for t in fig.axes[3].get_legend().get_texts()]
-    assert legend == [f"wfc3_uvis ({len(uvis) * 30:,} CRs in range)", f"acs_hrc ({len(hrc) * 40:,} CRs in range)"]
+    steps = [step.get_label() for step in fig.axes[3].patches]
+    assert steps == [f"wfc3_uvis ({len(uvis) * 30:,} CRs in range)", f"acs_hrc ({len(hrc) * 40:,} CRs in range)"]
+    # one legend for the four panels, outside them
+    assert all(ax.get_legend() is None for ax in fig.axes)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == [f"wfc3_uvis ({len(uvis) * 30:,} CRs)", f"acs_hrc ({len(hrc) * 40:,} CRs)"]
+
+
+def test_an_instrument_has_one_colour_in_every_plot_and_the_legend_covers_no_data(stores, tmp_path):
+    """The rate and morphology overlays used different colour sequences (C3 in one, not the
+    other): now each instrument has its colour of INSTRUMENT_COLOURS, in any order or company,
+    and the legend with an entry per instrument sits outside the axes."""
+    from matplotlib.colors import to_rgb
+
+    out, _, _ = stores
+    uvis, hrc = open_results(out / "wfc3_uvis.h5"), open_results(out / "acs_hrc.h5")
+    build_store(tmp_path / "stis_ccd.h5", instrument="stis_ccd", first="2004-01", last="2004-02",
+                frames_per_month=4, crs_per_frame=10, seed=4)
+    build_store(tmp_path / "acs_wfc.h5", instrument="acs_wfc", first="2004-01", last="2004-02",
+                frames_per_month=4, crs_per_frame=10, seed=6)
+    stis, wfc = open_results(tmp_path / "stis_ccd.h5"), open_results(tmp_path / "acs_wfc.h5")
+    seen = {}  # instrument -> colours it was drawn in
+
+    def record(name, colour):
+        seen.setdefault(name, set()).add(to_rgb(colour))
+
+    overlays = ([uvis, hrc, stis, wfc], [wfc, stis, hrc, uvis], [hrc, uvis])
+    for group in overlays:
+        fig = plots.plot_rate(group, solar=pd.Series([10.0, 50.0], index=pd.to_datetime(["2004-01-01", "2011-12-01"])))
+        ax = fig.axes[0]
+        means = [ln for ln in ax.get_lines() if ln.get_marker() == "o"]
+        for res, frames, mean in zip(group, ax.collections, means):
+            record(res.instrument, frames.get_facecolor()[0][:3])
+            record(res.instrument, mean.get_color())
+        fig.draw_without_rendering()
+        legend = fig.legends[0].get_window_extent()
+        assert not legend.overlaps(ax.get_window_extent())
+        assert len(fig.legends[0].get_texts()) == len(group) + 3 + 1      # + the solar series
+        solar = to_rgb(fig.axes[1].get_lines()[0].get_color())
+    for group in overlays + ([hrc],):
+        fig = plots.plot_morphology(group)
+        for ax in fig.axes:
+            for res, step in zip(group, ax.patches):
+                record(res.instrument, step.get_edgecolor())
+        fig.draw_without_rendering()
+        legend = fig.legends[0].get_window_extent()
+        assert not any(legend.overlaps(ax.get_window_extent()) for ax in fig.axes)
+        assert not legend.overlaps(fig._suptitle.get_window_extent())
+    assert all(len(colours) == 1 for colours in seen.values()), seen
+    drawn = [colours.pop() for colours in seen.values()]
+    assert len(set(drawn)) == 4 and solar not in drawn
+    assert {name: colour for name, colour in zip(seen, drawn)} == {
+        name: to_rgb(plots.INSTRUMENT_COLOURS[name]) for name in seen}
+
+
+def test_overlay_colours_of_unknown_and_repeated_instruments():
+    colours = plots._overlay_colours(["acs_wfc", "my_camera", "acs_wfc", "wfc3_uvis"])
+    assert colours[0] == plots.INSTRUMENT_COLOURS["acs_wfc"] and colours[3] == plots.INSTRUMENT_COLOURS["wfc3_uvis"]
+    assert len(set(colours)) == 4 and plots.SOLAR_COLOUR not in colours
 
 
 def test_plot_morphology_single_and_custom_bins(stores):
