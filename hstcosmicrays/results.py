@@ -24,6 +24,10 @@ Conventions
   ``exposure_index`` column of ``cosmic_rays`` and ``orbit`` refers to it, so
   ``crs.join(exp, on="exposure_index")`` attaches exposure columns to each CR. The index of
   ``cosmic_rays`` (``cr_index``) and ``orbit`` (``sample_index``) are their file rows.
+- Rows come in file order: months in the order they were committed (each month's exposures by
+  exposure start). A month reprocessed (``--reprocess``) or retried after a failure is
+  committed later, so that is not time order; sort when it matters, e.g.
+  ``exp.sort_values("mjd")`` (the index keeps the joins right).
 - Tables with an ``mjd`` column get a derived ``date`` column (UTC datetime) when all columns are
   asked for or when ``"date"`` is named in ``columns``; ``where`` may name it in any case
   (``where="date >= '2012-03-01'"``).
@@ -529,6 +533,12 @@ class Results:
     def exposures(self, *, start=None, stop=None, columns: Iterable[str] | None = None,
                   where: str | None = None) -> pd.DataFrame:
         """One row per measured dark, indexed by ``exposure_index``.
+
+        Rows are in file order, which is not time order once a month has been reprocessed
+        (``--reprocess``) or retried after a failure: its rows come after those of the months
+        committed before. For time order, sort::
+
+            exp = res.exposures().sort_values("mjd")
 
         Parameters
         ----------

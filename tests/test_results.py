@@ -423,6 +423,26 @@ def test_reprocessed_month_replaces_rows_and_joins_stay_right(tmp_path):
     assert res.months().set_index("month").loc["2011-02", "n_processed"] == 2
 
 
+def test_rows_are_in_file_order_as_documented_not_time_order_after_a_reprocess(tmp_path):
+    """A reprocessed month's rows come last in the file, and the tables keep file order (the
+    index is the file row, which the joins need); the docstring says so and shows the sort."""
+    path = tmp_path / "wfc3_uvis.h5"
+    build_store(path, first="2011-01", last="2011-03", frames_per_month=4, crs_per_frame=3)
+    rng = np.random.default_rng(8)
+    tables, _ = month_frames(month=Month(2011, 2), instrument="wfc3_uvis", n_frames=3, crs_per_frame=2, rng=rng)
+    with ResultsStore.open(path, instrument="wfc3_uvis", **OPEN) as store:
+        store.commit_month(month="2011-02", n_found=3, started=time.time(), **tables)
+    res = open_results(path)
+    exp = res.exposures()
+    assert exp["month"].to_list() == ["2011-01"] * 4 + ["2011-03"] * 4 + ["2011-02"] * 3
+    assert exp.index.is_monotonic_increasing and not exp["mjd"].is_monotonic_increasing
+    assert res.cosmic_rays().index.is_monotonic_increasing
+    in_time = exp.sort_values("mjd")
+    assert in_time["month"].is_monotonic_increasing
+    assert 'sort_values("mjd")' in results_mod.Results.exposures.__doc__
+    assert "file order" in results_mod.Results.exposures.__doc__ and "file order" in results_mod.__doc__
+
+
 def test_reads_follow_a_writer(tmp_path):
     path = tmp_path / "wfc3_uvis.h5"
     build_store(path, first="2012-01", last="2012-02", frames_per_month=3, crs_per_frame=2)
