@@ -573,7 +573,8 @@ class Results:
         start, stop : date-like, optional
             Select CRs by the MJD of their exposure, ``start <= mjd < stop``.
         columns : iterable of str, optional
-            Columns of ``/cosmic_rays``; default all.
+            Columns of ``/cosmic_rays``; default all. The ``shape`` column hides
+            :attr:`pandas.DataFrame.shape` as an attribute: use ``crs["shape"]``, not ``crs.shape``.
         where : str, optional
             :meth:`pandas.DataFrame.query` filter, e.g. ``"chip == 1 and n_pixels > 4"``; a column
             of ``/exposures`` (``month``, ``rate``, ...) must be attached with ``exposure_columns``

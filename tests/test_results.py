@@ -354,6 +354,15 @@ def test_where_on_an_exposure_column_suggests_exposure_columns(small):
     assert len(jan) == 8 * 20 and set(jan["month"]) == {"2010-01"}
 
 
+def test_the_shape_column_is_read_by_item_as_documented(small):
+    """``crs.shape`` is the DataFrame's; the docs say to use ``crs["shape"]``."""
+    path, _ = small
+    crs = open_results(path).cosmic_rays(columns=["energy", "shape"])
+    assert crs.shape == (len(crs), 2)
+    assert crs["shape"].between(0.0, 1.0).all()
+    assert 'crs["shape"]' in results_mod.Results.cosmic_rays.__doc__
+
+
 def test_cosmic_rays_where_and_lazy_equal_eager(small, monkeypatch):
     path, _ = small
     res = open_results(path)
