@@ -230,9 +230,9 @@ def run_pipeline_main(argv: list[str] | None = None) -> int:
 
 
 def _store_arguments(p) -> None:
-    p.add_argument("--instr", required=True)
-    p.add_argument("--output", type=Path, help="output directory (default: data_products)")
-    p.add_argument("--config", type=Path)
+    p.add_argument("--instr", required=True, help="instrument, e.g. wfc3uvis, acs_wfc, stis_ccd, wfpc2")
+    p.add_argument("--output", type=Path, help="directory of the stores (default: data_products)")
+    p.add_argument("--config", type=Path, help="YAML file overriding the default configuration")
 
 
 def _existing_store(args):
@@ -295,7 +295,7 @@ def _cmd_compact(args) -> int:
 
 def _add_simulate(sub) -> None:
     p = sub.add_parser("simulate", help="write a simulated dark archive with a truth table")
-    p.add_argument("--instr", required=True)
+    p.add_argument("--instr", required=True, help="instrument, e.g. wfc3uvis, acs_wfc, stis_ccd, wfpc2")
     p.add_argument("--start", type=_month, required=True, help="first month YYYY-MM")
     p.add_argument("--stop", type=_month, required=True,
                    help="last month YYYY-MM, inclusive; months outside the instrument's active time "
@@ -303,7 +303,7 @@ def _add_simulate(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="directory to write into")
     p.add_argument("--darks-per-month", type=_positive_int, help="darks per month, 1 or more (default: the instrument's)")
     p.add_argument("--seed", type=int, help="random seed (default: the configured simulation_seed)")
-    p.add_argument("--config", type=Path)
+    p.add_argument("--config", type=Path, help="YAML file overriding the default configuration")
     p.set_defaults(func=_cmd_simulate)
 
 
@@ -326,17 +326,21 @@ def _add_crreject(sub) -> None:
     p = sub.add_parser("crreject", help="CR-SPLIT rejection of FLT files (ORs DQ 8192 into the inputs)")
     p.add_argument("inputs", nargs="+", type=Path, help="two or more FLT files of one CR-SPLIT set")
     p.add_argument("--crrejtab", type=Path, help="CRREJTAB FITS table to take the parameters from")
-    p.add_argument("--crsigmas", type=_floats, help="e.g. 6.5,5.5,4.5")
-    p.add_argument("--crradius", type=float)
-    p.add_argument("--crthresh", type=float)
-    p.add_argument("--initgues", choices=("med", "min", "median", "minimum"))
-    p.add_argument("--skysub", choices=("none", "mode"))
-    p.add_argument("--scalense", type=float)
-    p.add_argument("--badinpdq", type=int)
+    p.add_argument("--crsigmas", type=_floats,
+                   help="rejection thresholds in sigma, one iteration per value, e.g. 6.5,5.5,4.5")
+    p.add_argument("--crradius", type=float,
+                   help="radius (pixels) around a hit within which neighbours are tested at the lower threshold")
+    p.add_argument("--crthresh", type=float, help="fraction of the sigma used for the neighbours of a hit")
+    p.add_argument("--initgues", choices=("med", "min", "median", "minimum"),
+                   help="initial guess of the clean image: median or minimum")
+    p.add_argument("--skysub", choices=("none", "mode"), help="sky subtracted from each image before comparison")
+    p.add_argument("--scalense", type=float, help="multiplicative noise term, percent of the signal")
+    p.add_argument("--badinpdq", type=int, help="DQ bits of the inputs that exclude a pixel from the comparison")
     p.add_argument("--output", type=Path, help="write the combined crj image here")
     p.add_argument("--no-crmask", dest="crmask", action="store_false",
                    help="leave the inputs untouched (they may be read-only); needs --output")
-    p.add_argument("--config", type=Path)
+    p.add_argument("--config", type=Path,
+                   help="YAML file overriding the default configuration (the parameters when no --crrejtab)")
     p.set_defaults(func=_cmd_crreject)
 
 
@@ -365,7 +369,7 @@ def _add_measure(sub) -> None:
              "or an IR IMA ramp (CRs per read)")
     p.add_argument("file", type=Path, help="FLT/C0M file with CR flags in its DQ, or a WFC3/IR or NICMOS IMA file")
     p.add_argument("--out", type=Path, help="per-CR table, .csv or .parquet (default: print the summary only)")
-    p.add_argument("--config", type=Path)
+    p.add_argument("--config", type=Path, help="YAML file overriding the default configuration")
     p.set_defaults(func=_cmd_measure)
 
 
@@ -407,7 +411,7 @@ def _cmd_measure(args) -> int:
 
 def _add_split_ima(sub) -> None:
     p = sub.add_parser("split-ima", help="write each read of an IR IMA file as its own FITS file")
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=Path, help="WFC3/IR or NICMOS IMA file")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.set_defaults(func=_cmd_split_ima)
 
@@ -422,13 +426,15 @@ def _cmd_split_ima(args) -> int:
 
 def _add_plot(sub) -> None:
     p = sub.add_parser("plot", help="plots from the stores of one or more instruments")
-    p.add_argument("kind", choices=("rate", "map", "morphology"))
+    p.add_argument("kind", choices=("rate", "map", "morphology"),
+                   help="rate: CR rate versus time; map: mean rate along the HST orbit; "
+                        "morphology: distributions of the CR properties")
     p.add_argument("--instr", required=True,
                    help="instrument; comma-separated to overlay several (rate and morphology; map takes one)")
     p.add_argument("--output", type=Path, help="directory of the stores (default: data_products)")
     p.add_argument("--out", type=Path, help="image file (.png or .pdf); default <output>/<instr>_<kind>.png")
     p.add_argument("--solar", type=Path, help="rate plot: CSV of solar activity (date, value columns)")
-    p.add_argument("--config", type=Path)
+    p.add_argument("--config", type=Path, help="YAML file overriding the default configuration")
     p.set_defaults(func=_cmd_plot)
 
 
@@ -464,7 +470,7 @@ EXPORT_FORMATS = ("csv", "parquet")
 
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="write a table of an instrument's store as CSV or Parquet")
-    p.add_argument("--instr", required=True)
+    p.add_argument("--instr", required=True, help="instrument, e.g. wfc3uvis, acs_wfc, stis_ccd, wfpc2")
     p.add_argument("--table", required=True, choices=EXPORT_TABLES,
                    help="months is the month ledger (as status shows it), failures the frames that could not be used")
     p.add_argument("--format", choices=EXPORT_FORMATS,
@@ -472,7 +478,7 @@ def _add_export(sub) -> None:
                         "contradicts that suffix is refused")
     p.add_argument("--out", type=Path, required=True, help="file to write, e.g. cosmic_rays.parquet")
     p.add_argument("--output", type=Path, help="directory of the stores (default: data_products)")
-    p.add_argument("--config", type=Path)
+    p.add_argument("--config", type=Path, help="YAML file overriding the default configuration")
     p.set_defaults(func=_cmd_export)
 
 
@@ -504,13 +510,13 @@ def _cmd_export(args) -> int:
 
 def _add_mast_server(sub) -> None:
     p = sub.add_parser("mast-server", help="serve the simulated archive as a local MAST stand-in (for trying --archive mast offline)")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="0: any free port")
     p.add_argument("--seed", type=int, help="simulation seed (default: the configured one)")
     p.add_argument("--darks-per-month", type=_positive_int, help="darks per month, 1 or more (default: the instrument's)")
     p.add_argument("--config-home", type=Path,
                    help="write DIR/astropy/astroquery.cfg pointing astroquery at this server")
-    p.add_argument("--config", type=Path)
+    p.add_argument("--config", type=Path, help="YAML file overriding the default configuration")
     p.set_defaults(func=_cmd_mast_server)
 
 

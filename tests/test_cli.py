@@ -220,3 +220,28 @@ def test_output_paths_that_are_files_or_directories_are_refused_before_the_work(
     assert f"--config-home {existing}: exists and is not a directory" in capsys.readouterr().err
     assert existing.read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing_file", "table.csv"]
+
+
+
+@pytest.mark.parametrize("command", ["run_pipeline", "status", "compact", "simulate", "crreject", "measure",
+                                     "split-ima", "plot", "export", "mast-server"])
+def test_every_option_of_every_subcommand_has_a_help_text(command, capsys):
+    """--help of run_pipeline and of each subcommand explains every option and positional
+    argument (--instr and --config of status, compact and export had none)."""
+    import argparse
+
+    from hstcosmicrays.cli import _main_parser, _run_pipeline_parser
+
+    if command == "run_pipeline":
+        parser, entry, argv = _run_pipeline_parser(), run_pipeline_main, ["--help"]
+    else:
+        (subparsers,) = [a for a in _main_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+        parser, entry, argv = subparsers.choices[command], main, [command, "--help"]
+    with pytest.raises(SystemExit) as exc:
+        entry(argv)
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for action in parser._actions:
+        name = "/".join(action.option_strings) or action.dest
+        assert action.help and action.help != argparse.SUPPRESS, f"{command} {name}: no help text"
+        assert " ".join(action.help.split()) in text, f"{command} {name}: help text not shown"
