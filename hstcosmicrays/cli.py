@@ -453,6 +453,8 @@ def _cmd_plot(args) -> int:
     if out.suffix.lower() not in (".png", ".pdf"):
         raise CLIError(f"--out: expected a .png or .pdf file name, got {out}")
     _check_output_file(out, "--out")
+    if args.solar is not None and not args.solar.is_file():
+        raise CLIError(f"--solar {args.solar}: {'is a directory' if args.solar.is_dir() else 'no such file'}")
     results = [open_results(n, output_dir=output) for n in names]
     if args.kind == "rate":
         plots.plot_rate(results, solar_csv=args.solar, out=out)

@@ -245,3 +245,20 @@ def test_every_option_of_every_subcommand_has_a_help_text(command, capsys):
         name = "/".join(action.option_strings) or action.dest
         assert action.help and action.help != argparse.SUPPRESS, f"{command} {name}: no help text"
         assert " ".join(action.help.split()) in text, f"{command} {name}: help text not shown"
+
+
+def test_a_missing_solar_file_is_named_with_its_option(tmp_path, capsys):
+    """plot --solar with no such file: one line naming the option and the file, exit 2, before
+    any work (it was a bare '[Errno 2] No such file or directory')."""
+    from hstcosmicrays.cli import setup_logging
+    from hstcosmicrays.store import ResultsStore
+
+    setup_logging(verbosity=-1)  # no handler left on an earlier test's captured stream
+    with ResultsStore.open(tmp_path / "acs_hrc.h5", instrument="acs_hrc", software_version="0", config_hash="x"):
+        pass
+    missing = tmp_path / "MISSING.csv"
+    argv = ["plot", "rate", "--instr", "acs_hrc", "--output", str(tmp_path), "--solar", str(missing)]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"hstcosmicrays plot: error: --solar {missing}: no such file\n"
+    assert main(argv[:-1] + [str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"hstcosmicrays plot: error: --solar {tmp_path}: is a directory\n"
