@@ -12,6 +12,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
+from ._text import plural
 from ._version import __version__
 
 log = logging.getLogger("hstcosmicrays")
@@ -318,7 +319,7 @@ def _cmd_simulate(args) -> int:
         instrument=instrument, start=args.start, stop=args.stop, out=args.out,
         darks_per_month=args.darks_per_month, seed=seed,
     )
-    print(f"wrote {len(written)} datasets of {instrument.name} under {args.out}")
+    print(f"wrote {plural(len(written), 'dataset')} of {instrument.name} under {args.out}")
     return EXIT_OK
 
 
@@ -404,7 +405,7 @@ def _cmd_measure(args) -> int:
             frame.to_csv(summary_path, index=False)
         else:
             frame.to_parquet(summary_path, index=False)
-        print(f"wrote {len(table)} CRs to {args.out} and the frame summary to {summary_path}")
+        print(f"wrote {plural(len(table), 'CR')} to {args.out} and the frame summary to {summary_path}")
     print(result.summary_text())
     return EXIT_OK
 
@@ -420,7 +421,7 @@ def _cmd_split_ima(args) -> int:
     from .ir import split_ima
 
     written = split_ima(args.file, out_dir=_check_output_dir(args.out, "--out"))
-    print(f"wrote {len(written)} reads to {args.out}")
+    print(f"wrote {plural(len(written), 'read')} to {args.out}")
     return EXIT_OK
 
 
@@ -506,7 +507,7 @@ def _cmd_export(args) -> int:
     output = _output_dir(args, config)
     res = open_results(config.instrument(args.instr).name, output_dir=output)
     n = res.export(table=args.table, fmt=fmt, out=args.out)
-    print(f"wrote {n} rows of {args.table} to {args.out}")
+    print(f"wrote {plural(n, 'row')} of {args.table} to {args.out}")
     return EXIT_OK
 
 

@@ -23,6 +23,8 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from ._text import plural
+
 __all__ = [
     "ConfigError",
     "CRRejectParams",
@@ -311,7 +313,7 @@ class InstrumentConfig:
         if self.noise_model not in ("err", "readnoise"):
             raise ConfigError(f"{where}.noise_model: expected 'err' or 'readnoise', got {self.noise_model!r}")
         if len(self.ccdchip) != len(self.chips):
-            raise ConfigError(f"{where}.ccdchip: expected one CCDCHIP per chip ({len(self.chips)} values)")
+            raise ConfigError(f"{where}.ccdchip: expected one CCDCHIP per chip ({plural(len(self.chips), 'value')})")
         if self.detector_area <= 0 or self.pixel_size <= 0:
             raise ConfigError(f"{where}: detector_area and pixel_size must be positive")
         for i, row in enumerate(self.crreject_rows):
@@ -522,7 +524,7 @@ def _describe(tp: Any) -> str:
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
             return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
-        return f"a list of {len(args)} values"
+        return f"a list of {plural(len(args), 'value')}"
     if origin is dict:
         return "a mapping"
     if dataclasses.is_dataclass(tp):

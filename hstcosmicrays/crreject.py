@@ -117,6 +117,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ._text import plural
 from .config import Config, ConfigError, CRRejectParams, InstrumentConfig
 
 __all__ = [
@@ -336,7 +337,7 @@ def _best_row(*, crsplit, meanexp, n_images: int, mean_exptime: float, rows=None
     match = usable & (crsplit == n) & (diff >= 0)
     if not match.any():
         return (f"no row with CRSPLIT={n}{{chip}} and MEANEXP >= {float(mean_exptime):g} s "
-                f"(for {n_images} images)")
+                f"(for {plural(n_images, 'image')})")
     idx = np.flatnonzero(match)
     return int(idx[np.flatnonzero(diff[idx] == diff[idx].min())[-1]])
 
@@ -610,7 +611,7 @@ def screen_frame(*, header: Any, chips: Sequence, instrument: InstrumentConfig) 
     if instrument.instrume.upper() == "ACS":
         n_rs = int(sum(np.count_nonzero(np.asarray(c.dq) & DQ_REED_SOLOMON) for c in chips))
         if n_rs:
-            return f"Reed-Solomon decoding errors: {n_rs} pixels with DQ {DQ_REED_SOLOMON}"
+            return f"Reed-Solomon decoding errors: {plural(n_rs, 'pixel')} with DQ {DQ_REED_SOLOMON}"
     for c in chips:
         sci = np.asarray(c.sci)
         finite = np.isfinite(sci)
@@ -1026,7 +1027,7 @@ def _as_sources(values: Optional[Sequence], n: int, name: str) -> list:
         return [None] * n
     values = list(values)
     if len(values) != n:
-        raise CRRejectError(f"{name}: expected {n} values (one per frame), got {len(values)}")
+        raise CRRejectError(f"{name}: expected {plural(n, 'value')} (one per frame), got {len(values)}")
     return values
 
 
@@ -1096,7 +1097,7 @@ def reject_chip(
     """
     n = len(sci)
     if n < 2:
-        raise CRRejectError(f"cannot reject cosmic rays in {n} frame(s): at least 2 are needed")
+        raise CRRejectError(f"cannot reject cosmic rays in {plural(n, 'frame')}: at least 2 are needed")
     if noise_model not in ("err", "readnoise"):
         raise CRRejectError(f"noise_model: expected 'err' or 'readnoise', got {noise_model!r}")
     dq = _as_sources(dq, n, "dq")
@@ -1114,7 +1115,7 @@ def reject_chip(
         raise CRRejectError("noise model 'readnoise' needs the read noise of every frame")
     t = np.asarray(list(exptime), dtype=np.float32)
     if t.shape != (n,) or not np.all(np.isfinite(t)) or np.any(t <= 0):
-        raise CRRejectError(f"exposure times must be {n} positive numbers, got {list(exptime)}")
+        raise CRRejectError(f"exposure times must be {plural(n, 'positive number')}, got {list(exptime)}")
     gain = [1.0] * n if gain is None else _as_sources(gain, n, "gain")
     readnoise = [0.0] * n if readnoise is None else _as_sources(readnoise, n, "readnoise")
     if sky is None:
@@ -1165,7 +1166,7 @@ def reject_chip(
 
 def _check_stack(frames: Sequence[Sequence], headers: Sequence) -> None:
     if len(frames) != len(headers):
-        raise CRRejectError(f"{len(frames)} frames but {len(headers)} headers")
+        raise CRRejectError(f"{plural(len(frames), 'frame')} but {plural(len(headers), 'header')}")
     if len(frames) < 2:
         name = headers[0].rootname if headers else "?"
         raise CRRejectError(f"{name}: cannot reject a single frame (no CR-SPLIT partner)")
@@ -1177,7 +1178,7 @@ def _check_stack(frames: Sequence[Sequence], headers: Sequence) -> None:
                 "frames of different exposure time are never rejected together"
             )
         if len(chips) != len(frames[0]):
-            raise CRRejectError(f"{h.path}: {len(chips)} chips, {first.path} has {len(frames[0])}")
+            raise CRRejectError(f"{h.path}: {plural(len(chips), 'chip')}, {first.path} has {len(frames[0])}")
         for c, c0 in zip(chips, frames[0]):
             if c.extver != c0.extver or tuple(np.shape(c.sci)) != tuple(np.shape(c0.sci)):
                 raise CRRejectError(
@@ -1296,7 +1297,7 @@ class CRRejectReport:
         if self.overridden:
             source += ", " + ", ".join(self.overridden) + " as given"
         lines = [
-            f"CR rejection of {len(self.files)} {self.instrument} frames ({source})",
+            f"CR rejection of {plural(len(self.files), f'{self.instrument} frame')} ({source})",
             f"  crsigmas={','.join(f'{s:g}' for s in p.crsigmas)} crradius={p.crradius:g} "
             f"crthresh={p.crthresh:g} initgues={p.initgues} skysub={p.skysub} "
             f"scalense={p.scalense:g} badinpdq={p.badinpdq}",
@@ -1665,7 +1666,7 @@ def crreject_files(
         instrument=inst, n_images=n, mean_exptime=sum(h.exptime for h in headers) / n,
         crrejtab=crrejtab, overrides=overrides,
     )
-    log.info("%s: rejecting %d frames with %s", inst.name, n, params)
+    log.info("%s: rejecting %s with %s", inst.name, plural(n, "frame"), params)
     if threads is None:
         threads = DEFAULT_THREADS
 

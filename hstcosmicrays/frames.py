@@ -50,6 +50,7 @@ from typing import Any, Optional
 import numpy as np
 from astropy.io import fits
 
+from ._text import plural
 from .config import Config, InstrumentConfig
 
 __all__ = [
@@ -572,7 +573,8 @@ def _read_wfpc2(path: Path, *, header: FrameHeader, instrument: InstrumentConfig
         scis = _science_hdus(sci_hdul, instrument)
         dqs = _science_hdus(dq_hdul, instrument)
         if len(dqs) != len(scis):
-            raise FrameError(f"{c1m}: {len(dqs)} data-quality chips for {len(scis)} science chips in {path}")
+            raise FrameError(f"{c1m}: {plural(len(dqs), 'data-quality chip')} for "
+                             f"{plural(len(scis), 'science chip')} in {path}")
         for i, (s, d) in enumerate(zip(scis, dqs)):
             extver = int(s.header.get("EXTVER", instrument.chips[i]))
             sci = _image(path, s, np.float32)

@@ -90,6 +90,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from ._text import plural
 from .config import InstrumentConfig
 from .frames import FrameError, FrameHeader, companion_path, read_header
 from .labels import label_crs
@@ -263,11 +264,11 @@ def read_ramp(path: str | Path, *, instrument: InstrumentConfig) -> Ramp:
         extvers = sorted(int(h.ver) for h in hdul if h.name == "SCI")
         n = len(extvers)
         if n < 2:
-            raise FrameError(f"{path}: {n} read(s); an up-the-ramp dark needs at least 2")
+            raise FrameError(f"{path}: {plural(n, 'read')}; an up-the-ramp dark needs at least 2")
         if extvers != list(range(1, n + 1)):
             raise FrameError(f"{path}: SCI extensions {extvers} are not EXTVER 1..{n}")
         if header.nsamp != n:
-            log.debug("%s: NSAMP %d but %d SCI extensions; using the extensions", path, header.nsamp, n)
+            log.debug("%s: NSAMP %d but %s; using the extensions", path, header.nsamp, plural(n, "SCI extension"))
         shape = header.shape
         counts = np.empty((n,) + tuple(shape), dtype=np.float32)
         dq = None
@@ -484,8 +485,8 @@ def measure_ramp(
     rows, cols_ = ramp.counts.shape[1:]
     n_science = max(rows - 2 * b, 0) * max(cols_ - 2 * b, 0)
     log.debug(
-        "%s: %d reads, CRs from %s, %d CRs over %.1f s", ramp.header.rootname, ramp.n_reads, used,
-        len(cosmic_rays["n_pixels"]), ramp.integration_time,
+        "%s: %s, CRs from %s, %s over %.1f s", ramp.header.rootname, plural(ramp.n_reads, "read"), used,
+        plural(len(cosmic_rays["n_pixels"]), "CR"), ramp.integration_time,
     )
     return frame_result(
         header=ramp.header, cosmic_rays=cosmic_rays, n_science=n_science, instrument=instrument,

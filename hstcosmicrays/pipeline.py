@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from ._text import plural
 from ._version import __version__
 from .archive.base import Archive, ArchiveError, Dataset, make_archive
 from .config import Config, InstrumentConfig
@@ -351,7 +352,7 @@ class _Dask:
             from ._workers import IgnoreStopSignals
 
             self.client.register_plugin(IgnoreStopSignals())
-            log.info("started a local dask cluster of %d worker processes", workers)
+            log.info("started a local dask cluster of %s", plural(workers, "worker process", "worker processes"))
 
     def map_unordered(self, fn: Callable, items: Sequence, stop: threading.Event) -> Iterable:
         """Run ``fn`` on the items, at most one task per worker thread at a time, yielding
@@ -502,9 +503,9 @@ class CosmicRayPipeline:
             span = span_label(unended[0], unended[-1])
             settle = self.config.pipeline.month_settle_days
             log.log(logging.INFO if self.options.stop is None else logging.WARNING,
-                    "%s: %s not processed: a month is processed once it has ended, %d days later (UTC, "
+                    "%s: %s not processed: a month is processed once it has ended, %s later (UTC, "
                     "pipeline.month_settle_days), when the archive has all its darks; run again after that",
-                    self.instrument.name, span, settle)
+                    self.instrument.name, span, plural(settle, "day"))
 
     def _warn_early_commits(self, store: ResultsStore, months: list[Month]) -> None:
         """Name committed months of ``months`` whose processing started before they had settled
@@ -542,7 +543,7 @@ class CosmicRayPipeline:
                  __version__, self.options.archive, self.config.source, self.config.digest)
         if inst.kind in ("ccd", "wfpc2") and inst.crreject_rows:
             log.info("%s: CR-SPLIT parameters chosen for each stack by its size and mean exposure time "
-                     "among the %d rows of instruments.%s.crreject_rows", inst.name, len(inst.crreject_rows),
+                     "among the %s of instruments.%s.crreject_rows", inst.name, plural(len(inst.crreject_rows), "row"),
                      inst.name)
         elif inst.kind in ("ccd", "wfpc2"):
             log.info("%s: CR-SPLIT parameters %s", inst.name, inst.crreject)
@@ -580,8 +581,8 @@ class CosmicRayPipeline:
             self._warn_early_commits(store, months)
             todo, skipped = self.pending_months(store)
             log.info(
-                "%s: %d months to process, %d already committed (store %s)",
-                self.instrument.name, len(todo), len(skipped), self.store_path,
+                "%s: %s to process, %d already committed (store %s)",
+                self.instrument.name, plural(len(todo), "month"), len(skipped), self.store_path,
             )
             if not todo:
                 return RunSummary(skipped=tuple(m.label for m in skipped))
@@ -612,9 +613,9 @@ class CosmicRayPipeline:
                     elif month.label not in retried:
                         archive_failures += 1
                     if archive_failures >= ARCHIVE_FAILURES_TO_STOP and pending is not None:
-                        log.error("%s: the archive failed for %d months in a row (last: %s); stopping "
+                        log.error("%s: the archive failed for %s in a row (last: %s); stopping "
                                   "here rather than failing every month of the window; run again when "
-                                  "it answers", self.instrument.name, archive_failures, work.error)
+                                  "it answers", self.instrument.name, plural(archive_failures, "month"), work.error)
                         self._cancel_download()
                         break
                 if pending is not None and (self._stop.is_set() or archive_failures >= ARCHIVE_FAILURES_TO_STOP):
@@ -626,8 +627,8 @@ class CosmicRayPipeline:
                 executor.close()
         interrupted = self._stop.is_set()
         if interrupted:
-            log.warning("stopped on request after %d committed months; run again to resume", len(committed))
-        log.info("%s: committed %d months, %d failed", self.instrument.name, len(committed), len(failed))
+            log.warning("stopped on request after %s; run again to resume", plural(len(committed), "committed month"))
+        log.info("%s: committed %s, %d failed", self.instrument.name, plural(len(committed), "month"), len(failed))
         return RunSummary(
             committed=tuple(committed), failed=tuple(failed),
             skipped=tuple(m.label for m in skipped), interrupted=interrupted,
@@ -645,7 +646,7 @@ class CosmicRayPipeline:
         work = _MonthWork(month=month, started=time.time())
         try:
             work.datasets = list(self.archive.query(self.instrument, month))
-            log.info("%s %s: %d darks in the archive", self.instrument.name, month, len(work.datasets))
+            log.info("%s %s: %s in the archive", self.instrument.name, month, plural(len(work.datasets), "dark"))
             if not work.datasets and not getattr(self.archive, "complete", True):
                 log.warning("%s %s: no dark of the month in %s; it is stored as a month without darks (if you "
                             "add its files later, run again with --reprocess --start %s --stop %s)",
@@ -698,8 +699,8 @@ class CosmicRayPipeline:
         store.commit_month(month=month.label, n_found=len(work.datasets), started=work.started, **tables)
         n_cr = int(tables["exposures"]["n_cr"].sum()) if len(tables["exposures"]["n_cr"]) else 0
         log.info(
-            "%s %s: committed %d frames, %d failed, %d CRs", self.instrument.name, month,
-            len(results), len(failures), n_cr,
+            "%s %s: committed %s, %d failed, %s", self.instrument.name, month,
+            plural(len(results), "frame"), len(failures), plural(n_cr, "CR"),
         )
         if not self.options.keep_downloads:
             shutil.rmtree(self.workdir(month), ignore_errors=True)

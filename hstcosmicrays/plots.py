@@ -18,6 +18,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ._text import plural
 from .results import (
     PUBLISHED_CLIP_ITERS, PUBLISHED_CLIP_SIGMA, PUBLISHED_MIN_RATE, Results, mjd_to_datetime, read_activity_csv,
 )
@@ -145,9 +146,9 @@ def plot_rate(
         above = sum(int(np.sum(rate > top)) for _, _, rate, _ in drawn)
         means_above = sum(int(np.sum(series["mean"].to_numpy() > top)) for *_, series in drawn if len(series))
         if above or means_above:
-            note = f"above the axis: {above} frames (SAA crossings)"
+            note = f"above the axis: {plural(above, 'frame')} (SAA crossings)"
             if means_above:
-                note += f", {means_above} period means"
+                note += f", {plural(means_above, 'period mean')}"
             ax.text(0.99, 0.98, note, transform=ax.transAxes, ha="right", va="top", fontsize=8, color="0.3")
     dates = np.concatenate([d.to_numpy() for _, d, _, _ in drawn])
     if len(dates):
@@ -258,7 +259,7 @@ def plot_rate_map(
     ax.set_xlabel("east longitude [deg]")
     ax.set_ylabel("geocentric latitude [deg]")
     ax.set_title(f"{results.instrument}: mean CR rate along the HST orbit "
-                 f"({int(rmap.count.sum())} orbit samples)")
+                 f"({plural(int(rmap.count.sum()), 'orbit sample')})")
     _save(fig, out)
     return fig
 
@@ -305,11 +306,12 @@ def plot_morphology(
             counts, _ = res.histogram(column, bins=edges, start=start, stop=stop, where=where)
             total = counts.sum()
             fraction = counts / total if total else counts.astype(np.float64)
+            crs = f"{total:,} CR{'' if total == 1 else 's'}"
             step = ax.stairs(fraction, edges, color=colours[k], lw=1.3,
-                             label=f"{res.instrument} ({total:,} CRs in range)")
+                             label=f"{res.instrument} ({crs} in range)")
             if ax is axes[0]:
                 handles.append(step)
-                labels.append(f"{res.instrument} ({total:,} CRs)")
+                labels.append(f"{res.instrument} ({crs})")
         ax.set_xlabel(label)
         ax.set_ylabel("fraction of CRs per bin")
         if logx:

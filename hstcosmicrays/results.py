@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from . import store
+from ._text import plural
 from .schema import TABLES
 
 __all__ = [
@@ -778,7 +779,7 @@ class Results:
                 writer.close()
             if tmp.exists():
                 tmp.unlink()
-        log.debug("exported %d rows of %s to %s", n, table, out)  # the CLI prints its own line
+        log.debug("exported %s of %s to %s", plural(n, "row"), table, out)  # the CLI prints its own line
         return n
 
     # -- internals ------------------------------------------------------------------------------

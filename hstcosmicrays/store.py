@@ -44,6 +44,7 @@ from typing import Iterable, Iterator, Mapping
 import h5py
 import numpy as np
 
+from ._text import plural
 from .config import config_digest
 from .schema import CONFIG_PART_BYTES, DATA_TABLES, SCHEMA_VERSION, TABLES, as_table, empty_table
 
@@ -196,7 +197,7 @@ def _parse_superblock(sb: bytes, path: Path) -> _Superblock | None:
         return None
     if len(sb) < _SB_SIZE:
         raise StoreError(
-            f"{path} is damaged: the file ends inside its HDF5 superblock ({len(sb)} bytes; "
+            f"{path} is damaged: the file ends inside its HDF5 superblock ({plural(len(sb), 'byte')}; "
             "truncated); restore it from a copy"
         )
     if sb[9] != 8:
@@ -617,7 +618,7 @@ def format_ledger(path: str | os.PathLike) -> str:
             lines.append(f"{'':8} error: {ledger['error'][i].decode(errors='replace')}")
     states = ledger["state"]
     lines.append(
-        f"{len(states)} months: {int(np.sum(states == b'committed'))} committed, "
+        f"{plural(len(states), 'month')}: {int(np.sum(states == b'committed'))} committed, "
         f"{int(np.sum(states == b'failed'))} failed"
     )
     lines.append(f"median rate in {next(c.unit for c in TABLES['months'] if c.name == 'median_rate')}")
@@ -625,7 +626,7 @@ def format_ledger(path: str | os.PathLike) -> str:
     digests, counts = np.unique(ledger["config_hash"], return_counts=True)
     for digest, count in zip(digests.tolist(), counts.tolist()):
         note = "" if digest.decode() in stored else ", its text not stored"
-        lines.append(f"configuration {digest.decode()}: {count} month{'s' if count != 1 else ''}{note}")
+        lines.append(f"configuration {digest.decode()}: {plural(count, 'month')}{note}")
     return "\n".join(lines)
 
 
@@ -884,8 +885,8 @@ class ResultsStore:
             tmp.unlink(missing_ok=True)
         self._config_stored = False  # a new file: the next commit checks it again
         after = self.path.stat().st_size
-        log.debug("%s: compacted from %d to %d ledger rows, %.1f MB to %.1f MB", self.path,
-                  len(ledger["month"]), len(keep), before / 1e6, after / 1e6)
+        log.debug("%s: compacted from %d to %s, %.1f MB to %.1f MB", self.path,
+                  len(ledger["month"]), plural(len(keep), "ledger row"), before / 1e6, after / 1e6)
         return before, after
 
     # -- queries ------------------------------------------------------------------------------

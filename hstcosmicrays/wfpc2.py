@@ -47,6 +47,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
+from ._text import plural
 from .config import InstrumentConfig
 from .frames import Chip
 
@@ -141,8 +142,8 @@ def threshold_masks(
             touching &= ndimage.binary_dilation(mask, structure=_EIGHT)
             mask |= touching
         log.debug(
-            "chip %d: median %.3f DN, sigma %.3f DN, threshold %.3f DN, %d pixels above",
-            chip.extver, median, sigma, cut, int(mask.sum()),
+            "chip %d: median %.3f DN, sigma %.3f DN, threshold %.3f DN, %s above",
+            chip.extver, median, sigma, cut, plural(int(mask.sum()), "pixel"),
         )
         masks.append(mask)
     return masks

@@ -675,3 +675,23 @@ def test_cr_flags_already_in_the_inputs_change_nothing(tmp_path, name, shape):
         stores.append(out / inst.store_name)
     assert read_ledger(stores[0])["n_cr"].sum() > 100
     assert_same_store(*stores)
+
+
+def test_counts_of_one_are_logged_in_the_singular(tmp_path, caplog):
+    """One WFPC2 month of one dark (measured by the threshold, no partner needed): '1 month',
+    '1 dark', '1 frame', never '1 months' and the like."""
+    import re
+
+    cfg = load_config()
+    opts = RunOptions(archive="simulated", start=parse_month("2005-01"), stop=parse_month("2005-01"), workers=1,
+                      darks_per_month=1)
+    with caplog.at_level("DEBUG", logger="hstcosmicrays"):
+        summary = CosmicRayPipeline(instrument=cfg.instrument("wfpc2"), config=cfg, output_dir=tmp_path,
+                                    options=opts).run()
+    assert summary.committed == ("2005-01",)
+    assert "wfpc2: 1 month to process" in caplog.text
+    assert "wfpc2 2005-01: 1 dark in the archive" in caplog.text
+    assert re.search(r"wfpc2 2005-01: committed 1 frame, 0 failed, \d+ CRs", caplog.text)
+    assert "wfpc2: committed 1 month, 0 failed" in caplog.text
+    wrong = re.findall(r"\b1 (?:months|frames|darks|CRs|files|groups|stacks|rows|reads|pixels|days)\b", caplog.text)
+    assert not wrong, caplog.text

@@ -72,6 +72,14 @@ def test_plot_rate_median_of_a_single_month_is_visible(tmp_path):
     np.testing.assert_allclose(median.get_ydata(), res.rate_series()["median"])
 
 
+def test_plot_rate_note_counts_in_the_singular(tmp_path):
+    """One month whose one SAA frame lifts its mean above the axis: '1 frame', '1 period mean'."""
+    build_store(tmp_path / "acs_hrc.h5", instrument="acs_hrc", first="2004-03", last="2004-03",
+                frames_per_month=6, crs_per_frame=20, seed=5)
+    ax = plots.plot_rate(open_results(tmp_path / "acs_hrc.h5")).axes[0]
+    assert [t.get_text() for t in ax.texts] == ["above the axis: 1 frame (SAA crossings), 1 period mean"]
+
+
 def test_plot_rate_overlays_several_instruments(stores):
     out, uvis, hrc = stores
     both = [open_results(out / "wfc3_uvis.h5"), open_results(out / "acs_hrc.h5")]

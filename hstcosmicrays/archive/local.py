@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 
 from astropy.io import fits
 
+from .._text import plural
 from ..config import InstrumentConfig
 from ..intervals import Month
 from .base import ArchiveError, Dataset, ProductFile, safe_filename
@@ -90,7 +91,7 @@ class LocalArchive:
                 size=f.stat().st_size,
             ))
         self._index = entries
-        log.debug("local archive %s: %d files indexed", self.path, len(entries))
+        log.debug("local archive %s: %s indexed", self.path, plural(len(entries), "file"))
         return entries
 
     def check_instrument(self, instrument: InstrumentConfig) -> None:

@@ -61,6 +61,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .._text import plural
 from ..config import InstrumentConfig
 from ..intervals import Month
 from .base import ArchiveError, Dataset, ProductFile, safe_filename
@@ -393,7 +394,7 @@ class MastArchive:
             except Exception as exc:  # noqa: BLE001 - every other failure is worth a retry
                 errors.append(_describe(exc))
         raise ArchiveError(
-            f"{instrument.name} {month}: MAST query failed after {self.retries + 1} attempts: "
+            f"{instrument.name} {month}: MAST query failed after {plural(self.retries + 1, 'attempt')}: "
             f"{errors[-1]}"
         )
 
@@ -408,7 +409,7 @@ class MastArchive:
                 return []
             obs = client.query_criteria(pagesize=self.pagesize, **criteria)
             if len(obs) != count:
-                raise _Retry(f"MAST announced {count} observations but returned {len(obs)}")
+                raise _Retry(f"MAST announced {plural(count, 'observation')} but returned {len(obs)}")
             t_min = _float_column(obs, "t_min")
             exptime = _float_column(obs, "t_exptime")
             names = np.asarray(obs["instrument_name"], dtype=str)
@@ -421,7 +422,7 @@ class MastArchive:
             t_min, exptime = t_min[keep], exptime[keep]
             products = client.get_product_list(obs)
             if len(products) == 0:
-                raise _Retry(f"MAST listed no products for {len(obs)} observations")
+                raise _Retry(f"MAST listed no products for {plural(len(obs), 'observation')}")
             chosen = client.filter_products(
                 products, productSubGroupDescription=list(instrument.products), mrp_only=False,
             )
@@ -429,8 +430,8 @@ class MastArchive:
             self._state.deadline = None
         datasets = self._datasets(instrument, obs, t_min, exptime, chosen)
         self.last_query = MastQuery(criteria, count, len(keep), len(chosen))
-        log.debug("%s %s: %d darks in MAST (%d files of %s)", instrument.name, month, len(datasets),
-                 sum(len(d.products) for d in datasets), "+".join(instrument.products))
+        log.debug("%s %s: %s in MAST (%s of %s)", instrument.name, month, plural(len(datasets), "dark"),
+                  plural(sum(len(d.products) for d in datasets), "file"), "+".join(instrument.products))
         return datasets
 
     def _datasets(self, instrument, obs, t_min, exptime, products) -> list[Dataset]:
@@ -512,15 +513,15 @@ class MastArchive:
                 pending.append((obs_id, inst, prod, dest))
         kept = len(todo) - len(pending)
         if kept:
-            log.info("%d of %d files already present and valid", kept, len(todo))
+            log.info("%d of %s already present and valid", kept, plural(len(todo), "file"))
         reasons: dict[Path, str] = {}
         for attempt in range(self.retries + 1):
             if not pending:
                 break
             if attempt:
                 delay = self._backoff(attempt - 1)
-                log.info("download retry %d/%d of %d files in %.3g s (e.g. %s: %s)", attempt,
-                         self.retries, len(pending), delay, pending[0][3].name, reasons[pending[0][3]])
+                log.info("download retry %d/%d of %s in %.3g s (e.g. %s: %s)", attempt, self.retries,
+                         plural(len(pending), "file"), delay, pending[0][3].name, reasons[pending[0][3]])
                 self._sleep(delay)
             still = []
             for obs_id, inst, prod, dest in pending:
@@ -536,8 +537,8 @@ class MastArchive:
         if pending:
             first = "; ".join(f"{dest.name}: {reasons[dest]}" for *_, dest in pending[:3])
             raise ArchiveError(
-                f"{len(pending)} of {len(todo)} files not downloaded after {self.retries + 1} "
-                f"attempts ({first}{'; ...' if len(pending) > 3 else ''})"
+                f"{len(pending)} of {plural(len(todo), 'file')} not downloaded after "
+                f"{plural(self.retries + 1, 'attempt')} ({first}{'; ...' if len(pending) > 3 else ''})"
             )
         return out
 
@@ -570,8 +571,8 @@ class MastArchive:
         if reason is not None and last and reason.startswith("size "):
             instrument = self._instruments.get(instrument_name)
             if verify_product(part, suffix=prod.suffix, size=None, instrument=instrument) is None:
-                log.warning("%s: %s; accepted after %d tries: the FITS file is complete",
-                            dest.name, reason, self.retries + 1)
+                log.warning("%s: %s; accepted after %s: the FITS file is complete",
+                            dest.name, reason, plural(self.retries + 1, "try", "tries"))
                 reason = None
         if reason is not None:
             _unlink(part)
