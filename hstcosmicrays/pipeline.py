@@ -580,10 +580,12 @@ class CosmicRayPipeline:
             self._log_unended(unended)
             self._warn_early_commits(store, months)
             todo, skipped = self.pending_months(store)
-            log.info(
-                "%s: %s to process, %d already committed (store %s)",
-                self.instrument.name, plural(len(todo), "month"), len(skipped), self.store_path,
-            )
+            if self.options.reprocess:
+                plan = f"{plural(len(todo), 'month')} to reprocess (--reprocess)"
+            else:
+                plan = f"{plural(len(todo), 'month')} to process" + (
+                    f", {len(skipped)} already committed" if skipped else "")
+            log.info("%s: %s; store %s", self.instrument.name, plan, self.store_path)
             if not todo:
                 return RunSummary(skipped=tuple(m.label for m in skipped))
             executor = self._make_executor()

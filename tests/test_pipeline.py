@@ -85,7 +85,7 @@ def test_run_commits_every_month_with_real_measurements(reference_store, capsys)
     assert text.count("committed") >= 3 and "2003-02" in text
 
 
-def test_rerun_skips_committed_months_and_reprocess_redoes_them(reference_store, tmp_path):
+def test_rerun_skips_committed_months_and_reprocess_redoes_them(reference_store, tmp_path, caplog):
     import shutil
 
     path = tmp_path / f"{INSTR}.h5"
@@ -93,14 +93,22 @@ def test_rerun_skips_committed_months_and_reprocess_redoes_them(reference_store,
     cfg = load_config()
     opts = RunOptions(archive="simulated", start=parse_month("2003-01"), stop=parse_month("2003-04"),
                       workers=1, darks_per_month=2)
-    summary = CosmicRayPipeline(instrument=cfg.instrument(INSTR), config=cfg, output_dir=tmp_path, options=opts).run()
+    with caplog.at_level("INFO", logger="hstcosmicrays"):
+        summary = CosmicRayPipeline(instrument=cfg.instrument(INSTR), config=cfg, output_dir=tmp_path,
+                                    options=opts).run()
     assert summary.committed == ("2003-04",) and summary.skipped == ("2003-01", "2003-02", "2003-03")
-    again = CosmicRayPipeline(
-        instrument=cfg.instrument(INSTR), config=cfg, output_dir=tmp_path,
-        options=RunOptions(archive="simulated", start=parse_month("2003-02"), stop=parse_month("2003-02"),
-                           workers=1, darks_per_month=2, reprocess=True),
-    ).run()
+    assert f"{INSTR}: 1 month to process, 3 already committed; store {path}" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="hstcosmicrays"):
+        again = CosmicRayPipeline(
+            instrument=cfg.instrument(INSTR), config=cfg, output_dir=tmp_path,
+            options=RunOptions(archive="simulated", start=parse_month("2003-02"), stop=parse_month("2003-02"),
+                               workers=1, darks_per_month=2, reprocess=True),
+        ).run()
     assert again.committed == ("2003-02",)
+    # the months are processed again, whatever the ledger says: no count of committed ones
+    assert f"{INSTR}: 1 month to reprocess (--reprocess); store {path}" in caplog.text
+    assert "already committed" not in caplog.text
     ledger = read_ledger(path, latest=False)
     assert ledger["month"].tolist().count(b"2003-02") == 2
     # reprocessing gives the same rows, and no duplicates are visible
@@ -689,7 +697,7 @@ def test_counts_of_one_are_logged_in_the_singular(tmp_path, caplog):
         summary = CosmicRayPipeline(instrument=cfg.instrument("wfpc2"), config=cfg, output_dir=tmp_path,
                                     options=opts).run()
     assert summary.committed == ("2005-01",)
-    assert "wfpc2: 1 month to process" in caplog.text
+    assert f"wfpc2: 1 month to process; store {tmp_path / 'wfpc2.h5'}" in caplog.text  # none committed: not said
     assert "wfpc2 2005-01: 1 dark in the archive" in caplog.text
     assert re.search(r"wfpc2 2005-01: committed 1 frame, 0 failed, \d+ CRs", caplog.text)
     assert "wfpc2: committed 1 month, 0 failed" in caplog.text
