@@ -28,15 +28,36 @@ class CLIError(Exception):
 # logging
 
 
-def setup_logging(*, verbosity: int, logfile: Path | None = None) -> None:
-    """Console handler at WARNING/INFO/DEBUG (``-q``/default/``-v``), plus a DEBUG log file."""
+class _ProgressConsoleHandler(logging.StreamHandler):
+    """The console handler while tqdm progress bars are shown: each line goes through
+    ``tqdm.write``, which takes the bars off the terminal, writes the line and draws them again
+    below it, so that a log line never lands inside a bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except RecursionError:
+            raise
+        except Exception:  # noqa: BLE001 - as logging.StreamHandler.emit does
+            self.handleError(record)
+
+
+def setup_logging(*, verbosity: int, logfile: Path | None = None, progress: bool = False) -> None:
+    """Console handler at WARNING/INFO/DEBUG (``-q``/default/``-v``), plus a DEBUG log file.
+
+    With ``progress`` (tqdm bars are shown on the console) console lines are written through
+    tqdm, which keeps them apart from the bars.
+    """
     level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
     root = logging.getLogger("hstcosmicrays")
     root.setLevel(logging.DEBUG)
     for h in list(root.handlers):
         root.removeHandler(h)
         h.close()
-    console = logging.StreamHandler(sys.stderr)
+    console = (_ProgressConsoleHandler if progress else logging.StreamHandler)(sys.stderr)
     console.setLevel(level)
     console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     root.addHandler(console)
@@ -204,7 +225,7 @@ def run_pipeline_main(argv: list[str] | None = None) -> int:
             progress=sys.stderr.isatty() and args.verbosity >= 0,
         )
         pipeline = CosmicRayPipeline(instrument=instrument, config=config, output_dir=output, options=options)
-        setup_logging(verbosity=args.verbosity, logfile=pipeline.new_logfile())
+        setup_logging(verbosity=args.verbosity, logfile=pipeline.new_logfile(), progress=options.progress)
         summary = pipeline.run()
     except CLIError as exc:
         print(f"run_pipeline: error: {exc}", file=sys.stderr)

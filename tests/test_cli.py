@@ -262,3 +262,47 @@ def test_a_missing_solar_file_is_named_with_its_option(tmp_path, capsys):
     assert capsys.readouterr().err == f"hstcosmicrays plot: error: --solar {missing}: no such file\n"
     assert main(argv[:-1] + [str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"hstcosmicrays plot: error: --solar {tmp_path}: is a directory\n"
+
+
+class _Terminal:
+    """A stand-in for a terminal's stderr: tqdm shows its bars on it (isatty), and it keeps
+    what was written."""
+
+    def __init__(self):
+        import io
+
+        self._buffer = io.StringIO()
+        self.write, self.flush, self.getvalue = self._buffer.write, self._buffer.flush, self._buffer.getvalue
+
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_log_lines_on_a_terminal_never_land_inside_a_progress_bar(tmp_path, monkeypatch, terminal):
+    """On a terminal the bars are shown and each log line is written apart from them, on a line
+    of its own ('months:   0%|...| 0/1 [...]17:48:58 INFO ...' was seen); elsewhere no bars, and
+    the log lines are the plain lines of the console handler."""
+    import io
+    import re
+
+    from hstcosmicrays.cli import setup_logging
+
+    stream = _Terminal() if terminal else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    args = ["--instr", "acs_hrc", "--archive", "simulated", "--darks-per-month", "2", "--workers", "1",
+            "--start", "2004-06", "--stop", "2004-06", "--output", str(tmp_path)]
+    try:
+        assert run_pipeline_main(args) == 0
+    finally:
+        setup_logging(verbosity=-1)  # no handler left on this test's stream
+    text = stream.getvalue()
+    pieces = [p for p in re.split(r"[\r\n]", text) if p.strip()]
+    records = [p for p in pieces if re.search(r"\d\d:\d\d:\d\d (INFO|WARNING|ERROR) ", p)]
+    assert any("acs_hrc 2004-06: committed" in r for r in records), text
+    bars = [p for p in pieces if re.match(r"\s*months:", p)]
+    assert bool(bars) == terminal, text
+    for record in records:
+        assert re.match(r"\d\d:\d\d:\d\d (INFO|WARNING|ERROR) ", record), f"a log line inside a bar: {record!r}"
+    if not terminal:
+        assert "\r" not in text and text.endswith("\n")
