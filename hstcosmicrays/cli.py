@@ -96,26 +96,25 @@ def _floats(text):
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def _positive_int(text):
-    """A whole number of 1 or more (e.g. ``--darks-per-month``); anything else is a usage error."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
-    return value
+def _int_at_least(minimum: int):
+    """An argparse type: a whole number of ``minimum`` or more; anything else is a usage error."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {minimum} or more, got {value}")
+        return value
+
+    return parse
 
 
-def _nonnegative_int(text):
-    """A whole number of 0 or more (e.g. ``--workers``); anything else is a usage error."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
-    return value
+#: ``--darks-per-month`` and the like: 1 or more.
+_positive_int = _int_at_least(1)
+#: ``--workers`` (0 = number of cores): 0 or more.
+_nonnegative_int = _int_at_least(0)
 
 
 def _nearest_existing(path: Path) -> Path:
