@@ -122,6 +122,7 @@ from .config import Config, ConfigError, CRRejectParams, InstrumentConfig
 
 __all__ = [
     "CRRejectError",
+    "clear_bits",
     "Stack",
     "Exclusion",
     "ChipRejection",
@@ -1329,6 +1330,12 @@ class _ConstantImage:
         return np.broadcast_to(self._row, (n, self.shape[1]))
 
 
+def clear_bits(dq: np.ndarray, bits: int) -> np.ndarray:
+    """A copy of the DQ array ``dq`` with ``bits`` cleared, in its own integer type."""
+    dq = np.asarray(dq)
+    return dq & np.array(~int(bits)).astype(dq.dtype)
+
+
 class _WithoutBits:
     """Rows of a DQ source with some bits cleared."""
 
@@ -1338,8 +1345,7 @@ class _WithoutBits:
         self._bits = int(bits)
 
     def __getitem__(self, rows: slice) -> np.ndarray:
-        block = np.asarray(self._source[rows])
-        return block & np.array(~self._bits).astype(block.dtype)
+        return clear_bits(self._source[rows], self._bits)
 
 
 def _without_bits(source: Any, bits: int) -> Any:

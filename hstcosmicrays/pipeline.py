@@ -253,9 +253,11 @@ def _with_cr_flags(chips, masks, *, instrument: InstrumentConfig) -> tuple:
     association) is cleared, as the STScI tools clear it where a pixel is not flagged now: the
     stored CRs are those of this pipeline's rejection, whatever the archive's processing.
     """
-    keep = np.array(~instrument.dq_cr).astype(chips[0].dq.dtype) if chips else 0
+    from .crreject import clear_bits
+
     return tuple(
-        dataclasses.replace(chip, dq=(chip.dq & keep) | (mask.astype(chip.dq.dtype) * instrument.dq_cr))
+        dataclasses.replace(
+            chip, dq=clear_bits(chip.dq, instrument.dq_cr) | (mask.astype(chip.dq.dtype) * instrument.dq_cr))
         for chip, mask in zip(chips, masks)
     )
 
