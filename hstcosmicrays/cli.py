@@ -345,7 +345,8 @@ def _cmd_simulate(args) -> int:
 
 def _add_crreject(sub) -> None:
     p = sub.add_parser("crreject", help="CR-SPLIT rejection of FLT files (ORs DQ 8192 into the inputs)")
-    p.add_argument("inputs", nargs="+", type=Path, help="two or more FLT files of one CR-SPLIT set")
+    p.add_argument("inputs", nargs="+", type=Path,
+                   help="FLT files of one CR-SPLIT set: two or more, or one STIS FLT holding the set as imsets")
     p.add_argument("--crrejtab", type=Path, help="CRREJTAB FITS table to take the parameters from")
     p.add_argument("--crsigmas", type=_floats,
                    help="rejection thresholds in sigma, one iteration per value, e.g. 6.5,5.5,4.5")
@@ -390,6 +391,8 @@ def _add_measure(sub) -> None:
              "or an IR IMA ramp (CRs per read)")
     p.add_argument("file", type=Path, help="FLT/C0M file with CR flags in its DQ, or a WFC3/IR or NICMOS IMA file")
     p.add_argument("--out", type=Path, help="per-CR table, .csv or .parquet (default: print the summary only)")
+    p.add_argument("--imset", type=_positive_int,
+                   help="the exposure to measure in a file that holds several (a STIS CR-SPLIT FLT: 1 to N)")
     p.add_argument("--config", type=Path, help="YAML file overriding the default configuration")
     p.set_defaults(func=_cmd_measure)
 
@@ -410,9 +413,11 @@ def _cmd_measure(args) -> int:
     if instrument.kind == "ir":  # an IMA ramp: CRs read by read (method ir_ramp)
         from .ir import measure_ima
 
+        if args.imset not in (None, 1):
+            raise CLIError(f"--imset {args.imset}: {args.file} is an IR ramp; its imsets are reads, not exposures")
         result = measure_ima(args.file, instrument=instrument)
     else:
-        result = measure_file(args.file, config=config)
+        result = measure_file(args.file, config=config, imset=args.imset)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         table = result.cosmic_ray_frame()

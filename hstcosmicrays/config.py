@@ -265,6 +265,11 @@ class InstrumentConfig:
     threshold_sigma : float
         WFPC2 frames without a CR-SPLIT partner: pixels above median + this many robust sigma
         are CR pixels (:mod:`hstcosmicrays.wfpc2`); default 5.
+    imset_exposures : bool
+        Each imset of a file is an exposure of its own (STIS: the sub-exposures of a CR-SPLIT
+        or repeated observation are the imsets of one FLT, imset ``k`` holding EXTVER
+        ``chips + (k - 1) * len(chips)`` and its own EXPTIME, EXPSTART, EXPEND); otherwise the
+        imsets are the chips of one exposure. Only for ``kind: ccd``; default False.
     """
 
     name: str
@@ -303,9 +308,12 @@ class InstrumentConfig:
     simulation: Optional[SimulationConfig] = None
     jump_sigma: float = 4.0
     threshold_sigma: float = 5.0
+    imset_exposures: bool = False
 
     def __post_init__(self) -> None:
         where = f"instruments.{self.name}"
+        if self.imset_exposures and self.kind != "ccd":
+            raise ConfigError(f"{where}.imset_exposures: only CCD FLT files (kind 'ccd') hold exposures as imsets")
         if not (self.jump_sigma > 0 and self.threshold_sigma > 0):
             raise ConfigError(f"{where}: jump_sigma and threshold_sigma must be positive")
         if self.kind not in ("ccd", "ir", "wfpc2"):

@@ -29,6 +29,13 @@ amplifiers named in CCDAMP (gain) or to ``instrument.readnoise_default`` (read n
 Per-pixel gain and read-noise arrays vary only along columns, so they are returned as read-only
 broadcast views of one row (no full-size allocation); use them in arithmetic, do not write to them.
 
+Files of several exposures (``instrument.imset_exposures``, STIS): a CR-SPLIT or repeated
+observation keeps its sub-exposures as the imsets SCI,1..N of one FLT, each with its own EXPTIME,
+EXPSTART and EXPEND in its SCI header (as ocrreject reads them). :func:`read_headers` gives one
+:class:`FrameHeader` per imset (``imset`` 1..N, ``rootname`` ``<ROOTNAME>_<k>``), and
+:func:`read_header` / :func:`read_chips` read one of them (``imset=k``). A file with one imset
+is one exposure like any other (``imset`` 0, the plain rootname).
+
 IR IMA files (``kind == "ir"``): :func:`read_header` reads their metadata (the imset with EXTVER 1,
 the last read, stands for the science extension; NSAMP is the number of reads; NICMOS headers
 without DETECTOR are matched by CAMERA); their pixels, one imset per read, are read by
@@ -58,7 +65,10 @@ __all__ = [
     "FrameHeader",
     "Chip",
     "read_header",
+    "read_headers",
     "read_chips",
+    "imset_extvers",
+    "imset_offset",
     "pointing",
     "identify_instrument",
     "companion_path",
@@ -83,7 +93,8 @@ class FrameHeader:
     path : Path
         The file (FLT, or C0M for WFPC2).
     rootname : str
-        ROOTNAME in lower case.
+        ROOTNAME in lower case; ``<rootname>_<k>`` for imset ``k`` of a file of several
+        exposures (see ``imset``).
     instrument : str
         Configuration key of the instrument, e.g. ``"wfc3_uvis"``.
     instrume, detector : str
@@ -117,6 +128,12 @@ class FrameHeader:
         SAA_EXIT as MJD (NaN when absent).
     saa_time : float
         SAA_TIME (s since the last SAA exit; NaN when absent).
+    imset : int
+        0 when the file is one exposure; ``k`` (1, 2, ...) for the exposure in imset ``k`` of a
+        file of several (``instrument.imset_exposures``).
+    imset_ok : bool
+        IMSET_OK of the imset's SCI header (calstis sets it False for an imset it could not
+        calibrate, e.g. one of zero EXPTIME; ocrreject leaves such imsets out); True when absent.
     """
 
     path: Path
@@ -144,6 +161,8 @@ class FrameHeader:
     saa_time: float
     imagetyp: str
     targname: str
+    imset: int = 0
+    imset_ok: bool = True
 
     @property
     def in_electrons(self) -> bool:
@@ -221,14 +240,14 @@ def _get(headers: list, key: str, default: Any = None) -> Any:
     return default
 
 
-def _require(path: Path, headers: list, key: str) -> Any:
+def _require(path: Path | str, headers: list, key: str) -> Any:
     value = _get(headers, key)
     if value is None:
         raise FrameError(f"{path}: missing keyword {key}")
     return value
 
 
-def _as_float(path: Path, key: str, value: Any) -> float:
+def _as_float(path: Path | str, key: str, value: Any) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -239,7 +258,7 @@ def _str(value: Any) -> str:
     return "" if value is None else str(value).strip()
 
 
-def _iso_date(path: Path, date: str, time: str) -> str:
+def _iso_date(path: Path | str, date: str, time: str) -> str:
     """DATE-OBS (``YYYY-MM-DD`` or old ``DD/MM/YY``) and TIME-OBS -> ``YYYY-MM-DDTHH:MM:SS``."""
     date = date.strip()
     time = time.strip()
@@ -304,8 +323,31 @@ def _detector_matches(instrument: InstrumentConfig, instrume: str, detector: str
     return detector.upper() == instrument.detector.upper()
 
 
-def _science_hdus(hdul, instrument: InstrumentConfig) -> list:
-    """Image HDUs of the instrument's science chips, in the order of ``instrument.chips``."""
+def imset_offset(instrument: InstrumentConfig, imset: int = 0) -> int:
+    """What the EXTVERs of imset ``imset`` add to the chips' numbers (``instrument.chips``):
+    ``(imset - 1) * len(chips)`` for an exposure of a file of several
+    (``instrument.imset_exposures``), 0 for a file that is one exposure (``imset`` 0)."""
+    if imset < 0:
+        raise ValueError(f"imset: expected 0 or more, got {imset}")
+    if imset and not instrument.imset_exposures:
+        raise ValueError(f"{instrument.name}: its imsets are the chips of one exposure, not exposures (imset {imset})")
+    return (imset - 1) * len(instrument.chips) if imset else 0
+
+
+def imset_extvers(instrument: InstrumentConfig, imset: int = 0) -> tuple[int, ...]:
+    """EXTVER of the science chips of an exposure: ``instrument.chips`` plus
+    :func:`imset_offset`."""
+    offset = imset_offset(instrument, imset)
+    return tuple(int(v) + offset for v in instrument.chips)
+
+
+def _n_imsets(hdul) -> int:
+    """Number of SCI extensions of an FLT file."""
+    return sum(1 for h in hdul if h.name == "SCI")
+
+
+def _science_hdus(hdul, instrument: InstrumentConfig, imset: int = 0) -> list:
+    """Image HDUs of the science chips of one exposure, in the order of ``instrument.chips``."""
     if instrument.kind == "wfpc2":
         images = [h for h in hdul if h.is_image and h.header.get("NAXIS", 0) == 2]
         by_ver = {}
@@ -313,7 +355,7 @@ def _science_hdus(hdul, instrument: InstrumentConfig) -> list:
             by_ver.setdefault(int(h.header.get("EXTVER", i)), h)
         return [by_ver[v] for v in instrument.chips if v in by_ver]
     out = []
-    for v in instrument.chips:
+    for v in imset_extvers(instrument, imset):
         try:
             out.append(hdul["SCI", v])
         except KeyError:
@@ -325,7 +367,7 @@ def _science_hdus(hdul, instrument: InstrumentConfig) -> list:
 # public API
 
 
-def read_header(path: str | Path, *, instrument: InstrumentConfig) -> FrameHeader:
+def read_header(path: str | Path, *, instrument: InstrumentConfig, imset: int = 0) -> FrameHeader:
     """Read the header metadata of one frame (headers only, no pixel data).
 
     Parameters
@@ -334,6 +376,10 @@ def read_header(path: str | Path, *, instrument: InstrumentConfig) -> FrameHeade
         FLT file (CCDs), C0M file (WFPC2) or IMA file (IR).
     instrument : InstrumentConfig
         The instrument the file must belong to.
+    imset : int
+        0: the file is one exposure (for a file of several, its first imset stands for it).
+        ``k`` >= 1: the exposure in imset ``k`` (``instrument.imset_exposures`` only); its
+        EXPTIME, EXPSTART, EXPEND, DATE-OBS and TIME-OBS come from its SCI header.
 
     Returns
     -------
@@ -344,95 +390,124 @@ def read_header(path: str | Path, *, instrument: InstrumentConfig) -> FrameHeade
     FrameError
         Not a FITS file, a required keyword (ROOTNAME, INSTRUME, DETECTOR, EXPTIME, EXPSTART,
         EXPEND, DATE-OBS, TIME-OBS) missing or malformed, INSTRUME/DETECTOR of another
-        instrument, no science extension, or no gain for a file in DN.
+        instrument, no science extension (of the imset), or no gain for a file in DN.
     FileNotFoundError
         The file does not exist.
     """
     path = Path(path)
     with _open(path) as hdul:
-        primary = hdul[0].header
-        scis = _science_hdus(hdul, instrument)
-        if not scis:
-            raise FrameError(
-                f"{path}: no science extension of {instrument.name} (expected EXTVER {list(instrument.chips)})"
-            )
-        sci = scis[0].header
-        headers = [primary, sci]
-        instrume = _str(_require(path, headers, "INSTRUME"))
-        if instrument.kind == "wfpc2":
-            detector = _str(_get(headers, "DETECTOR", ""))
-        elif instrument.kind == "ir" and _get(headers, "DETECTOR") is None and _get(headers, "CAMERA") is not None:
-            detector = _str(_get(headers, "CAMERA"))  # NICMOS names its camera, not a detector
-        else:
-            detector = _str(_require(path, headers, "DETECTOR"))
-        if not _detector_matches(instrument, instrume, detector):
-            raise FrameError(
-                f"{path}: INSTRUME/DETECTOR {instrume}/{detector} is not {instrument.name} "
-                f"({instrument.instrume}/{instrument.detector})"
-            )
-        if instrument.kind == "wfpc2":
-            detector = instrument.detector
-        rootname = _str(_get(headers, "ROOTNAME")) or path.name.split("_")[0]
-        exptime = _as_float(path, "EXPTIME", _require(path, headers, "EXPTIME"))
-        flashdur = _as_float(path, "FLASHDUR", _get(headers, "FLASHDUR", 0.0))
-        expstart = _as_float(path, "EXPSTART", _require(path, headers, "EXPSTART"))
-        expend = _as_float(path, "EXPEND", _require(path, headers, "EXPEND"))
-        date_obs = _iso_date(path, _str(_require(path, headers, "DATE-OBS")),
-                             _str(_get(headers, "TIME-OBS", "00:00:00")))
-        ccdamp = _str(_get(headers, "CCDAMP", "")).upper()
-        bunit = _str(_get([sci, primary], "BUNIT", instrument.bunit))
-        shape = (int(sci["NAXIS2"]), int(sci["NAXIS1"]))
-        subarray_kw = _get(headers, "SUBARRAY")
-        subarray = bool(subarray_kw) if subarray_kw is not None else shape != tuple(instrument.chip_shape)
+        return _frame_header(hdul, path=path, instrument=instrument, imset=imset)
 
-        gains = _keyword_values(headers, instrument.gain_keywords)
-        if gains is None or not any(g > 0 for g in gains):
-            fallback = _get(headers, "ATODGAIN", _get(headers, "CCDGAIN"))
-            if fallback is not None and float(fallback) > 0:
-                gains = (float(fallback),)
-            elif bunit.upper().startswith("ELECTRON"):
-                gains = (1.0,)
-                log.debug("%s: no gain keyword; file in electrons, gain 1 assumed", path)
-            else:
-                raise FrameError(
-                    f"{path}: missing keyword {'/'.join(instrument.gain_keywords) or 'ATODGAIN'} "
-                    f"(gain needed to convert {bunit or 'DN'} to electrons)"
-                )
-        readnoise = _keyword_values(headers, instrument.readnoise_keywords)
-        if readnoise is None or not any(r > 0 for r in readnoise):
-            rn = _get(headers, "READNSE")
-            readnoise = (float(rn),) if rn is not None and float(rn) > 0 else (instrument.readnoise_default,)
-        ccdgain_kw = _get(headers, "CCDGAIN", _get(headers, "ATODGAIN"))
-        ccdgain = float(ccdgain_kw) if ccdgain_kw is not None else math.nan
 
-        saa_time_kw = _get(headers, "SAA_TIME")
-        header = FrameHeader(
-            path=path,
-            rootname=rootname.lower(),
-            instrument=instrument.name,
-            instrume=instrume,
-            detector=detector,
-            exptime=exptime,
-            flashdur=flashdur,
-            expstart=expstart,
-            expend=expend,
-            date_obs=date_obs,
-            ccdamp=ccdamp,
-            ccdgain=ccdgain,
-            subarray=subarray,
-            shape=shape,
-            nchips=len(scis),
-            quality=_str(_get(headers, "QUALITY", "")),
-            bunit=bunit,
-            crsplit=int(_get(headers, "CRSPLIT", 1) or 1),
-            nsamp=int(_get(headers, "NSAMP", 1) or 1),
-            gains=tuple(gains),
-            readnoise=tuple(readnoise),
-            saa_exit=saa_exit_mjd(path, _get(headers, "SAA_EXIT")),
-            saa_time=_as_float(path, "SAA_TIME", saa_time_kw) if saa_time_kw not in (None, "") else math.nan,
-            imagetyp=_str(_get(headers, "IMAGETYP", "")),
-            targname=_str(_get(headers, "TARGNAME", "")),
+def read_headers(path: str | Path, *, instrument: InstrumentConfig) -> tuple[FrameHeader, ...]:
+    """The header metadata of every exposure in a file: one for most files; one per imset for a
+    file of several exposures (``instrument.imset_exposures`` and two or more SCI extensions).
+
+    Raises
+    ------
+    FrameError, FileNotFoundError
+        As :func:`read_header`, for any of the imsets.
+    """
+    path = Path(path)
+    with _open(path) as hdul:
+        n = _n_imsets(hdul) if instrument.imset_exposures else 1
+        if n <= 1:
+            return (_frame_header(hdul, path=path, instrument=instrument, imset=0),)
+        return tuple(_frame_header(hdul, path=path, instrument=instrument, imset=k) for k in range(1, n + 1))
+
+
+def _frame_header(hdul, *, path: Path, instrument: InstrumentConfig, imset: int) -> FrameHeader:
+    primary = hdul[0].header
+    extvers = imset_extvers(instrument, imset)
+    scis = _science_hdus(hdul, instrument, imset)
+    if not scis:
+        what = f"imset {imset}" if imset else f"science extension of {instrument.name}"
+        raise FrameError(f"{path}: no {what} (expected EXTVER {list(extvers)})")
+    sci = scis[0].header
+    headers = [primary, sci]
+    # the exposure's own keywords (times, SAA_EXIT, SAA_TIME): in the SCI header of its imset when
+    # a file holds several exposures (STIS keeps the file's totals, TEXPTIME etc., in the primary)
+    timing = [sci, primary] if instrument.imset_exposures else headers
+    where: Any = f"{path} (imset {imset})" if imset else path
+    instrume = _str(_require(path, headers, "INSTRUME"))
+    if instrument.kind == "wfpc2":
+        detector = _str(_get(headers, "DETECTOR", ""))
+    elif instrument.kind == "ir" and _get(headers, "DETECTOR") is None and _get(headers, "CAMERA") is not None:
+        detector = _str(_get(headers, "CAMERA"))  # NICMOS names its camera, not a detector
+    else:
+        detector = _str(_require(path, headers, "DETECTOR"))
+    if not _detector_matches(instrument, instrume, detector):
+        raise FrameError(
+            f"{path}: INSTRUME/DETECTOR {instrume}/{detector} is not {instrument.name} "
+            f"({instrument.instrume}/{instrument.detector})"
         )
+    if instrument.kind == "wfpc2":
+        detector = instrument.detector
+    rootname = (_str(_get(headers, "ROOTNAME")) or path.name.split("_")[0]).lower()
+    if imset:
+        rootname = f"{rootname}_{imset}"
+    exptime = _as_float(where, "EXPTIME", _require(where, timing, "EXPTIME"))
+    flashdur = _as_float(where, "FLASHDUR", _get(timing, "FLASHDUR", 0.0))
+    expstart = _as_float(where, "EXPSTART", _require(where, timing, "EXPSTART"))
+    expend = _as_float(where, "EXPEND", _require(where, timing, "EXPEND"))
+    date_obs = _iso_date(where, _str(_require(where, timing, "DATE-OBS")),
+                         _str(_get(timing, "TIME-OBS", "00:00:00")))
+    ccdamp = _str(_get(headers, "CCDAMP", "")).upper()
+    bunit = _str(_get([sci, primary], "BUNIT", instrument.bunit))
+    shape = (int(sci["NAXIS2"]), int(sci["NAXIS1"]))
+    subarray_kw = _get(headers, "SUBARRAY")
+    subarray = bool(subarray_kw) if subarray_kw is not None else shape != tuple(instrument.chip_shape)
+
+    gains = _keyword_values(headers, instrument.gain_keywords)
+    if gains is None or not any(g > 0 for g in gains):
+        fallback = _get(headers, "ATODGAIN", _get(headers, "CCDGAIN"))
+        if fallback is not None and float(fallback) > 0:
+            gains = (float(fallback),)
+        elif bunit.upper().startswith("ELECTRON"):
+            gains = (1.0,)
+            log.debug("%s: no gain keyword; file in electrons, gain 1 assumed", path)
+        else:
+            raise FrameError(
+                f"{path}: missing keyword {'/'.join(instrument.gain_keywords) or 'ATODGAIN'} "
+                f"(gain needed to convert {bunit or 'DN'} to electrons)"
+            )
+    readnoise = _keyword_values(headers, instrument.readnoise_keywords)
+    if readnoise is None or not any(r > 0 for r in readnoise):
+        rn = _get(headers, "READNSE")
+        readnoise = (float(rn),) if rn is not None and float(rn) > 0 else (instrument.readnoise_default,)
+    ccdgain_kw = _get(headers, "CCDGAIN", _get(headers, "ATODGAIN"))
+    ccdgain = float(ccdgain_kw) if ccdgain_kw is not None else math.nan
+
+    saa_time_kw = _get(timing, "SAA_TIME")
+    header = FrameHeader(
+        path=path,
+        rootname=rootname,
+        instrument=instrument.name,
+        instrume=instrume,
+        detector=detector,
+        exptime=exptime,
+        flashdur=flashdur,
+        expstart=expstart,
+        expend=expend,
+        date_obs=date_obs,
+        ccdamp=ccdamp,
+        ccdgain=ccdgain,
+        subarray=subarray,
+        shape=shape,
+        nchips=len(scis),
+        quality=_str(_get(headers, "QUALITY", "")),
+        bunit=bunit,
+        crsplit=int(_get(headers, "CRSPLIT", 1) or 1),
+        nsamp=int(_get(headers, "NSAMP", 1) or 1),
+        gains=tuple(gains),
+        readnoise=tuple(readnoise),
+        saa_exit=saa_exit_mjd(path, _get(timing, "SAA_EXIT")),
+        saa_time=_as_float(path, "SAA_TIME", saa_time_kw) if saa_time_kw not in (None, "") else math.nan,
+        imagetyp=_str(_get(headers, "IMAGETYP", "")),
+        targname=_str(_get(headers, "TARGNAME", "")),
+        imset=int(imset),
+        imset_ok=bool(_get([sci], "IMSET_OK", True)),
+    )
     if math.isnan(header.ccdgain):
         header = dataclasses.replace(header, ccdgain=header.mean_gain)
     return header
@@ -473,7 +548,7 @@ def _amp_row(
     return row
 
 
-def read_chips(path: str | Path, *, instrument: InstrumentConfig) -> tuple[Chip, ...]:
+def read_chips(path: str | Path, *, instrument: InstrumentConfig, imset: int = 0) -> tuple[Chip, ...]:
     """Load the science chips of one frame.
 
     Parameters
@@ -482,6 +557,9 @@ def read_chips(path: str | Path, *, instrument: InstrumentConfig) -> tuple[Chip,
         FLT file (CCDs: imsets SCI/ERR/DQ with EXTVER in ``instrument.chips``) or C0M file
         (WFPC2: its image extensions; the DQ comes from the C1M file beside it).
     instrument : InstrumentConfig
+    imset : int
+        The exposure in imset ``imset`` of a file of several (see :func:`read_header`); its
+        chips keep the EXTVER of the file (:func:`imset_extvers`). 0: the file's first.
 
     Returns
     -------
@@ -498,13 +576,13 @@ def read_chips(path: str | Path, *, instrument: InstrumentConfig) -> tuple[Chip,
     path = Path(path)
     if instrument.kind == "ir":
         raise FrameError(f"{path}: IR ramps ({instrument.name}) are read one read at a time by hstcosmicrays.ir.read_ramp")
-    header = read_header(path, instrument=instrument)
+    header = read_header(path, instrument=instrument, imset=imset)
     if instrument.kind == "wfpc2":
         return _read_wfpc2(path, header=header, instrument=instrument)
     chips = []
     two_chip = len(instrument.chips) == 2
     with _open(path) as hdul:
-        for extver, ccdchip_default in zip(instrument.chips, instrument.ccdchip):
+        for extver, ccdchip_default in zip(imset_extvers(instrument, imset), instrument.ccdchip):
             try:
                 sci_hdu = hdul["SCI", extver]
             except KeyError:

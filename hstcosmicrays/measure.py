@@ -42,9 +42,10 @@ from .frames import (
     FrameHeader,
     companion_path,
     identify_instrument,
+    imset_offset,
     pointing,
     read_chips,
-    read_header,
+    read_headers,
     saa_exit_mjd,
 )
 from .labels import label_crs
@@ -215,6 +216,8 @@ def measure_frame(
     parts = []
     n_science = 0
     b = max(int(instrument.border), 0)
+    # the chip's number as in a file of one exposure (STIS imset k of a CR-SPLIT file is chip 1)
+    offset = imset_offset(instrument, header.imset)
     for chip in chips:
         rows, cols = chip.dq.shape
         n_science += max(rows - 2 * b, 0) * max(cols - 2 * b, 0)
@@ -224,7 +227,7 @@ def measure_frame(
         )
         props = cr_properties(labels=labels, image=chip.sci, gain=chip.gain, n=n)
         cols_ = props.as_columns()
-        cols_["chip"] = np.full(n, chip.extver)
+        cols_["chip"] = np.full(n, chip.extver - offset)
         cols_["read"] = np.full(n, -1)
         parts.append(cols_)
     if parts:
@@ -339,8 +342,11 @@ def frame_result(
     return FrameResult(exposure=exposure, cosmic_rays=cosmic_rays, orbit=orbit, warnings=tuple(warnings))
 
 
-def measure_file(path: str | Path, *, config: Config) -> FrameResult:
+def measure_file(path: str | Path, *, config: Config, imset: int | None = None) -> FrameResult:
     """Measure one file whose DQ already carries CR flags (``hstcosmicrays measure FILE``).
+
+    ``imset`` picks the exposure of a file that holds several (a STIS CR-SPLIT FLT: imsets
+    1..N); it must be given for such a file, and 1 (or None) for any other.
 
     The instrument comes from INSTRUME/DETECTOR, the SPT (or SHM) file is looked up beside the
     file (``<rootname>_spt.fits``), the month from EXPSTART; ``method`` is ``"given"`` and
@@ -351,7 +357,8 @@ def measure_file(path: str | Path, *, config: Config) -> FrameResult:
     ------
     FrameError
         Not FITS, unknown instrument, missing keyword (see :func:`hstcosmicrays.frames.read_header`),
-        or an IR instrument (use :func:`hstcosmicrays.ir.measure_ima`).
+        an IR instrument (use :func:`hstcosmicrays.ir.measure_ima`), a file of several
+        exposures without ``imset``, or an imset the file does not have.
     FileNotFoundError
         No such file.
     """
@@ -360,8 +367,15 @@ def measure_file(path: str | Path, *, config: Config) -> FrameResult:
     if instrument.kind == "ir":
         raise FrameError(f"{path}: an up-the-ramp IR file ({instrument.name}); "
                          "measure it with hstcosmicrays.ir.measure_ima")
-    header = read_header(path, instrument=instrument)
-    chips = read_chips(path, instrument=instrument)
+    headers = read_headers(path, instrument=instrument)
+    n = len(headers)
+    if imset is None and n > 1:
+        raise FrameError(f"{path}: holds {n} exposures (imsets 1 to {n}); name the one to measure (--imset)")
+    k = 1 if imset is None else int(imset)
+    if not 1 <= k <= n:
+        raise FrameError(f"{path}: has no imset {k}; it holds " + (f"imsets 1 to {n}" if n > 1 else "one exposure"))
+    header = headers[k - 1]
+    chips = read_chips(path, instrument=instrument, imset=header.imset)
     spt = companion_path(path, "spt") or companion_path(path, "shm")
     return measure_frame(
         header=header, chips=chips, instrument=instrument, spt_path=spt, method="given", group_id=-1,

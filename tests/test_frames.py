@@ -13,10 +13,14 @@ from hstcosmicrays.frames import (
     FrameError,
     companion_path,
     identify_instrument,
+    imset_extvers,
     pointing,
     read_chips,
     read_header,
+    read_headers,
 )
+
+from _stis_files import write_stis_crsplit
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +223,52 @@ def test_wfpc2_c0m_with_c1m_beside_it(tmp_path, config):
     paths["C1M"].unlink()
     with pytest.raises(FrameError, match="no C1M"):
         read_chips(paths["C0M"], instrument=inst)
+
+
+# ---------------------------------------------------------------------------------------------
+# STIS: the sub-exposures of a CR-SPLIT observation are the imsets of one FLT
+
+
+def test_each_imset_of_a_stis_crsplit_file_is_a_frame_with_its_own_times(tmp_path, config):
+    p = tmp_path / "ocmv35010_flt.fits"
+    write_stis_crsplit(p, n=3)
+    inst = config.instrument("stis_ccd")
+    headers = read_headers(p, instrument=inst)
+    assert [h.rootname for h in headers] == ["ocmv35010_1", "ocmv35010_2", "ocmv35010_3"]
+    assert [h.imset for h in headers] == [1, 2, 3] and all(h.nchips == 1 for h in headers)
+    assert [h.exptime for h in headers] == [1101.0, 1102.0, 1103.0]
+    assert [h.date_obs[11:] for h in headers] == ["00:00:00", "00:20:00", "00:40:00"]
+    assert [h.saa_time for h in headers] == [100.0, 1300.0, 2500.0]
+    assert headers[2].expstart == pytest.approx(56000.0 + 2400 / 86400)
+    assert all(h.path == p and h.crsplit == 3 and h.imset_ok for h in headers)
+    chips = read_chips(p, instrument=inst, imset=3)
+    assert [(c.extver, c.ccdchip) for c in chips] == [(3, 1)]
+    assert np.all(chips[0].dq == 3) and chips[0].sci.mean() > 250
+    assert imset_extvers(inst, 2) == (2,) and imset_extvers(inst) == (1,)
+    # without imset: the first exposure stands for the file (identify, the archive's index)
+    assert read_header(p, instrument=inst).rootname == "ocmv35010"
+    with pytest.raises(FrameError, match=r"ocmv35010_flt.fits: no imset 4 \(expected EXTVER \[4\]\)"):
+        read_header(p, instrument=inst, imset=4)
+
+
+def test_a_stis_file_of_one_imset_is_one_frame_and_other_imsets_are_chips(tmp_path, config):
+    p = tmp_path / "ocmv35020_flt.fits"
+    write_stis_crsplit(p, n=1)
+    (h,) = read_headers(p, instrument=config.instrument("stis_ccd"))
+    assert (h.rootname, h.imset, h.exptime) == ("ocmv35010", 0, 1101.0)
+    uvis = tmp_path / "uvis_flt.fits"
+    write_flt(uvis)
+    inst = config.instrument("wfc3_uvis")
+    (h,) = read_headers(uvis, instrument=inst)
+    assert (h.rootname, h.imset, h.nchips) == ("iabc01xyq", 0, 2)
+    with pytest.raises(ValueError, match="imsets are the chips of one exposure"):
+        imset_extvers(inst, 2)
+
+
+def test_a_stis_imset_without_its_exposure_time_is_named(tmp_path, config):
+    p = tmp_path / "ocmv35010_flt.fits"
+    write_stis_crsplit(p, n=2, primary_times=False)
+    with fits.open(p, mode="update") as hdul:
+        del hdul["SCI", 2].header["EXPTIME"]
+    with pytest.raises(FrameError, match=r"ocmv35010_flt.fits \(imset 2\): missing keyword EXPTIME"):
+        read_headers(p, instrument=config.instrument("stis_ccd"))

@@ -390,3 +390,26 @@ def test_simulated_uvis_900s_overlaps_explain_the_deficit(long_pair):
         assert np.all(np.abs(res.orbit["lat"]) <= 28.6)
         assert e["saa_time"] == pytest.approx(truth_frame.saa_time[0])
         assert e["rate"] == pytest.approx(res.n_cr / e["integration_time"] / inst.detector_area)
+
+
+def test_measure_names_the_imset_of_a_stis_crsplit_file(tmp_path, capsys):
+    """A STIS CR-SPLIT FLT holds several exposures: `measure` measures the one named by --imset
+    and says so when none or a missing one is named."""
+    from _stis_files import write_stis_crsplit
+
+    p = tmp_path / "ocmv35010_flt.fits"
+    write_stis_crsplit(p, n=2, shape=(20, 20))
+    with fits.open(p, mode="update") as hdul:
+        for k in (1, 2):
+            hdul["DQ", k].data[:] = 0
+        hdul["DQ", 2].data[5:8, 5:8] = 8192
+    assert cli.main(["measure", str(p), "--imset", "2", "--out", str(tmp_path / "crs.csv")]) == 0
+    import pandas as pd
+
+    frame = pd.read_csv(tmp_path / "crs_frame.csv")
+    assert frame["rootname"][0] == "ocmv35010_2" and frame["n_cr"][0] == 1 and frame["exptime"][0] == 1102.0
+    assert list(pd.read_csv(tmp_path / "crs.csv")["chip"]) == [1]
+    assert cli.main(["measure", str(p)]) == 2
+    assert "holds 2 exposures (imsets 1 to 2); name the one to measure (--imset)" in capsys.readouterr().err
+    assert cli.main(["measure", str(p), "--imset", "3"]) == 2
+    assert "has no imset 3; it holds imsets 1 to 2" in capsys.readouterr().err
