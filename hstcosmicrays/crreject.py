@@ -3,7 +3,9 @@
 Two or more frames of one detector with the same amplifiers, gain, exposure time and size are
 compared pixel by pixel; a pixel that stands out of the stack's clean estimate by more than
 ``CRSIGMAS`` standard deviations is a cosmic-ray hit, and its neighbours within ``CRRADIUS``
-are flagged too when they stand out by more than ``CRTHRESH`` times that threshold.
+are flagged too when they stand out by more than ``CRTHRESH`` times that threshold. A frame is
+one exposure: an FLT file, or one imset of a STIS CR-SPLIT FLT, which holds its sub-exposures
+as imsets SCI,1..N (ocrreject reads them so; :func:`hstcosmicrays.frames.read_headers`).
 
 Algorithm (per chip; what the hstcal C code does, checked line by line)
 -----------------------------------------------------------------------
@@ -505,6 +507,11 @@ def params_for_stack(
 # grouping and screening
 
 
+def _frame_label(header: Any) -> str:
+    """The file of a frame, with its imset when the file holds several exposures."""
+    return f"{header.path} (imset {header.imset})" if getattr(header, "imset", 0) else str(header.path)
+
+
 def _quality_problem(quality: str) -> str | None:
     text = " ".join(str(quality).split()).upper()
     if text in BENIGN_QUALITY:
@@ -528,9 +535,10 @@ def group_stacks(
     a :class:`Stack` of one (``stack.rejectable`` is False); it is never given flags.
 
     Excluded (each with a reason): EXPTIME below ``instrument.min_exptime``, a QUALITY keyword
-    that flags a problem (anything but blank/``OK``/``GOOD``/``NONE``/``NORMAL``/``NOMINAL``), a
-    subarray (unless ``allow_subarrays``), a frame of another instrument, and a second frame
-    with the same rootname.
+    that flags a problem (anything but blank/``OK``/``GOOD``/``NONE``/``NORMAL``/``NOMINAL``), an
+    imset marked ``IMSET_OK = F`` (as ocrreject leaves it out), a subarray (unless
+    ``allow_subarrays``), a frame of another instrument, and a second frame with the same
+    rootname. The imsets of a file of several exposures (STIS) are frames of their own.
 
     Parameters
     ----------
@@ -556,6 +564,8 @@ def group_stacks(
             reason = f"frame of {h.instrument}, not {instrument.name}"
         elif h.rootname in seen:
             reason = "duplicate rootname: another frame with this rootname is already in the set"
+        elif not getattr(h, "imset_ok", True):
+            reason = "IMSET_OK = F: the calibration marked this imset unusable"
         elif not (h.exptime >= instrument.min_exptime):
             reason = f"EXPTIME {h.exptime:g} s is below {instrument.min_exptime:g} s"
         elif h.subarray and not allow_subarrays:
@@ -1263,7 +1273,8 @@ DEFAULT_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 @dataclass(frozen=True)
 class FileSummary:
-    """What :func:`crreject_files` did to one input file."""
+    """What :func:`crreject_files` did to one input frame (a file, or one imset of a STIS
+    CR-SPLIT file)."""
 
     path: Path
     rootname: str
@@ -1271,6 +1282,12 @@ class FileSummary:
     sky: tuple           # per chip, file units
     flagged: tuple       # per chip, pixels newly given the CR bit (or already carrying it)
     npix: tuple          # per chip
+    imset: int = 0       # imset of the frame in a file of several exposures (0: the whole file)
+
+    @property
+    def label(self) -> str:
+        """The file name, with ``[k]`` for imset ``k`` of a file of several exposures."""
+        return f"{self.path.name}[{self.imset}]" if self.imset else self.path.name
 
     @property
     def fraction(self) -> float:
@@ -1307,7 +1324,7 @@ class CRRejectReport:
         for f in self.files:
             sky = ",".join(f"{s:.2f}" for s in f.sky)
             lines.append(
-                f"  {f.path.name:40s} {f.exptime:9.1f} {sky:>20s} {sum(f.flagged):12d} {f.fraction:9.4%}"
+                f"  {f.label:40s} {f.exptime:9.1f} {sky:>20s} {sum(f.flagged):12d} {f.fraction:9.4%}"
             )
         if self.output is not None:
             lines.append(f"  combined image written to {self.output}")
@@ -1411,11 +1428,13 @@ def reject_files(
     Parameters
     ----------
     paths : sequence of Path
-        FLT files (imsets SCI/ERR/DQ), all of one stack (same shape and chips).
+        FLT file of each frame (imsets SCI/ERR/DQ), all of one stack (same shape and chips). A
+        file of several exposures (STIS) appears once per imset that is in the stack.
     headers : sequence of FrameHeader
-        Their headers (``frames.read_header``), in the same order.
+        The frames' headers (``frames.read_header``, with ``imset`` for a file of several
+        exposures), in the same order.
     info : sequence of sequence of ChipInfo
-        Per file, per chip (``ChipInfo.of`` of ``frames.read_chips``).
+        Per frame, per chip (``ChipInfo.of`` of ``frames.read_chips``): the EXTVER to read.
     params : CRRejectParams
     instrument : InstrumentConfig
     combine : bool
@@ -1437,24 +1456,38 @@ def reject_files(
     """
     from astropy.io import fits
 
+    from .frames import imset_offset
+
     paths = [Path(p) for p in paths]
     n = len(paths)
-    extvers = [c.extver for c in info[0]]
-    for p, chips in zip(paths[1:], info[1:]):
-        if [c.extver for c in chips] != extvers:
-            raise CRRejectError(f"{p}: chips {[c.extver for c in chips]} differ from {paths[0]} ({extvers})")
+
+    def chips_of(k: int) -> list[int]:
+        """The chips of frame k numbered as in a file of one exposure (comparable across frames)."""
+        offset = imset_offset(instrument, headers[k].imset)
+        return [c.extver - offset for c in info[k]]
+
+    chips0 = chips_of(0)
+    for k in range(1, n):
+        if chips_of(k) != chips0:
+            raise CRRejectError(f"{_frame_label(headers[k])}: chips {chips_of(k)} differ from "
+                                f"{_frame_label(headers[0])} ({chips0})")
     rows, cols = headers[0].shape
-    lazy = n * len(extvers) * rows * cols * 10 > IN_MEMORY_LIMIT
+    lazy = n * len(chips0) * rows * cols * 10 > IN_MEMORY_LIMIT
     results: list[ChipRejection] = []
-    hduls = [fits.open(p, memmap=False, lazy_load_hdus=True) for p in paths]
+    opened: dict[Path, Any] = {}
     try:
-        for c, extver in enumerate(extvers):
+        for p in paths:
+            if p not in opened:
+                opened[p] = fits.open(p, memmap=False, lazy_load_hdus=True)
+        hduls = [opened[p] for p in paths]
+        for c in range(len(chips0)):
             noise_model = instrument.noise_model
             if noise_model == "err" and not all(chips[c].has_err for chips in info):
                 log.warning("%s: ERR arrays missing; using the read-noise model", instrument.name)
                 noise_model = "readnoise"
             sci, dq, err = [], [], []
-            for p, hdul in zip(paths, hduls):
+            for p, hdul, chips in zip(paths, hduls, info):
+                extver = chips[c].extver
                 sci.append(_hdu_rows(p, hdul, "SCI", extver, (rows, cols), np.float32, lazy=lazy))
                 dq.append(_hdu_rows(p, hdul, "DQ", extver, (rows, cols), np.int16, lazy=lazy))
                 if noise_model == "err":
@@ -1471,18 +1504,21 @@ def reject_files(
             ))
             del sci, dq, err
     finally:
-        for hdul in hduls:
+        for hdul in opened.values():
             hdul.close()
     return results
 
 
 def _read_inputs(paths: Sequence[Path], config: Config):
-    """Headers and instrument of the inputs, checked to form one stack."""
-    from .frames import FrameError, identify_instrument, read_header
+    """Instrument and frame headers of the inputs, checked to form one stack.
 
-    if len(paths) < 2:
-        named = ", ".join(str(p) for p in paths) or "none"
-        raise CRRejectError(f"CR-SPLIT rejection needs at least 2 input files, got {len(paths)} ({named})")
+    A file of several exposures (STIS) gives one header per imset; imsets marked
+    ``IMSET_OK = F`` are left out, with a warning, as ocrreject leaves them out.
+    """
+    from .frames import FrameError, identify_instrument, read_headers
+
+    if not paths:
+        raise CRRejectError("CR-SPLIT rejection needs at least 2 exposures; no input file given")
     seen = {}
     for p in paths:
         key = p.resolve()
@@ -1493,14 +1529,18 @@ def _read_inputs(paths: Sequence[Path], config: Config):
     for p in paths:
         try:
             inst = identify_instrument(p, config=config)
-            header = read_header(p, instrument=inst)
+            in_file = read_headers(p, instrument=inst)
         except FileNotFoundError as exc:
             raise CRRejectError(str(exc) if str(p) in str(exc) else f"{p}: no such file") from None
         except (FrameError, OSError) as exc:
             msg = str(exc)
             raise CRRejectError(msg if str(p) in msg else f"{p}: {msg}") from None
         instruments.append(inst)
-        headers.append(header)
+        for h in in_file:
+            if h.imset_ok:
+                headers.append(h)
+            else:
+                log.warning("%s: IMSET_OK = F; left out, as ocrreject does", _frame_label(h))
     names = {i.name for i in instruments}
     if len(names) > 1:
         listing = ", ".join(f"{p.name} ({i.name})" for p, i in zip(paths, instruments))
@@ -1511,19 +1551,26 @@ def _read_inputs(paths: Sequence[Path], config: Config):
     if inst.kind == "wfpc2":
         raise CRRejectError(f"{paths[0]}: a WFPC2 C0M file keeps its DQ in the C1M file beside it; this command "
                             "works on FLT files (ACS, WFC3/UVIS, STIS), while run_pipeline rejects WFPC2 pairs itself")
+    if len(headers) < 2:
+        named = ", ".join(str(p) for p in paths)
+        raise CRRejectError(
+            f"CR-SPLIT rejection needs at least 2 exposures (files, or imsets of a STIS CR-SPLIT file), "
+            f"got {len(headers)} ({named})")
     first = headers[0]
-    for p, h in zip(paths[1:], headers[1:]):
+    here = _frame_label(first)
+    for h in headers[1:]:
+        there = _frame_label(h)
         if abs(h.exptime - first.exptime) > EXPTIME_TOLERANCE:
             raise CRRejectError(
-                f"{p}: EXPTIME {h.exptime:g} s differs from {paths[0]} ({first.exptime:g} s); "
+                f"{there}: EXPTIME {h.exptime:g} s differs from {here} ({first.exptime:g} s); "
                 "frames of different exposure time are never rejected together"
             )
         for label, a, b in (("CCDAMP", h.ccdamp, first.ccdamp), ("shape", h.shape, first.shape),
                             ("number of chips", h.nchips, first.nchips)):
             if a != b:
-                raise CRRejectError(f"{p}: {label} {a} differs from {paths[0]} ({b})")
+                raise CRRejectError(f"{there}: {label} {a} differs from {here} ({b})")
         if math.isfinite(h.ccdgain) and math.isfinite(first.ccdgain) and abs(h.ccdgain - first.ccdgain) > 1e-3:
-            raise CRRejectError(f"{p}: CCDGAIN {h.ccdgain:g} differs from {paths[0]} ({first.ccdgain:g})")
+            raise CRRejectError(f"{there}: CCDGAIN {h.ccdgain:g} differs from {here} ({first.ccdgain:g})")
     return inst, headers
 
 
@@ -1549,14 +1596,26 @@ def _write_dq(path: Path, *, extvers: Sequence[int], masks: Sequence[np.ndarray]
             hdu.data = data
 
 
-def _write_combined(output: Path, *, first: Path, headers: Sequence, results: Sequence[ChipRejection],
-                    extvers: Sequence[int], params: CRRejectParams) -> None:
+def _darktime(header: Any) -> Any:
+    """DARKTIME of a frame: from its imset's SCI header, then the primary (None when absent)."""
     from astropy.io import fits
 
-    with fits.open(first, memmap=False) as src:
+    with fits.open(header.path, memmap=False, lazy_load_hdus=True) as hdul:
+        value = hdul["SCI", header.imset].header.get("DARKTIME") if header.imset else None
+        return value if value is not None else hdul[0].header.get("DARKTIME")
+
+
+def _write_combined(output: Path, *, headers: Sequence, results: Sequence[ChipRejection],
+                    extvers: Sequence[int], chips: Sequence[int], params: CRRejectParams) -> None:
+    """Write the crj file: the primary header of the first frame's file, and per chip SCI, ERR,
+    DQ with the SCI header of the first frame (its EXTVER ``extvers``), numbered ``chips`` (as
+    in a file of one exposure)."""
+    from astropy.io import fits
+
+    with fits.open(headers[0].path, memmap=False) as src:
         primary = fits.PrimaryHDU(header=src[0].header.copy())
         sci_headers = [src["SCI", v].header.copy() for v in extvers]
-    darktimes = [fits.getheader(h.path, 0).get("DARKTIME") for h in headers]
+    darktimes = [_darktime(h) for h in headers]
     total = float(sum(h.exptime for h in headers))
     ph = primary.header
     ph["FILENAME"] = output.name
@@ -1579,13 +1638,14 @@ def _write_combined(output: Path, *, first: Path, headers: Sequence, results: Se
     ph["SKYSUM"] = (max(float(sum(results[0].sky)), 0.0), "summed sky of the first chip (file units)")
     ph.add_history("CR-SPLIT rejection by hstcosmicrays: " + ", ".join(h.rootname for h in headers))
     hdus = [primary]
-    for extver, res, sh in zip(extvers, results, sci_headers):
+    for extver, res, sh in zip(chips, results, sci_headers):
         sh = sh.copy()
         for key in ("BSCALE", "BZERO"):
             sh.pop(key, None)
         hdus.append(fits.ImageHDU(res.combined, header=sh, name="SCI", ver=extver))
         hdus.append(fits.ImageHDU(res.combined_err, name="ERR", ver=extver))
         hdus.append(fits.ImageHDU(res.combined_dq.astype(np.int16), name="DQ", ver=extver))
+    ph["NEXTEND"] = (len(hdus) - 1, "number of standard extensions")
     # under a temporary name, renamed when complete: an interrupted write leaves no broken file
     part = output.with_name(output.name + ".part")
     try:
@@ -1617,8 +1677,11 @@ def crreject_files(
     Parameters
     ----------
     paths : sequence of str or Path
-        Two or more FLT files of one detector with the same EXPTIME, CCDAMP, CCDGAIN and size.
-        The instrument comes from each file's INSTRUME/DETECTOR (``config.instruments``).
+        FLT files of one detector with the same EXPTIME, CCDAMP, CCDGAIN and size, holding two
+        or more exposures together: two or more files, or a STIS CR-SPLIT FLT whose imsets are
+        its sub-exposures (each imset is a frame, as for ocrreject; imsets marked
+        ``IMSET_OK = F`` are left out). The instrument comes from each file's
+        INSTRUME/DETECTOR (``config.instruments``).
     config : Config
     crrejtab : str or Path, optional
         CRREJTAB to take the parameters from (row chosen as the STScI tools do); otherwise the
@@ -1647,7 +1710,7 @@ def crreject_files(
     """
     import time
 
-    from .frames import read_chips
+    from .frames import imset_offset, read_chips
 
     t0 = time.perf_counter()
     paths = [Path(p) for p in paths]
@@ -1667,7 +1730,7 @@ def crreject_files(
     for p in paths:
         if crmask and not os.access(p, os.W_OK):
             raise CRRejectError(f"{p}: not writable (the CR flags are written into its DQ arrays)")
-    n = len(paths)
+    n = len(headers)
     params = params_for_stack(
         instrument=inst, n_images=n, mean_exptime=sum(h.exptime for h in headers) / n,
         crrejtab=crrejtab, overrides=overrides,
@@ -1678,35 +1741,43 @@ def crreject_files(
 
     # gain and read noise per chip (broadcast rows: no full-size arrays are kept)
     info = []
-    for p, h in zip(paths, headers):
+    for h in headers:
         try:
-            chips = read_chips(p, instrument=inst)
+            chips = read_chips(h.path, instrument=inst, imset=h.imset)
         except Exception as exc:  # noqa: BLE001 - named and re-raised as a usage error
-            raise CRRejectError(f"{p}: cannot read the science chips ({exc})") from None
+            raise CRRejectError(f"{_frame_label(h)}: cannot read the science chips ({exc})") from None
         reason = screen_frame(header=h, chips=chips, instrument=inst)
         if reason:
-            log.warning("%s: %s (rejecting it anyway, as asked)", p, reason)
+            log.warning("%s: %s (rejecting it anyway, as asked)", _frame_label(h), reason)
         info.append(tuple(ChipInfo.of(c) for c in chips))
         del chips
     results = reject_files(
-        paths=paths, headers=headers, info=info, params=params, instrument=inst,
+        paths=[h.path for h in headers], headers=headers, info=info, params=params, instrument=inst,
         combine=output is not None, block_rows=block_rows, threads=threads,
     )
-    extvers = [c.extver for c in info[0]]
 
     # the new file first: if it cannot be written, no input has been changed
     if output is not None:
-        _write_combined(output, first=paths[0], headers=headers, results=results, extvers=extvers, params=params)
+        extvers = [c.extver for c in info[0]]
+        offset = imset_offset(inst, headers[0].imset)
+        _write_combined(output, headers=headers, results=results, extvers=extvers,
+                        chips=[v - offset for v in extvers], params=params)
     summaries = []
-    for k, (p, h) in enumerate(zip(paths, headers)):
+    flags: dict[Path, tuple[list, list]] = {}  # per file: the EXTVERs and masks of all its frames
+    for k, h in enumerate(headers):
         masks = [res.masks[k] for res in results]
-        if crmask:
-            _write_dq(p, extvers=extvers, masks=masks, bit=inst.dq_cr)
+        extvers, file_masks = flags.setdefault(h.path, ([], []))
+        extvers.extend(c.extver for c in info[k])
+        file_masks.extend(masks)
         summaries.append(FileSummary(
-            path=p, rootname=h.rootname, exptime=h.exptime,
+            path=h.path, rootname=h.rootname, exptime=h.exptime,
             sky=tuple(res.sky[k] for res in results),
             flagged=tuple(int(m.sum()) for m in masks), npix=tuple(int(m.size) for m in masks),
+            imset=h.imset,
         ))
+    if crmask:
+        for p, (extvers, file_masks) in flags.items():
+            _write_dq(p, extvers=extvers, masks=file_masks, bit=inst.dq_cr)
     return CRRejectReport(
         instrument=inst.name, params=params, files=tuple(summaries),
         crrejtab=str(crrejtab) if crrejtab is not None else None, output=output,

@@ -18,7 +18,7 @@ from scipy import integrate, ndimage, special
 from hstcosmicrays import crreject as cr
 from hstcosmicrays.cli import main as cli_main
 from hstcosmicrays.config import ConfigError, CRRejectParams, load_config
-from hstcosmicrays.frames import read_header
+from hstcosmicrays.frames import read_header, read_headers
 
 CRREJTAB = Path(__file__).resolve().parents[2] / "shared" / "reference" / "crrejtab"
 TABLES = {
@@ -1253,3 +1253,77 @@ def test_real_tables_on_pure_noise():
     assert out["stis_ccd", 2] > 4e-3 and out["stis_ccd", 4] > 5e-4 and out["acs_wfc", 4] > 1e-3, out
     assert out["acs_wfc", 2] < 5e-4, out
     assert max(out["acs_hrc", 2], out["acs_hrc", 4], out["wfc3_uvis", 2], out["wfc3_uvis", 4]) < 5e-5, out
+
+
+# ---------------------------------------------------------------------------------------------
+# STIS: a CR-SPLIT observation is one FLT whose imsets are the sub-exposures
+
+
+@pytest.fixture
+def stis_set(tmp_path, config):
+    """Three simulated STIS exposures of one month as single-exposure FLT files."""
+    from hstcosmicrays import simulate
+    from hstcosmicrays.intervals import parse_month
+
+    inst = config.instrument("stis_ccd")
+    specs = simulate.month_schedule(instrument=inst, month=parse_month("2012-06"), seed=5, shape=(96, 128))[:3]
+    paths = []
+    for spec in specs:
+        path = tmp_path / f"{spec.obs_id}_flt.fits"
+        simulate.build_products(instrument=inst, spec=spec, suffixes=["FLT"])["FLT"].writeto(path)
+        paths.append(path)
+    return inst, paths
+
+
+def test_a_stis_crsplit_file_is_rejected_imset_by_imset_like_separate_files(stis_set, tmp_path, capsys):
+    """`hstcosmicrays crreject` on one STIS FLT holding the set as imsets (what ocrreject takes)
+    flags each imset's DQ as the same exposures in separate files get flagged, writes the same
+    combined image, and leaves every other bit and extension alone."""
+    from _stis_files import stis_crsplit_file
+
+    inst, paths = stis_set
+    combined = stis_crsplit_file(paths, tmp_path / "oc7h00010_flt.fits", rootname="oc7h00010")
+    sci_before = [fits.getdata(combined, ("SCI", k)).copy() for k in (1, 2, 3)]
+    dq_before = [fits.getdata(combined, ("DQ", k)).copy() for k in (1, 2, 3)]
+    assert cli_main(["crreject", str(combined), "--output", str(tmp_path / "one_crj.fits")]) == 0
+    out = capsys.readouterr().out
+    assert "3 stis_ccd frames" in out and "oc7h00010_flt.fits[3]" in out
+    assert cli_main(["crreject", *map(str, paths), "--output", str(tmp_path / "three_crj.fits")]) == 0
+    for k, p in enumerate(paths, start=1):
+        dq = fits.getdata(combined, ("DQ", k))
+        np.testing.assert_array_equal(dq, fits.getdata(p, ("DQ", 1)), err_msg=f"imset {k}")
+        assert np.count_nonzero(dq & 8192) > 50
+        np.testing.assert_array_equal(dq & ~np.int16(8192), dq_before[k - 1] & ~np.int16(8192))
+        np.testing.assert_array_equal(fits.getdata(combined, ("SCI", k)), sci_before[k - 1])
+    with fits.open(tmp_path / "one_crj.fits") as one, fits.open(tmp_path / "three_crj.fits") as three:
+        assert [(h.name, h.ver) for h in one] == [(h.name, h.ver) for h in three] == [
+            ("PRIMARY", 1), ("SCI", 1), ("ERR", 1), ("DQ", 1)]
+        assert one[0].header["NEXTEND"] == 3 and one[0].header["NCOMBINE"] == 3
+        assert one[0].header["DARKTIME"] == three[0].header["DARKTIME"]
+        for name in ("SCI", "ERR", "DQ"):
+            np.testing.assert_array_equal(one[name].data, three[name].data, err_msg=name)
+
+
+def test_a_stis_imset_marked_not_ok_is_left_out(stis_set, tmp_path, caplog):
+    """IMSET_OK = F (calstis could not calibrate the imset): left out of the stack and its DQ
+    left alone, as ocrreject does; two usable imsets remain."""
+    from _stis_files import stis_crsplit_file
+
+    inst, paths = stis_set
+    combined = stis_crsplit_file(paths, tmp_path / "oc7h00010_flt.fits", rootname="oc7h00010",
+                                 imset_ok=[True, False, None])
+    before = fits.getdata(combined, ("DQ", 2)).copy()
+    report = cr.crreject_files([combined], config=load_config())
+    assert [f.imset for f in report.files] == [1, 3]
+    assert "(imset 2): IMSET_OK = F" in caplog.text
+    np.testing.assert_array_equal(fits.getdata(combined, ("DQ", 2)), before)
+    stacks, excluded = cr.group_stacks(headers=read_headers(combined, instrument=inst), instrument=inst)
+    assert [h.rootname for h in stacks[0].headers] == ["oc7h00010_1", "oc7h00010_3"]
+    assert [(e.rootname, e.reason.split(":")[0]) for e in excluded] == [("oc7h00010_2", "IMSET_OK = F")]
+
+
+def test_one_file_of_one_exposure_cannot_be_rejected(stis_set, capsys):
+    inst, paths = stis_set
+    assert cli_main(["crreject", str(paths[0])]) == 2
+    err = capsys.readouterr().err
+    assert "at least 2 exposures" in err and str(paths[0]) in err
