@@ -86,15 +86,23 @@ class GroupTask:
         Index of the group within its month.
     month : str
     science : tuple of Path
-        Science files (FLT, IMA or C0M), in exposure order.
+        Science file (FLT, IMA or C0M) of each frame, in exposure order.
     orbit_files : tuple of (Path or None)
         SPT/SHM file of each frame.
+    imsets : tuple of int
+        Imset of each frame in its file (``FrameHeader.imset``: 0 for a file that is one
+        exposure); empty means 0 for every frame.
     """
 
     group_id: int
     month: str
     science: tuple[Path, ...]
     orbit_files: tuple[Path | None, ...]
+    imsets: tuple[int, ...] = ()
+
+    def imset(self, pos: int) -> int:
+        """Imset of frame ``pos`` in its file."""
+        return self.imsets[pos] if self.imsets else 0
 
 
 @dataclass(frozen=True)
@@ -120,8 +128,10 @@ def _frame_failure(rootname: str, stage: str, exc: BaseException | str) -> Frame
     return FrameFailure(rootname=rootname, stage=stage, reason=reason)
 
 
-def _rootname(path: Path) -> str:
-    return path.name.split("_")[0].lower()
+def _rootname(path: Path, imset: int = 0) -> str:
+    """The frame's name before its header is read: as ``FrameHeader.rootname``."""
+    name = path.name.split("_")[0].lower()
+    return f"{name}_{imset}" if imset else name
 
 
 def process_group(task: GroupTask, *, instrument: InstrumentConfig) -> list:
@@ -229,10 +239,11 @@ def _read_usable_frames(
 
     frames = []
     for pos, (path, orbit_file) in enumerate(zip(task.science, task.orbit_files)):
-        name = _rootname(path)
+        imset = task.imset(pos)
+        name = _rootname(path, imset)
         try:
-            header = read_header(path, instrument=instrument)
-            chips = read_chips(path, instrument=instrument)
+            header = read_header(path, instrument=instrument, imset=imset)
+            chips = read_chips(path, instrument=instrument, imset=imset)
         except Exception as exc:  # noqa: BLE001 - any unreadable frame is recorded, not fatal
             outcomes[pos] = _frame_failure(name, "read", exc)
             continue
@@ -302,7 +313,7 @@ def _reject_and_measure(frames: list, *, task: GroupTask, instrument: Instrument
     for (pos, header, chips, orbit_file), frame_masks in zip(frames, masks):
         if from_files:
             try:
-                chips = read_chips(task.science[pos], instrument=instrument)
+                chips = read_chips(task.science[pos], instrument=instrument, imset=header.imset)
             except Exception as exc:  # noqa: BLE001 - e.g. the file changed on disk since the rejection
                 outcomes[pos] = _frame_failure(header.rootname, "read", exc)
                 continue
@@ -424,6 +435,12 @@ class _MonthWork:
     files: dict[str, dict[str, Path]] = field(default_factory=dict)
     error: str | None = None
     started: float = 0.0
+    n_found: int | None = None  # exposures, once the headers are read (a STIS file may hold several)
+
+    @property
+    def found(self) -> int:
+        """Exposures found: those of the headers read, else the archive's datasets."""
+        return len(self.datasets) if self.n_found is None else self.n_found
 
 
 class CosmicRayPipeline:
@@ -699,7 +716,7 @@ class CosmicRayPipeline:
         except Exception as exc:  # noqa: BLE001 - e.g. a worker died: the month fails, the run goes on
             log.exception("%s %s: processing failed", self.instrument.name, month)
             store.record_month_failure(month=month.label, error=f"{type(exc).__name__}: {exc}",
-                                       started=work.started, n_found=len(work.datasets))
+                                       started=work.started, n_found=work.found)
             return False
         finally:
             bar.close()
@@ -709,7 +726,7 @@ class CosmicRayPipeline:
             for text in result.warnings:  # e.g. a missing SPT: NaN positions, frame kept
                 log.warning("%s %s: %s: %s", self.instrument.name, month, result.exposure["rootname"], text)
         tables = _month_tables(results, failures, month=month.label)
-        store.commit_month(month=month.label, n_found=len(work.datasets), started=work.started, **tables)
+        store.commit_month(month=month.label, n_found=work.found, started=work.started, **tables)
         n_cr = int(tables["exposures"]["n_cr"].sum()) if len(tables["exposures"]["n_cr"]) else 0
         log.info(
             "%s %s: committed %s, %d failed, %s", self.instrument.name, month,
@@ -722,10 +739,11 @@ class CosmicRayPipeline:
     def _plan_groups(self, work: _MonthWork, failures: list[FrameFailure]) -> list[GroupTask]:
         """Read headers, drop unusable frames (recorded), and group the rest into tasks."""
         from . import crreject
-        from .frames import read_header
+        from .frames import read_headers
 
         science = SCIENCE_PRODUCT[self.instrument.kind]
         headers, orbit_of = [], {}
+        extra = 0  # exposures beyond the first of files that hold several (STIS CR-SPLIT imsets)
         for ds in work.datasets:
             files = work.files.get(ds.obs_id, {})
             path = files.get(science)
@@ -733,12 +751,14 @@ class CosmicRayPipeline:
                 failures.append(FrameFailure(ds.obs_id, "fetch", f"no {science} file among the products"))
                 continue
             try:
-                header = read_header(path, instrument=self.instrument)
+                in_file = read_headers(path, instrument=self.instrument)
             except Exception as exc:  # noqa: BLE001
                 failures.append(_frame_failure(ds.obs_id, "read", exc))
                 continue
-            headers.append(header)
-            orbit_of[header.path] = next((files[p] for p in ORBIT_PRODUCTS if p in files), None)
+            headers.extend(in_file)
+            extra += len(in_file) - 1
+            orbit_of[path] = next((files[p] for p in ORBIT_PRODUCTS if p in files), None)
+        work.n_found = len(work.datasets) + extra
         if self.instrument.kind == "ir":
             # a ramp needs no partner: one task per frame, so that a month's ramps run in parallel
             tasks = []
@@ -758,6 +778,7 @@ class CosmicRayPipeline:
                 group_id=stack.group_id, month=work.month.label,
                 science=tuple(h.path for h in stack.headers),
                 orbit_files=tuple(orbit_of[h.path] for h in stack.headers),
+                imsets=tuple(h.imset for h in stack.headers),
             )
             for stack in stacks
         ]

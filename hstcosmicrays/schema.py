@@ -30,7 +30,7 @@ def _cols(*rows: tuple[str, str, str, str]) -> tuple[Column, ...]:
 
 #: One row per dark frame that was measured.
 EXPOSURES = _cols(
-    ("rootname", "S16", "", "HST rootname (IPPPSSOOT)"),
+    ("rootname", "S16", "", "HST rootname (IPPPSSOOT); <rootname>_<k> for imset k of a STIS CR-SPLIT file"),
     ("month", "S7", "", "month window YYYY-MM"),
     ("group_id", "i4", "", "CR-SPLIT group within the month (-1: none)"),
     ("method", "S12", "", "how CRs were found: crsplit, ir_ramp, threshold"),
@@ -60,7 +60,7 @@ EXPOSURES = _cols(
 #: One row per cosmic ray.
 COSMIC_RAYS = _cols(
     ("exposure_index", "i8", "", "row of the exposure in /exposures"),
-    ("chip", "i1", "", "EXTVER of the chip (imset) the CR is on"),
+    ("chip", "i1", "", "chip the CR is on: EXTVER of its imset in a file of one exposure (STIS: 1)"),
     ("read", "i2", "", "IR read in which the CR arrived (time order, 1 = first after the zeroth read); -1 for CCDs"),
     ("x", "f4", "pix", "energy-weighted centroid column, 0-based"),
     ("y", "f4", "pix", "energy-weighted centroid row, 0-based"),
@@ -94,7 +94,7 @@ FAILURES = _cols(
 MONTHS = _cols(
     ("month", "S7", "", "month window YYYY-MM"),
     ("state", "S10", "", "committed or failed"),
-    ("n_found", "i4", "", "frames the archive listed"),
+    ("n_found", "i4", "", "frames found: the archive's datasets, each imset of a STIS CR-SPLIT file counted"),
     ("n_processed", "i4", "", "frames measured"),
     ("n_failed", "i4", "", "frames recorded in /failures"),
     ("n_cr", "i8", "", "CRs stored"),

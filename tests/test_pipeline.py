@@ -771,3 +771,65 @@ def test_the_readme_gives_the_measured_shortfall_of_stored_crs(tmp_path):
     row = (f"| ACS/HRC (21 um) | {window[0]} to {window[1]} | {100 * (stored / injected - 1):.1f} % | "
            f"{100 * (stored / large - 1):.1f} % |")
     assert row in (root / "README.md").read_text(), row
+
+
+def test_stis_crsplit_files_of_several_imsets_give_the_stores_of_one_file_per_exposure(tmp_path):
+    """A STIS CR-SPLIT observation is one FLT whose imsets are the sub-exposures (ocrreject reads
+    every imset of its input). A month whose sets come as such files stores the same frames and
+    CRs as the same month with one file per exposure, each imset a frame named
+    ``<rootname>_<k>`` on chip 1, with its own times and SAA keywords."""
+    import shutil
+
+    from _stis_files import stis_crsplit_file, stis_spt_file
+
+    from hstcosmicrays import simulate
+    from hstcosmicrays.archive.local import LocalArchive
+
+    config = load_config()
+    inst = config.instrument("stis_ccd")
+    month = parse_month("2012-06")
+    single = tmp_path / "single"
+    simulate.write_archive(instrument=inst, start=month, stop=month, out=single, darks_per_month=5, seed=4,
+                           shape=(256, 256))
+    specs = simulate.month_schedule(instrument=inst, month=month, seed=4, darks_per_month=5, shape=(256, 256))
+    sets = {}
+    for spec in specs:
+        sets.setdefault(spec.set_obs_ids, []).append(spec)
+    combined = tmp_path / "combined"
+    name_of = {}  # member rootname -> the name of its frame in the combined archive
+    for members in sets.values():
+        src = [single / "mastDownload" / "HST" / s.obs_id / f"{s.obs_id}_flt.fits" for s in members]
+        if len(members) == 1:
+            shutil.copytree(src[0].parent, combined / members[0].obs_id)
+            name_of[members[0].obs_id] = members[0].obs_id
+            continue
+        root = members[0].obs_id[:6] + "010"
+        d = combined / root
+        d.mkdir(parents=True)
+        stis_crsplit_file(src, d / f"{root}_flt.fits", rootname=root)
+        stis_spt_file(src[0].with_name(f"{members[0].obs_id}_spt.fits"), d / f"{root}_spt.fits", rootname=root)
+        name_of.update({s.obs_id: f"{root}_{k}" for k, s in enumerate(members, start=1)})
+    assert any(n.endswith("_2") for n in name_of.values()), "no CR-SPLIT set of two or more frames"
+
+    stores = []
+    for archive in (single, combined):
+        out = tmp_path / f"out-{archive.name}"
+        CosmicRayPipeline(instrument=inst, config=config, output_dir=out, archive=LocalArchive(archive),
+                          options=RunOptions(archive=str(archive), start=month, stop=month, workers=1)).run()
+        stores.append(out / inst.store_name)
+    a, b = store_tables(stores[0]), store_tables(stores[1])
+    assert b["months"]["n_found"][0] == a["months"]["n_found"][0] == len(specs)
+    assert a["months"]["n_cr"][0] > 100
+    keys = {"exposures": (), "cosmic_rays": ("chip", "x", "y"), "failures": ("stage",)}
+    for t, more in keys.items():
+        renamed = np.array([name_of[r.decode()].encode() for r in a[t]["rootname"]], dtype="S16")
+        order_a = np.lexsort(tuple(a[t][c] for c in reversed(more)) + (renamed,))
+        order_b = np.lexsort(tuple(b[t][c] for c in reversed(more)) + (b[t]["rootname"],))
+        assert sorted(a[t]) == sorted(b[t])
+        for col in a[t]:
+            want = renamed if col == "rootname" else a[t][col]
+            np.testing.assert_array_equal(b[t][col][order_b], want[order_a], err_msg=f"{t}.{col}")
+    assert len(b["exposures"]["rootname"]) >= 4
+    assert set(np.unique(b["cosmic_rays"]["chip"]).tolist()) == {1}
+    for k in a["months"]:
+        np.testing.assert_array_equal(a["months"][k], b["months"][k], err_msg=k)

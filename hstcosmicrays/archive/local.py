@@ -2,10 +2,12 @@
 
 Any layout works (``mastDownload/HST/<obs_id>/...``, one flat directory, ...): every file named
 ``<rootname>_<suffix>.fits`` below the directory is indexed by its primary header (ROOTNAME,
-INSTRUME, DETECTOR or CAMERA, EXPSTART, EXPTIME). ``query`` lists the rootnames of an instrument
-whose EXPSTART falls in the month; ``fetch`` copies their product files into the work directory in
-MAST's layout. The user's files are never modified: they are copied, not linked, because later
-stages (CR rejection) write DQ flags into the files they are given.
+INSTRUME, DETECTOR or CAMERA, EXPSTART, EXPTIME; TEXPSTRT and TEXPTIME where those are absent,
+as in a STIS CR-SPLIT file, whose primary header gives the totals of its imsets). ``query``
+lists the rootnames of an instrument whose EXPSTART falls in the month; ``fetch`` copies their
+product files into the work directory in MAST's layout. The user's files are never modified:
+they are copied, not linked, because later stages (CR rejection) write DQ flags into the files
+they are given.
 """
 
 from __future__ import annotations
@@ -87,7 +89,9 @@ class LocalArchive:
                 path=f, rootname=root, suffix=m.group(2).upper(),
                 instrume=str(h.get("INSTRUME", "")).strip().upper(),
                 detector=str(detector).strip().upper(),
-                expstart=_float(h.get("EXPSTART")), exptime=_float(h.get("EXPTIME")),
+                # a STIS file of several exposures gives its totals: TEXPSTRT, TEXPTIME
+                expstart=_float(h.get("EXPSTART", h.get("TEXPSTRT"))),
+                exptime=_float(h.get("EXPTIME", h.get("TEXPTIME"))),
                 size=f.stat().st_size,
             ))
         self._index = entries
