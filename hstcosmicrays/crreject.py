@@ -1766,8 +1766,8 @@ def crreject_files(
     flags: dict[Path, tuple[list, list]] = {}  # per file: the EXTVERs and masks of all its frames
     for k, h in enumerate(headers):
         masks = [res.masks[k] for res in results]
-        extvers, file_masks = flags.setdefault(h.path, ([], []))
-        extvers.extend(c.extver for c in info[k])
+        file_extvers, file_masks = flags.setdefault(h.path, ([], []))
+        file_extvers.extend(c.extver for c in info[k])
         file_masks.extend(masks)
         summaries.append(FileSummary(
             path=h.path, rootname=h.rootname, exptime=h.exptime,
@@ -1776,8 +1776,8 @@ def crreject_files(
             imset=h.imset,
         ))
     if crmask:
-        for p, (extvers, file_masks) in flags.items():
-            _write_dq(p, extvers=extvers, masks=file_masks, bit=inst.dq_cr)
+        for p, (file_extvers, file_masks) in flags.items():
+            _write_dq(p, extvers=file_extvers, masks=file_masks, bit=inst.dq_cr)
     return CRRejectReport(
         instrument=inst.name, params=params, files=tuple(summaries),
         crrejtab=str(crrejtab) if crrejtab is not None else None, output=output,
