@@ -2,8 +2,9 @@
 
 This is the embedded default archive (``--archive simulated``) and the yardstick of every accuracy
 test: the files look like the products MAST delivers (FLT + SPT for the CCDs, IMA + SPT for the IR
-detectors, C0M + C1M + SHM for WFPC2, with the real extension layout and header keywords), and a
-truth file beside each frame lists every injected cosmic ray.
+detectors, C0M + C1M + SHM for WFPC2, with the real extension layout and header keywords; a STIS
+CR-SPLIT set is one FLT whose imsets are its exposures, as STIS writes it), and a truth file
+beside each dataset lists every injected cosmic ray.
 
 Physics
 -------
@@ -83,17 +84,36 @@ set and the frame in the set (base 36), and ``q`` (``t`` for WFPC2); :func:`reso
 inverts it. The same seed, instrument, month (and darks per month, shape) give byte-identical
 files.
 
+Each frame is a dataset (an obs_id, a directory of files) of its own, except on an instrument
+whose files hold exposures as imsets (``imset_exposures``: STIS), where each CR-SPLIT set of two
+or more frames is one dataset, as STIS writes a CR-SPLIT observation (:func:`month_datasets`,
+:class:`DatasetSpec`). Its rootname (:func:`set_obs_id_for`) is its first frame's with the last
+character :data:`SET_LAST` (``0``, as HST names an association), ``<prefix><code><MM><SS>000``,
+which no frame has; :func:`resolve_obs_id` gives its frame index as None. Its FLT holds frame
+``k`` of the set in imset ``k`` (SCI/ERR/DQ with EXTVER ``k``), with the frame's own EXPTIME,
+EXPSTART, EXPEND, DATE-OBS, TIME-OBS, DARKTIME, SAA_EXIT and SAA_TIME in that SCI header and the
+pixels of the frame's file of its own; its primary header gives the set's ROOTNAME, FILENAME,
+NEXTEND = 3 N, CRSPLIT = N and the totals TEXPTIME, TEXPSTRT, TEXPEND (no EXPTIME, EXPSTART or
+EXPEND; DATE-OBS, TIME-OBS, SAA_EXIT and SAA_TIME are the first frame's). Its one SPT has the
+set's ROOTNAME, the month's orbit and a UDL extension per imset. The pipeline stores frame ``k``
+as ``<set rootname>_<k>`` (:func:`frame_name`). A lone frame (a set of one) is a file of one
+exposure, as on every other instrument. :func:`write_dataset` given one frame
+(:class:`FrameSpec`) writes it as a file of its own under its own rootname, whatever its set.
+
 Truth
 -----
-``<obs_id>_truth.fits`` beside the products: extension ``FRAME`` (one row: n_cr, true and
-expected rate, integration time, area, solar modulation and mean and max SAA factor over the
-integration time, mean HST lat/lon/alt over EXPSTART..EXPEND (samples at most 60 s apart; the
-longitude a circular mean), dark current, read noise, threshold, ...) and extension ``CRS`` (one row per CR:
-chip (EXTVER), read (IR, time order, 1 = first after the zeroth; -1 for CCDs), x, y (charge-weighted
+``<obs_id>_truth.fits`` beside the products: extension ``FRAME`` (one row per frame, in imset
+order in a set's file; ``obs_id`` the name the pipeline stores the frame under, :func:`frame_name`;
+n_cr, true and expected rate, integration time, area, solar modulation and mean and max SAA
+factor over the integration time, mean HST lat/lon/alt over EXPSTART..EXPEND (samples at most
+60 s apart; the longitude a circular mean), dark current, read noise, threshold, ...) and
+extension ``CRS`` (one row per CR: chip (its EXTVER in a file of one exposure, the chip the
+pipeline stores), read (IR, time order, 1 = first after the zeroth; -1 for CCDs), x, y (charge-weighted
 centroid of the deposited charge on the chip, 0-based pixels), x_mid, y_mid, n_pixels (pixels whose
 charge from this CR exceeds the threshold, 5 sigma of the read noise of one read), charge (e- on
 the chip), charge_total, z (nuclear charge), path_um, length_px, theta_deg, phi_deg, time_s
-(arrival, s after EXPSTART)). Read them with :func:`read_truth`.
+(arrival, s after EXPSTART); in a set's file an ``imset`` column first, 1..N, the frame of the
+CR). Read them with :func:`read_truth`, which names each CR's frame in its ``obs_id`` column.
 
 Per-pixel truth is not written to any file: :func:`simulate_frame` returns it in memory as
 ``SimulatedFrame.cr_charge``, the CR charge (e-) deposited in every pixel (what the tests of CR
@@ -136,12 +156,17 @@ __all__ = [
     "SAA_PEAK",
     "SAA_CONTOUR",
     "DETECTOR_CODES",
+    "SET_LAST",
     "FrameSpec",
+    "DatasetSpec",
     "SimulatedFrame",
     "solar_modulation",
     "saa_factor",
     "cr_rate",
     "month_schedule",
+    "month_datasets",
+    "dataset_obs_id",
+    "frame_name",
     "simulate_frame",
     "build_products",
     "render_dataset",
@@ -150,6 +175,7 @@ __all__ = [
     "write_archive",
     "read_truth",
     "obs_id_for",
+    "set_obs_id_for",
     "resolve_obs_id",
     "truth_threshold",
 ]
@@ -191,6 +217,8 @@ DETECTOR_CODES = {
     "wfc3_uvis": "u", "wfc3_ir": "r", "acs_wfc": "w", "acs_hrc": "h", "stis_ccd": "c",
     "wfpc2": "p", "nicmos_nic1": "1", "nicmos_nic2": "2", "nicmos_nic3": "3",
 }
+#: Last character of the rootname of a CR-SPLIT set's file (frames end in ``q``, WFPC2 ``t``).
+SET_LAST = "0"
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 _MONTH_ZERO = 1990 * 12  # months since 1990-01 are encoded in rootnames
 _TAGS = {"schedule": 1, "frame": 2, "hot": 3, "cycle": 4, "badcol": 5, "amps": 6}
@@ -280,15 +308,31 @@ def obs_id_for(*, instrument: InstrumentConfig, month: Month, set_index: int, fr
             + _b36(set_index, 2) + _b36(frame_index, 2) + last)
 
 
-def resolve_obs_id(obs_id: str, instruments: Optional[Sequence[str]] = None) -> tuple[str, Month, int, int]:
+def set_obs_id_for(*, instrument: InstrumentConfig, month: Month, set_index: int) -> str:
+    """Rootname (lower case) of the one file of a CR-SPLIT set of several exposures
+    (``instrument.imset_exposures``): its first frame's rootname with the last character
+    :data:`SET_LAST` (``0``), ``<prefix><code><MM><SS>000``, as HST names an association."""
+    first = obs_id_for(instrument=instrument, month=month, set_index=set_index, frame_index=0)
+    return first[:-1] + SET_LAST
+
+
+def resolve_obs_id(
+    obs_id: str, instruments: Optional[Sequence[str]] = None,
+) -> tuple[str, Month, int, Optional[int]]:
     """Instrument key, month, set index and frame index of a simulated rootname.
 
     Parameters
     ----------
     obs_id : str
-        A rootname made by :func:`obs_id_for` (any case).
+        A rootname made by :func:`obs_id_for`, or by :func:`set_obs_id_for` (any case).
     instruments : sequence of str, optional
         Instrument keys to consider besides :data:`DETECTOR_CODES` (configured extras).
+
+    Returns
+    -------
+    tuple
+        ``(instrument, month, set_index, frame_index)``; ``frame_index`` is None for the
+        rootname of a set's file (:func:`set_obs_id_for`), which holds every frame of the set.
 
     Raises
     ------
@@ -296,7 +340,7 @@ def resolve_obs_id(obs_id: str, instruments: Optional[Sequence[str]] = None) -> 
         Not a simulated rootname.
     """
     s = obs_id.strip().lower()
-    if len(s) != 9 or any(c not in _B36 for c in s[:8]):
+    if len(s) != 9 or any(c not in _B36 for c in s[:8]) or (s[8] == SET_LAST and s[6:8] != "00"):
         raise ValueError(f"{obs_id!r} is not a simulated rootname")
     names = list(DETECTOR_CODES) + [n for n in (instruments or ()) if n not in DETECTOR_CODES]
     matches = [n for n in names if _detector_code(n) == s[1]]
@@ -304,7 +348,8 @@ def resolve_obs_id(obs_id: str, instruments: Optional[Sequence[str]] = None) -> 
         raise ValueError(f"{obs_id!r}: unknown detector code {s[1]!r}")
     months = int(s[2:4], 36) + _MONTH_ZERO
     month = Month(months // 12, months % 12 + 1)
-    return matches[0], month, int(s[4:6], 36), int(s[6:8], 36)
+    frame_index = None if s[8] == SET_LAST else int(s[6:8], 36)
+    return matches[0], month, int(s[4:6], 36), frame_index
 
 
 # --------------------------------------------------------------------------------------------
@@ -520,6 +565,120 @@ def month_schedule(
             ))
     specs.sort(key=lambda sp: sp.expstart)
     return specs
+
+
+# --------------------------------------------------------------------------------------------
+# datasets: the files of one obs_id
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """The files of one simulated obs_id: one exposure, or a CR-SPLIT set of several.
+
+    An instrument whose files hold exposures as imsets (``instrument.imset_exposures``: STIS)
+    keeps each CR-SPLIT set of two or more frames in one FLT (and one SPT), imset ``k`` holding
+    ``frames[k - 1]``; any other dataset is one frame, as MAST serves it.
+
+    Attributes
+    ----------
+    obs_id : str
+        Rootname of the files (lower case): the frame's own (:func:`obs_id_for`) for one
+        exposure, the set's (:func:`set_obs_id_for`) for several.
+    frames : tuple of FrameSpec
+        The exposures, in time order.
+    """
+
+    obs_id: str
+    frames: tuple[FrameSpec, ...]
+
+    @property
+    def is_set(self) -> bool:
+        """True for a file of several exposures (imsets 1..N)."""
+        return len(self.frames) > 1
+
+    @property
+    def instrument(self) -> str:
+        return self.frames[0].instrument
+
+    @property
+    def month(self) -> str:
+        return self.frames[0].month
+
+    @property
+    def expstart(self) -> float:
+        """MJD of the first exposure's start (TEXPSTRT of a set)."""
+        return self.frames[0].expstart
+
+    @property
+    def expend(self) -> float:
+        """MJD of the last exposure's end (TEXPEND of a set)."""
+        return self.frames[-1].expend
+
+    @property
+    def exptime(self) -> float:
+        """Exposure time (s) summed over the exposures (TEXPTIME; MAST's ``t_exptime``)."""
+        return float(sum(f.exptime for f in self.frames))
+
+    @property
+    def frame_names(self) -> tuple[str, ...]:
+        """The name the pipeline stores for each exposure (``FrameHeader.rootname``):
+        ``<obs_id>_<k>`` for imset ``k`` of a set, the obs_id for one exposure."""
+        if self.is_set:
+            return tuple(f"{self.obs_id}_{k}" for k in range(1, len(self.frames) + 1))
+        return (self.obs_id,)
+
+
+def _as_dataset(spec: FrameSpec | DatasetSpec) -> DatasetSpec:
+    """A frame on its own is a dataset of one exposure under its own rootname."""
+    return spec if isinstance(spec, DatasetSpec) else DatasetSpec(obs_id=spec.obs_id, frames=(spec,))
+
+
+def _in_set_file(instrument: InstrumentConfig, spec: FrameSpec) -> bool:
+    return bool(instrument.imset_exposures) and spec.set_size > 1
+
+
+def dataset_obs_id(*, instrument: InstrumentConfig, spec: FrameSpec) -> str:
+    """The obs_id of the dataset that holds frame ``spec`` in the simulated archive: the set's
+    (:func:`set_obs_id_for`) for a frame of a CR-SPLIT set of several exposures of an instrument
+    with ``imset_exposures``, the frame's own rootname otherwise."""
+    if _in_set_file(instrument, spec):
+        return spec.set_obs_ids[0][:-1] + SET_LAST
+    return spec.obs_id
+
+
+def frame_name(*, instrument: InstrumentConfig, spec: FrameSpec) -> str:
+    """The name under which the pipeline stores frame ``spec`` of the simulated archive (and the
+    ``obs_id`` :func:`read_truth` gives it): ``<set obs_id>_<k>`` for exposure ``k`` (1, 2, ...)
+    of a set's file, the frame's rootname otherwise."""
+    if _in_set_file(instrument, spec):
+        return f"{dataset_obs_id(instrument=instrument, spec=spec)}_{spec.frame_index + 1}"
+    return spec.obs_id
+
+
+def month_datasets(
+    *, instrument: InstrumentConfig, month: Month, seed: int, darks_per_month: Optional[int] = None,
+    shape: Optional[tuple[int, int]] = None,
+) -> list[DatasetSpec]:
+    """The datasets (obs_ids) of one instrument in one month, sorted by their first EXPSTART.
+
+    The frames are those of :func:`month_schedule` (same arguments). With
+    ``instrument.imset_exposures`` (STIS) each CR-SPLIT set of two or more frames is one
+    dataset (:func:`set_obs_id_for`); every other frame is a dataset of its own.
+
+    Returns
+    -------
+    list of DatasetSpec
+        Empty when the instrument was not active in the month.
+    """
+    specs = month_schedule(instrument=instrument, month=month, seed=seed, darks_per_month=darks_per_month,
+                           shape=shape)
+    groups: dict[str, list[FrameSpec]] = {}
+    for spec in specs:
+        groups.setdefault(dataset_obs_id(instrument=instrument, spec=spec), []).append(spec)
+    datasets = [DatasetSpec(obs_id=obs_id, frames=tuple(sorted(frames, key=lambda f: f.frame_index)))
+                for obs_id, frames in groups.items()]
+    datasets.sort(key=lambda d: d.expstart)
+    return datasets
 
 
 # --------------------------------------------------------------------------------------------
@@ -1191,6 +1350,79 @@ def _layout(instrument: InstrumentConfig, spec: FrameSpec, suffix: str) -> list[
     return out
 
 
+#: Keywords of one exposure: in the primary header of a file of one exposure, in the SCI header
+#: of its imset in a set's file (whose primary header gives the totals TEXPTIME, TEXPSTRT, TEXPEND).
+_EXPOSURE_KEYWORDS = ("DATE-OBS", "TIME-OBS", "EXPSTART", "EXPEND", "EXPTIME", "DARKTIME", "SAA_EXIT", "SAA_TIME")
+
+
+def _set_primary_cards(instrument: InstrumentConfig, ds: DatasetSpec, suffix: str, nextend: int) -> list:
+    """Primary cards of a set's file: its first frame's, under the set's ROOTNAME and FILENAME,
+    without EXPSTART, EXPEND, EXPTIME and DARKTIME (each imset's own, in its SCI header), with
+    the totals TEXPTIME, TEXPSTRT and TEXPEND. DATE-OBS, TIME-OBS, SAA_EXIT and SAA_TIME are the
+    first exposure's; CRSPLIT is the number of exposures."""
+    out = []
+    for key, value, comment in _primary_cards(instrument, ds.frames[0], suffix, nextend):
+        if key in ("EXPSTART", "EXPEND", "EXPTIME", "DARKTIME"):
+            continue
+        if key == "ROOTNAME":
+            value = ds.obs_id.upper()
+        elif key == "FILENAME":
+            value = _filename(ds.obs_id, suffix)
+        elif key == "TEXPTIME":
+            out += [("TEXPTIME", ds.exptime, comment),
+                    ("TEXPSTRT", ds.expstart, "start time of the first exposure (MJD)"),
+                    ("TEXPEND", ds.expend, "end time of the last exposure (MJD)")]
+            continue
+        out.append((key, value, comment))
+    return out
+
+
+def _set_layout(instrument: InstrumentConfig, ds: DatasetSpec, suffix: str) -> list[tuple[str, fits.Header, Optional[tuple], Optional[str]]]:
+    """As :func:`_layout`, for the file of a CR-SPLIT set (STIS): imset ``k`` (EXTVER
+    ``chips + (k - 1) * len(chips)``) holds frame ``k - 1``, whose data keys carry it as a third
+    field (``sci:<chip>:<frame>``). The SPT has one UDL extension per imset."""
+    if instrument.kind != "ccd" or suffix not in ("FLT", "SPT"):
+        raise ValueError(f"{instrument.name}: no {suffix} file of several exposures")
+    n = len(ds.frames)
+    nchips = len(instrument.chips)
+    ny, nx = ds.frames[0].shape
+    root = ("ROOTNAME", ds.obs_id.upper(), "rootname of the observation set")
+    out = []
+    if suffix == "SPT":
+        cards = _set_primary_cards(instrument, ds, suffix, n)
+        cards = [c for c in cards if c[0] not in ("QUALCOM1", "QUALITY", "DARKCORR", "CRCORR", "CRREJTAB", "CCDTAB")]
+        cards += [("PSTRTIME", _saa_exit_text(ds.expstart), "predicted obs. start time (yyyy.ddd:hh:mm:ss)"),
+                  ("PSTPTIME", _saa_exit_text(ds.expend), "predicted obs. stop time (yyyy.ddd:hh:mm:ss)")]
+        cards += [(k, v, c) for k, v, c in ds.frames[0].elements.to_cards()]  # the month's orbit
+        out.append(("primary", _header(cards + _checksum_cards()), None, None))
+        for k in range(1, n + 1):
+            ext = [("EXTNAME", "UDL", "extension name"), ("EXTVER", k, "extension version number"), root]
+            out.append(("image", _header(ext + _checksum_cards()), (1, 2048), "udl"))
+        return out
+    out.append(("primary", _header(_set_primary_cards(instrument, ds, suffix, 3 * nchips * n) + _checksum_cards()),
+                None, None))
+    for f, spec in enumerate(ds.frames):
+        exposure = [c for c in _primary_cards(instrument, spec, suffix, 0) if c[0] in _EXPOSURE_KEYWORDS]
+        for i, (extver, ccdchip) in enumerate(zip(instrument.chips, instrument.ccdchip)):
+            for name, key in (("SCI", "sci"), ("ERR", "err"), ("DQ", "dq")):
+                cards = [("EXTNAME", name, "extension name"),
+                         ("EXTVER", extver + f * nchips, "extension version number"), root,
+                         ("CCDCHIP", ccdchip, "CCD chip (1 or 2)")]
+                if name != "DQ":
+                    cards.append(("BUNIT", instrument.bunit, "brightness units"))
+                if name == "SCI":
+                    cards += exposure
+                cards += _wcs_cards(instrument, spec, ccdchip, i)
+                out.append(("image", _header(cards + _checksum_cards()), (ny, nx), f"{key}:{i}:{f}"))
+    return out
+
+
+def _dataset_layout(instrument: InstrumentConfig, ds: DatasetSpec, suffix: str) -> list:
+    if ds.is_set:
+        return _set_layout(instrument, ds, suffix)
+    return _layout(instrument, ds.frames[0], suffix)
+
+
 _DTYPES = {"sci": ">f4", "err": ">f4", "dq": ">i2", "udl": ">i2"}
 
 
@@ -1205,38 +1437,47 @@ def _hdu_size(header: fits.Header, shape: Optional[tuple], dtype: Optional[str],
     return head + -(-data_bytes // 2880) * 2880
 
 
-def product_size(*, instrument: InstrumentConfig, spec: FrameSpec, suffix: str) -> int:
-    """Exact size (bytes) of the product file ``suffix`` of ``spec`` (cheap: headers only)."""
+def product_size(*, instrument: InstrumentConfig, spec: FrameSpec | DatasetSpec, suffix: str) -> int:
+    """Exact size (bytes) of the product file ``suffix`` of ``spec`` (cheap: headers only).
+
+    ``spec`` is a dataset (:func:`month_datasets`) or one frame, which is then a file of its own
+    under its own rootname.
+    """
     total = 0
-    for kind, header, shape, key in _layout(instrument, spec, suffix.upper()):
+    for kind, header, shape, key in _dataset_layout(instrument, _as_dataset(spec), suffix.upper()):
         dtype = _DTYPES[key.split(":")[0]] if key else None
         total += _hdu_size(header, shape, dtype, kind == "primary")
     return total
 
 
 def build_products(
-    *, instrument: InstrumentConfig, spec: FrameSpec, frame: Optional[SimulatedFrame] = None,
+    *, instrument: InstrumentConfig, spec: FrameSpec | DatasetSpec,
+    frame: SimulatedFrame | Sequence[SimulatedFrame] | None = None,
     suffixes: Optional[Sequence[str]] = None,
 ) -> dict[str, fits.HDUList]:
-    """The product files of one frame as HDU lists (``{suffix: HDUList}``).
+    """The product files of one dataset as HDU lists (``{suffix: HDUList}``).
 
-    ``frame`` is simulated when not given and a science product is asked for; the SPT/SHM need
-    only ``spec``.
+    ``spec`` is a dataset (:func:`month_datasets`) or one frame (a file of its own). ``frame``
+    holds the pixels of its frames (one :class:`SimulatedFrame`, or one per frame of a dataset);
+    they are simulated when not given and a science product is asked for; the SPT/SHM need only
+    ``spec``.
     """
+    ds = _as_dataset(spec)
     suffixes = [s.upper() for s in (suffixes or _product_suffixes(instrument))]
     need_pixels = any(s not in ("SPT", "SHM") for s in suffixes)
-    if need_pixels and frame is None:
-        frame = simulate_frame(instrument=instrument, spec=spec)
+    frames = (frame,) if isinstance(frame, SimulatedFrame) else frame
+    if need_pixels and frames is None:
+        frames = _simulate_frames(instrument, ds)
     out = {}
     for suffix in suffixes:
         hdus = []
-        for kind, header, shape, key in _layout(instrument, spec, suffix):
+        for kind, header, shape, key in _dataset_layout(instrument, ds, suffix):
             data = None
             if key == "udl":
                 data = np.zeros(shape, dtype=np.int16)
             elif key:
-                name, idx = key.split(":")
-                data = getattr(frame, name)[int(idx)]
+                name, idx, *member = key.split(":")
+                data = getattr(frames[int(member[0]) if member else 0], name)[int(idx)]
             if kind == "primary":
                 hdus.append(fits.PrimaryHDU(data, header=header))
             else:
@@ -1245,21 +1486,31 @@ def build_products(
     return out
 
 
-def _truth_hdulist(frame: SimulatedFrame) -> fits.HDUList:
-    f = frame.frame
+def _truth_hdulist(frames: Sequence[SimulatedFrame], ds: DatasetSpec) -> fits.HDUList:
+    """The truth file of a dataset: FRAME (a row per frame, ``obs_id`` the name the pipeline
+    stores it under) and CRS (a row per CR; in a set's file an ``imset`` column first, 1..N,
+    the row of FRAME and the imset of the FLT that hold the CR)."""
+    names = ds.frame_names
+    rows = [dict(f.frame, obs_id=name) for f, name in zip(frames, names)]
     cols = []
-    for key, value in f.items():
+    for key, value in rows[0].items():
+        values = [r[key] for r in rows]
         if isinstance(value, str):
-            cols.append(fits.Column(name=key, format=f"{max(len(value), 1)}A", array=np.array([value])))
+            width = max(max(len(v) for v in values), 1)
+            cols.append(fits.Column(name=key, format=f"{width}A", array=np.array(values)))
         elif isinstance(value, (bool, np.bool_)):
-            cols.append(fits.Column(name=key, format="L", array=np.array([value])))
+            cols.append(fits.Column(name=key, format="L", array=np.array(values)))
         elif isinstance(value, (int, np.integer)):
-            cols.append(fits.Column(name=key, format="K", array=np.array([value], dtype=np.int64)))
+            cols.append(fits.Column(name=key, format="K", array=np.array(values, dtype=np.int64)))
         else:
-            cols.append(fits.Column(name=key, format="D", array=np.array([value], dtype=np.float64)))
+            cols.append(fits.Column(name=key, format="D", array=np.array(values, dtype=np.float64)))
     frame_hdu = fits.BinTableHDU.from_columns(cols, name="FRAME")
     fmt = {np.dtype(np.float32): "E", np.dtype(np.int16): "I", np.dtype(np.int32): "J", np.dtype(np.int64): "K"}
-    cr_cols = [fits.Column(name=k, format=fmt[np.asarray(v).dtype], array=np.asarray(v)) for k, v in frame.crs.items()]
+    crs = {k: np.concatenate([np.asarray(f.crs[k]) for f in frames]) for k in frames[0].crs}
+    if ds.is_set:
+        counts = [len(np.asarray(f.crs["chip"])) for f in frames]
+        crs = {"imset": np.repeat(np.arange(1, len(frames) + 1, dtype=np.int16), counts), **crs}
+    cr_cols = [fits.Column(name=k, format=fmt[v.dtype], array=v) for k, v in crs.items()]
     crs_hdu = fits.BinTableHDU.from_columns(cr_cols, name="CRS")
     units = {"x": "pix", "y": "pix", "x_mid": "pix", "y_mid": "pix", "charge": "electron",
              "charge_total": "electron", "path_um": "micron", "length_px": "pix", "theta_deg": "deg",
@@ -1267,10 +1518,16 @@ def _truth_hdulist(frame: SimulatedFrame) -> fits.HDUList:
     for i, c in enumerate(crs_hdu.columns, start=1):
         if c.name in units:
             crs_hdu.header[f"TUNIT{i}"] = units[c.name]
+    first = rows[0]
     prim = fits.PrimaryHDU()
-    prim.header["ROOTNAME"] = (f["obs_id"].upper(), "rootname of the simulated frame")
-    prim.header["THRESH"] = (f["threshold_e"], "e-: n_pixels counts pixels above this")
-    prim.header["THRRULE"] = (f["threshold_rule"], "how THRESH was chosen")
+    if ds.is_set:
+        prim.header["ROOTNAME"] = (ds.obs_id.upper(), "rootname of the simulated CR-SPLIT set")
+    else:
+        prim.header["ROOTNAME"] = (first["obs_id"].upper(), "rootname of the simulated frame")
+    prim.header["THRESH"] = (first["threshold_e"], "e-: n_pixels counts pixels above this")
+    prim.header["THRRULE"] = (first["threshold_rule"], "how THRESH was chosen")
+    if ds.is_set:
+        prim.header["CRSPLIT"] = (len(frames), "exposures: FRAME rows, CRS imset 1..CRSPLIT")
     return fits.HDUList([prim, frame_hdu, crs_hdu])
 
 
@@ -1288,27 +1545,36 @@ def _to_bytes(hdul: fits.HDUList) -> bytes:
     return buf.getvalue()
 
 
+def _simulate_frames(instrument: InstrumentConfig, ds: DatasetSpec) -> tuple[SimulatedFrame, ...]:
+    return tuple(simulate_frame(instrument=instrument, spec=f) for f in ds.frames)
+
+
 def render_dataset(
-    *, instrument: InstrumentConfig, spec: FrameSpec, suffixes: Optional[Sequence[str]] = None,
+    *, instrument: InstrumentConfig, spec: FrameSpec | DatasetSpec, suffixes: Optional[Sequence[str]] = None,
     truth: bool = True,
 ) -> dict[str, bytes]:
-    """Bytes of the product files of one frame, ``{suffix: bytes}``, plus ``"TRUTH"`` when asked.
+    """Bytes of the product files of one dataset, ``{suffix: bytes}``, plus ``"TRUTH"`` when asked.
 
+    ``spec`` is a dataset (:func:`month_datasets`) or one frame (a file of its own). The frames
+    of a set are simulated in memory together (a few full frames at most).
     Deterministic: the same ``spec`` gives the same bytes.
     """
+    ds = _as_dataset(spec)
     suffixes = [s.upper() for s in (suffixes or _product_suffixes(instrument))]
     need_pixels = truth or any(s not in ("SPT", "SHM") for s in suffixes)
-    frame = simulate_frame(instrument=instrument, spec=spec) if need_pixels else None
-    out = {s: _to_bytes(h) for s, h in build_products(instrument=instrument, spec=spec, frame=frame, suffixes=suffixes).items()}
+    frames = _simulate_frames(instrument, ds) if need_pixels else None
+    out = {s: _to_bytes(h) for s, h in build_products(instrument=instrument, spec=ds, frame=frames, suffixes=suffixes).items()}
     if truth:
-        out["TRUTH"] = _to_bytes(_truth_hdulist(frame))
+        out["TRUTH"] = _to_bytes(_truth_hdulist(frames, ds))
     return out
 
 
-def write_dataset(*, instrument: InstrumentConfig, spec: FrameSpec, out_dir: Path) -> dict[str, Path]:
-    """Write the products and the truth of one frame into ``out_dir`` (created).
+def write_dataset(*, instrument: InstrumentConfig, spec: FrameSpec | DatasetSpec, out_dir: Path) -> dict[str, Path]:
+    """Write the products and the truth of one dataset into ``out_dir`` (created).
 
-    Files are written under a temporary name and renamed, so a file that exists is complete.
+    ``spec`` is a dataset (:func:`month_datasets`) or one frame, which is then written as a file
+    of its own under its own rootname (whatever set it belongs to). Files are written under a
+    temporary name and renamed, so a file that exists is complete.
 
     Returns
     -------
@@ -1317,12 +1583,13 @@ def write_dataset(*, instrument: InstrumentConfig, spec: FrameSpec, out_dir: Pat
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    frame = simulate_frame(instrument=instrument, spec=spec)
-    hduls = build_products(instrument=instrument, spec=spec, frame=frame)
-    hduls["TRUTH"] = _truth_hdulist(frame)
+    ds = _as_dataset(spec)
+    frames = _simulate_frames(instrument, ds)
+    hduls = build_products(instrument=instrument, spec=ds, frame=frames)
+    hduls["TRUTH"] = _truth_hdulist(frames, ds)
     paths = {}
     for suffix, hdul in hduls.items():
-        path = out_dir / _filename(spec.obs_id, suffix)
+        path = out_dir / _filename(ds.obs_id, suffix)
         tmp = path.with_name(path.name + ".part")
         _add_checksums(hdul).writeto(tmp, overwrite=True)
         tmp.replace(path)
@@ -1337,7 +1604,8 @@ def write_archive(
     """Write every simulated dark of ``instrument`` from ``start`` to ``stop`` (inclusive).
 
     Files go to ``out/mastDownload/HST/<obs_id>/`` (MAST's download layout) with the truth file
-    beside the products.
+    beside the products, one directory per dataset (:func:`month_datasets`: a STIS CR-SPLIT set
+    of several exposures is one).
 
     Months outside the instrument's active time are skipped, and so are months that have not
     ended yet (UTC), as in a pipeline run (:func:`~hstcosmicrays.intervals.month_windows`); the
@@ -1375,11 +1643,11 @@ def write_archive(
                     instrument.name, span_label(unended[0], unended[-1]))
     written = []
     for month in months:
-        for spec in month_schedule(instrument=instrument, month=month, seed=seed,
-                                   darks_per_month=darks_per_month, shape=shape):
-            d = out / "mastDownload" / "HST" / spec.obs_id
-            write_dataset(instrument=instrument, spec=spec, out_dir=d)
-            log.info("simulated %s (%s) in %s", spec.obs_id, month.label, d)
+        for ds in month_datasets(instrument=instrument, month=month, seed=seed,
+                                 darks_per_month=darks_per_month, shape=shape):
+            d = out / "mastDownload" / "HST" / ds.obs_id
+            write_dataset(instrument=instrument, spec=ds, out_dir=d)
+            log.info("simulated %s (%s) in %s", ds.obs_id, month.label, d)
             written.append(d)
     return written
 
@@ -1395,9 +1663,12 @@ def read_truth(path) -> tuple["pandas.DataFrame", "pandas.DataFrame"]:  # noqa: 
     Returns
     -------
     frames : DataFrame
-        One row per frame (columns of the ``FRAME`` extension).
+        One row per frame (columns of the ``FRAME`` extension); ``obs_id`` is the name the
+        pipeline stores the frame under (:func:`frame_name`: ``<set>_<k>`` for imset ``k`` of a
+        set's file).
     crs : DataFrame
-        One row per CR (columns of the ``CRS`` extension) with ``obs_id`` added.
+        One row per CR (columns of the ``CRS`` extension) with the ``obs_id`` of its frame added
+        (the ``imset`` column of a set's file is replaced by it).
     """
     import pandas as pd
 
@@ -1406,11 +1677,15 @@ def read_truth(path) -> tuple["pandas.DataFrame", "pandas.DataFrame"]:  # noqa: 
     frames, crs = [], []
     for f in files:
         with fits.open(f) as hdul:
-            fr = {c: _native(hdul["FRAME"].data[c])[0] for c in hdul["FRAME"].columns.names}
-            frames.append({k: (v.decode() if isinstance(v, bytes) else v) for k, v in fr.items()})
-            table = {c: _native(hdul["CRS"].data[c]) for c in hdul["CRS"].columns.names}
-        df = pd.DataFrame(table)
-        df.insert(0, "obs_id", frames[-1]["obs_id"])
+            columns = {c: _native(hdul["FRAME"].data[c]) for c in hdul["FRAME"].columns.names}
+            rows = [{c: v[i] for c, v in columns.items()} for i in range(len(hdul["FRAME"].data))]
+            rows = [{k: (v.decode() if isinstance(v, bytes) else v) for k, v in r.items()} for r in rows]
+            cr_table = {c: _native(hdul["CRS"].data[c]) for c in hdul["CRS"].columns.names}
+        frames.extend(rows)
+        names = np.array([str(r["obs_id"]).strip() for r in rows])
+        imset = cr_table.pop("imset", None)
+        df = pd.DataFrame(cr_table)
+        df.insert(0, "obs_id", names[0] if imset is None else names[np.asarray(imset, dtype=np.int64) - 1])
         crs.append(df)
     frames_df = pd.DataFrame(frames)
     for col in ("obs_id", "instrument", "month", "threshold_rule"):

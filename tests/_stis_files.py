@@ -3,8 +3,9 @@
 A STIS CR-SPLIT observation is one FLT file whose imsets SCI/ERR/DQ,1..N are the sub-exposures,
 each SCI header with its own EXPTIME, EXPSTART, EXPEND, DATE-OBS, TIME-OBS; the primary header
 gives the totals (TEXPTIME, TEXPSTRT, TEXPEND) and NEXTEND = 3 N. The simulated archive writes
-one file per exposure: :func:`stis_crsplit_file` puts the exposures of a simulated set into one
-such file; :func:`write_stis_crsplit` writes a small synthetic one.
+its sets so; :func:`stis_crsplit_file` builds such a file from single-exposure FLTs (the files
+``simulate.write_dataset`` writes for each frame on its own), independently of the simulator's
+own layout; :func:`write_stis_crsplit` writes a small synthetic one.
 """
 
 from __future__ import annotations

@@ -414,8 +414,14 @@ def test_stored_cosmic_rays_are_injected_ones(tmp_path, name, month, shape):
                       options=RunOptions(archive="simulated", start=m, stop=m, workers=1)).run()
     results = open_results(tmp_path / inst.store_name)
     exposures, crs = results.exposures(), results.cosmic_rays()
-    specs = {s.obs_id.lower(): s for s in simulate.month_schedule(instrument=inst, month=m, seed=5, shape=shape)}
+    # each frame under the name the pipeline stores (a STIS set's file: <set obs_id>_<k>)
+    specs = {simulate.frame_name(instrument=inst, spec=s): s
+             for s in simulate.month_schedule(instrument=inst, month=m, seed=5, shape=shape)}
     assert len(exposures) == len(specs) >= 4
+    names = [r.decode() if isinstance(r, bytes) else str(r) for r in exposures.rootname]
+    assert sorted(names) == sorted(specs)
+    if inst.imset_exposures:  # the simulated STIS sets are files of several exposures
+        assert all(n[-2] == "_" and n[-1].isdigit() for n in names)
     threshold = simulate.truth_threshold(inst)
     stored = spurious = detectable = 0
     for index, row in exposures.iterrows():
@@ -777,7 +783,9 @@ def test_stis_crsplit_files_of_several_imsets_give_the_stores_of_one_file_per_ex
     """A STIS CR-SPLIT observation is one FLT whose imsets are the sub-exposures (ocrreject reads
     every imset of its input). A month whose sets come as such files stores the same frames and
     CRs as the same month with one file per exposure, each imset a frame named
-    ``<rootname>_<k>`` on chip 1, with its own times and SAA keywords."""
+    ``<rootname>_<k>`` on chip 1, with its own times and SAA keywords. The simulated archive
+    writes its STIS sets so (``write_archive``), and its files give the very store of the same
+    files assembled from one file per exposure (``tests/_stis_files.py``)."""
     import shutil
 
     from _stis_files import stis_crsplit_file, stis_spt_file
@@ -788,48 +796,55 @@ def test_stis_crsplit_files_of_several_imsets_give_the_stores_of_one_file_per_ex
     config = load_config()
     inst = config.instrument("stis_ccd")
     month = parse_month("2012-06")
-    single = tmp_path / "single"
-    simulate.write_archive(instrument=inst, start=month, stop=month, out=single, darks_per_month=5, seed=4,
-                           shape=(256, 256))
     specs = simulate.month_schedule(instrument=inst, month=month, seed=4, darks_per_month=5, shape=(256, 256))
+    single = tmp_path / "single"  # one file per exposure
+    for spec in specs:
+        simulate.write_dataset(instrument=inst, spec=spec, out_dir=single / "mastDownload" / "HST" / spec.obs_id)
+    simulated = tmp_path / "simulated"  # the simulated archive: a set of several exposures is one file
+    simulate.write_archive(instrument=inst, start=month, stop=month, out=simulated, darks_per_month=5, seed=4,
+                           shape=(256, 256))
     sets = {}
     for spec in specs:
         sets.setdefault(spec.set_obs_ids, []).append(spec)
-    combined = tmp_path / "combined"
-    name_of = {}  # member rootname -> the name of its frame in the combined archive
+    combined = tmp_path / "combined"  # the sets' files assembled from the files of their exposures
+    name_of = {s.obs_id: simulate.frame_name(instrument=inst, spec=s) for s in specs}
     for members in sets.values():
         src = [single / "mastDownload" / "HST" / s.obs_id / f"{s.obs_id}_flt.fits" for s in members]
         if len(members) == 1:
             shutil.copytree(src[0].parent, combined / members[0].obs_id)
-            name_of[members[0].obs_id] = members[0].obs_id
             continue
-        root = members[0].obs_id[:6] + "010"
+        root = simulate.dataset_obs_id(instrument=inst, spec=members[0])
         d = combined / root
         d.mkdir(parents=True)
         stis_crsplit_file(src, d / f"{root}_flt.fits", rootname=root)
         stis_spt_file(src[0].with_name(f"{members[0].obs_id}_spt.fits"), d / f"{root}_spt.fits", rootname=root)
-        name_of.update({s.obs_id: f"{root}_{k}" for k, s in enumerate(members, start=1)})
+        assert (simulated / "mastDownload" / "HST" / root / f"{root}_flt.fits").exists()
+    assert sorted(p.name for p in (simulated / "mastDownload" / "HST").iterdir()) == sorted(
+        p.name for p in combined.iterdir())
     assert any(n.endswith("_2") for n in name_of.values()), "no CR-SPLIT set of two or more frames"
+    assert any("_" not in n for n in name_of.values()), "no lone frame"
 
     stores = []
-    for archive in (single, combined):
+    for archive in (single, combined, simulated):
         out = tmp_path / f"out-{archive.name}"
         CosmicRayPipeline(instrument=inst, config=config, output_dir=out, archive=LocalArchive(archive),
                           options=RunOptions(archive=str(archive), start=month, stop=month, workers=1)).run()
         stores.append(out / inst.store_name)
-    a, b = store_tables(stores[0]), store_tables(stores[1])
-    assert b["months"]["n_found"][0] == a["months"]["n_found"][0] == len(specs)
+    a = store_tables(stores[0])
+    assert a["months"]["n_found"][0] == len(specs)
     assert a["months"]["n_cr"][0] > 100
     keys = {"exposures": (), "cosmic_rays": ("chip", "x", "y"), "failures": ("stage",)}
-    for t, more in keys.items():
-        renamed = np.array([name_of[r.decode()].encode() for r in a[t]["rootname"]], dtype="S16")
-        order_a = np.lexsort(tuple(a[t][c] for c in reversed(more)) + (renamed,))
-        order_b = np.lexsort(tuple(b[t][c] for c in reversed(more)) + (b[t]["rootname"],))
-        assert sorted(a[t]) == sorted(b[t])
-        for col in a[t]:
-            want = renamed if col == "rootname" else a[t][col]
-            np.testing.assert_array_equal(b[t][col][order_b], want[order_a], err_msg=f"{t}.{col}")
-    assert len(b["exposures"]["rootname"]) >= 4
-    assert set(np.unique(b["cosmic_rays"]["chip"]).tolist()) == {1}
-    for k in a["months"]:
-        np.testing.assert_array_equal(a["months"][k], b["months"][k], err_msg=k)
+    for b in (store_tables(stores[1]), store_tables(stores[2])):
+        assert b["months"]["n_found"][0] == len(specs)
+        for t, more in keys.items():
+            renamed = np.array([name_of[r.decode()].encode() for r in a[t]["rootname"]], dtype="S16")
+            order_a = np.lexsort(tuple(a[t][c] for c in reversed(more)) + (renamed,))
+            order_b = np.lexsort(tuple(b[t][c] for c in reversed(more)) + (b[t]["rootname"],))
+            assert sorted(a[t]) == sorted(b[t])
+            for col in a[t]:
+                want = renamed if col == "rootname" else a[t][col]
+                np.testing.assert_array_equal(b[t][col][order_b], want[order_a], err_msg=f"{t}.{col}")
+        assert sorted(r.decode() for r in b["exposures"]["rootname"]) == sorted(name_of.values())
+        assert set(np.unique(b["cosmic_rays"]["chip"]).tolist()) == {1}
+        for k in a["months"]:
+            np.testing.assert_array_equal(a["months"][k], b["months"][k], err_msg=k)

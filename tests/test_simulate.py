@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 from astropy.io import fits
-from astropy.wcs import WCS
+from astropy.wcs import WCS, FITSFixedWarning
 
 from hstcosmicrays import simulate
 from hstcosmicrays.archive.base import Archive
@@ -74,6 +74,10 @@ def _check_wcs(header):
     assert header["CTYPE1"] == "RA---TAN" and header["CTYPE2"] == "DEC--TAN"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        # the SCI header of an imset of a STIS CR-SPLIT file carries its exposure's DATE-OBS, as
+        # real ones do; astropy derives MJD-OBS from it, with this warning, on real files too
+        warnings.filterwarnings("ignore", message="'datfix' made the change 'Set MJD-OBS to [0-9.]+ from DATE-OBS'",
+                                category=FITSFixedWarning)
         w = WCS(header)
     ra, dec = w.all_pix2world([[header["CRPIX1"], header["CRPIX2"]]], 1)[0]
     assert ra == pytest.approx(header["CRVAL1"], abs=1e-7)
@@ -86,7 +90,8 @@ def _check_orbit_header(path, primary):
     for key in ORBIT_KEYWORDS:
         assert key in primary, key
     ref = calcos_orbit.HSTOrbit(str(path))
-    t = np.linspace(primary["EXPSTART"], primary["EXPEND"], 7)
+    start, end = (("EXPSTART", "EXPEND") if "EXPSTART" in primary else ("TEXPSTRT", "TEXPEND"))
+    t = np.linspace(primary[start], primary[end], 7)
     xyz = np.array([ref.getPos(float(v))[0] for v in t])
     r = np.linalg.norm(xyz, axis=1)
     lat = np.degrees(np.arcsin(xyz[:, 2] / r))
@@ -110,6 +115,10 @@ def test_file_structure(fetched, name):
     assert [d.t_min for d in datasets] == sorted(d.t_min for d in datasets)
     for ds in datasets:
         assert ds.obs_id[0] == inst.rootname_prefix and len(ds.obs_id) == 9 and ds.obs_id == ds.obs_id.lower()
+        n = len(_archive_for(inst).dataset(inst, ds.obs_id).frames)  # exposures in the dataset's files
+        assert n == 1 or inst.imset_exposures
+        # a file of several exposures (STIS CR-SPLIT) gives their totals in its primary header
+        start, exptime, end = ("EXPSTART", "EXPTIME", "EXPEND") if n == 1 else ("TEXPSTRT", "TEXPTIME", "TEXPEND")
         assert {p.suffix for p in ds.products} == set(inst.products)
         paths = files[ds.obs_id]
         for p in ds.products:
@@ -123,19 +132,21 @@ def test_file_structure(fetched, name):
                 prim = hdul[0].header
                 assert prim["ROOTNAME"] == ds.obs_id.upper()
                 assert prim["INSTRUME"] == inst.instrume
-                assert prim["EXPSTART"] == pytest.approx(ds.t_min)
-                assert prim["EXPTIME"] == pytest.approx(ds.exptime)
-                assert prim["EXPEND"] > prim["EXPSTART"]
+                assert prim[start] == pytest.approx(ds.t_min)
+                assert prim[exptime] == pytest.approx(ds.exptime)
+                assert prim[end] > prim[start]
+                assert prim["NEXTEND"] == len(hdul) - 1
                 if suffix in ("SPT", "SHM"):
                     _check_orbit_header(path, prim)
                     continue
-                for key in PRIMARY_COMMON:
+                common = PRIMARY_COMMON if n == 1 else tuple(
+                    {"EXPSTART": start, "EXPTIME": exptime, "EXPEND": end}.get(k, k) for k in PRIMARY_COMMON)
+                for key in common:
                     assert key in prim, (suffix, key)
                 assert prim["IMAGETYP"] == "DARK" and prim["TARGNAME"] == "DARK"
                 assert prim["EXPFLAG"] == "NORMAL" and prim["SUBARRAY"] is False
-                assert prim["NEXTEND"] == len(hdul) - 1
                 if inst.kind == "ccd":
-                    _check_ccd(inst, hdul, prim)
+                    _check_ccd(inst, hdul, prim, imsets=n)
                 elif inst.kind == "ir":
                     _check_ir(inst, hdul, prim)
                 else:
@@ -149,20 +160,25 @@ def _check_gain_keywords(inst, prim):
     assert gains and all(0.5 < g < 20 for g in gains)
 
 
-def _check_ccd(inst, hdul, prim):
+def _check_ccd(inst, hdul, prim, imsets=1):
     for key in PRIMARY_CCD:
         assert key in prim, key
     assert prim["DETECTOR"] == inst.detector
     assert prim["FLASHDUR"] >= 0
     assert prim["FLASHSTA"] in ("NOT PERFORMED", "SUCCESSFUL")
+    assert prim["NEXTEND"] == 3 * len(inst.chips) * imsets
     _check_gain_keywords(inst, prim)
-    for extver, ccdchip in zip(inst.chips, inst.ccdchip):
-        sci, err, dq = hdul["SCI", extver], hdul["ERR", extver], hdul["DQ", extver]
-        assert sci.data.shape == err.data.shape == dq.data.shape == SHAPE
-        assert sci.data.dtype.kind == "f" and dq.data.dtype.kind == "i"
-        assert sci.header["CCDCHIP"] == ccdchip and sci.header["BUNIT"] == inst.bunit
-        assert np.all(err.data > 0)
-        _check_wcs(sci.header)
+    for k in range(imsets):
+        for extver, ccdchip in zip(inst.chips, inst.ccdchip):
+            extver += k * len(inst.chips)
+            sci, err, dq = hdul["SCI", extver], hdul["ERR", extver], hdul["DQ", extver]
+            assert sci.data.shape == err.data.shape == dq.data.shape == SHAPE
+            assert sci.data.dtype.kind == "f" and dq.data.dtype.kind == "i"
+            assert sci.header["CCDCHIP"] == ccdchip and sci.header["BUNIT"] == inst.bunit
+            assert np.all(err.data > 0)
+            _check_wcs(sci.header)
+            if imsets > 1:  # each exposure's own times in its SCI header
+                assert sci.header["EXPTIME"] > 0 and sci.header["EXPEND"] > sci.header["EXPSTART"]
     if len(inst.chips) == 2:
         assert hdul["SCI", 1].header["CCDCHIP"] == 2  # ACS and WFC3/UVIS: SCI,1 is chip 2
 
@@ -224,6 +240,94 @@ def test_crsplit_sets(config):
     assert all(sp.set_size == 1 for sp in ir)
 
 
+def test_a_stis_crsplit_set_is_one_dataset_of_several_imsets(fetched):
+    """A STIS CR-SPLIT set of N exposures is one dataset, as STIS writes it: one FLT whose imset k
+    (SCI/ERR/DQ,k) is exposure k, with its own times and SAA keywords in its SCI header and the
+    pixels of the exposure's file of its own; the totals in the primary header (NEXTEND 3N,
+    CRSPLIT N, TEXPTIME, TEXPSTRT, TEXPEND, no EXPSTART); one SPT (the month's orbit, a UDL
+    extension per imset); one truth file naming each frame as the pipeline stores it."""
+    from hstcosmicrays.frames import read_headers
+
+    _, results = fetched
+    inst, datasets, files = results["stis_ccd"]
+    archive = _archive_for(inst)
+    members = {sp.obs_id for sp in archive.schedule(inst, MONTHS["stis_ccd"])}
+    assert len(datasets) == 2 and len(members) == 4  # two CR-SPLIT pairs
+    for ds in datasets:
+        spec = archive.dataset(inst, ds.obs_id)
+        frames = spec.frames
+        assert spec.is_set and len(frames) == 2 and [f.frame_index for f in frames] == [0, 1]
+        # the set's name: its first frame's with the last character 0; no frame has it
+        assert ds.obs_id == frames[0].obs_id[:-1] + "0" and ds.obs_id not in members
+        assert ds.obs_id == simulate.set_obs_id_for(instrument=inst, month=MONTHS["stis_ccd"],
+                                                    set_index=frames[0].set_index)
+        assert all(simulate.dataset_obs_id(instrument=inst, spec=f) == ds.obs_id for f in frames)
+        assert simulate.resolve_obs_id(ds.obs_id.upper()) == ("stis_ccd", MONTHS["stis_ccd"], frames[0].set_index, None)
+        assert simulate.resolve_obs_id(frames[1].obs_id)[2:] == (frames[0].set_index, 1)
+        with pytest.raises(KeyError, match=f"exposure of the dataset {ds.obs_id}"):
+            archive.dataset(inst, frames[1].obs_id)
+        assert (ds.t_min, ds.exptime) == (frames[0].expstart, 2 * frames[0].exptime)
+
+        flt = files[ds.obs_id]["FLT"]
+        with _open(flt) as hdul:
+            prim = hdul[0].header
+            assert prim["NEXTEND"] == 6 == len(hdul) - 1 and prim["CRSPLIT"] == 2
+            assert prim["ROOTNAME"] == ds.obs_id.upper() and prim["FILENAME"] == flt.name
+            assert not {"EXPSTART", "EXPEND", "EXPTIME", "DARKTIME"} & set(prim)
+            assert prim["TEXPSTRT"] == frames[0].expstart and prim["TEXPEND"] == frames[1].expend
+            assert prim["TEXPTIME"] == frames[0].exptime + frames[1].exptime
+            assert (prim["DATE-OBS"], prim["TIME-OBS"]) == simulate._iso(frames[0].expstart)
+            for k, f in enumerate(frames, start=1):
+                own = simulate.build_products(instrument=inst, spec=f, suffixes=["FLT"])["FLT"]
+                sci = hdul["SCI", k].header
+                assert sci["ROOTNAME"] == ds.obs_id.upper()
+                for key in ("EXPSTART", "EXPEND", "EXPTIME", "DARKTIME", "DATE-OBS", "TIME-OBS", "SAA_EXIT",
+                            "SAA_TIME"):
+                    assert sci[key] == own[0].header[key], key
+                for name in ("SCI", "ERR", "DQ"):
+                    np.testing.assert_array_equal(hdul[name, k].data, own[name, 1].data)
+        headers = read_headers(flt, instrument=inst)
+        assert [h.rootname for h in headers] == list(spec.frame_names) == [f"{ds.obs_id}_1", f"{ds.obs_id}_2"]
+        assert [h.imset for h in headers] == [1, 2]
+        assert [(h.expstart, h.expend, h.exptime) for h in headers] == [(f.expstart, f.expend, f.exptime) for f in frames]
+        assert [h.saa_time for h in headers] == [f.saa_time for f in frames]
+
+        with _open(files[ds.obs_id]["SPT"]) as hdul:
+            alone = simulate.render_dataset(instrument=inst, spec=frames[0], suffixes=["SPT"], truth=False)["SPT"]
+            own = fits.HDUList.fromstring(alone)[0].header  # the SPT of the first frame on its own
+            assert hdul[0].header["ROOTNAME"] == ds.obs_id.upper() and hdul[0].header["NEXTEND"] == 2
+            assert [(h.name, h.ver, h.header["ROOTNAME"]) for h in hdul[1:]] == [
+                ("UDL", 1, ds.obs_id.upper()), ("UDL", 2, ds.obs_id.upper())]
+            assert all(hdul[0].header[key] == own[key] for key in ORBIT_KEYWORDS)
+
+        t_frames, t_crs = simulate.read_truth(flt.parent / f"{ds.obs_id}_truth.fits")
+        assert t_frames["obs_id"].tolist() == list(spec.frame_names)
+        assert t_frames["frame_index"].tolist() == [0, 1] and (t_frames["set_size"] == 2).all()
+        for name, f in zip(spec.frame_names, frames):
+            assert simulate.frame_name(instrument=inst, spec=f) == name
+            alone = simulate.simulate_frame(instrument=inst, spec=f)
+            mine = t_crs[t_crs["obs_id"] == name]
+            assert len(mine) == alone.frame["n_cr"] > 0
+            np.testing.assert_array_equal(mine["x"].to_numpy(), alone.crs["x"])
+        assert set(t_crs["obs_id"]) == set(spec.frame_names)
+
+
+def test_a_lone_stis_frame_and_other_instruments_keep_one_file_per_exposure(config):
+    """Only sets of two or more exposures of an instrument with imset_exposures are one file."""
+    stis = config.instruments["stis_ccd"]
+    dss = simulate.month_datasets(instrument=stis, month=MONTHS["stis_ccd"], seed=3, darks_per_month=3)
+    assert [len(d.frames) for d in dss] == [2, 1]
+    lone = dss[1].frames[0]
+    assert dss[1].obs_id == lone.obs_id == simulate.frame_name(instrument=stis, spec=lone)
+    assert dss[1].frame_names == (lone.obs_id,) and not dss[1].is_set
+    for name in ("acs_hrc", "wfc3_uvis", "wfpc2"):
+        inst = config.instruments[name]
+        specs = simulate.month_schedule(instrument=inst, month=MONTHS[name], seed=3, darks_per_month=4)
+        dss = simulate.month_datasets(instrument=inst, month=MONTHS[name], seed=3, darks_per_month=4)
+        assert [d.frames for d in dss] == [(s,) for s in specs]
+        assert [d.obs_id for d in dss] == [s.obs_id for s in specs]
+
+
 @pytest.mark.parametrize("name", ["acs_wfc", "stis_ccd", "wfc3_uvis"])
 def test_hot_pixels_keep_their_rates(config, name):
     """A hot pixel keeps its place and dark rate in every later frame: within an anneal cycle the
@@ -270,11 +374,13 @@ def test_resolve_obs_id(fetched, archive):
             assert archive.resolve(ds.obs_id.upper()) == (name, MONTHS[name])
     with pytest.raises(ValueError):
         archive.resolve("notanid")
+    with pytest.raises(ValueError):  # a set's name ends in 0 after frame digits 00
+        simulate.resolve_obs_id("oc7h00010")
 
 
 def test_deterministic_bytes(config, fetched, tmp_path):
     _, results = fetched
-    for name in ("wfc3_uvis", "wfc3_ir", "wfpc2"):
+    for name in ("wfc3_uvis", "wfc3_ir", "wfpc2", "stis_ccd"):
         inst, datasets, files = results[name]
         again = _archive_for(inst)
         ds = again.query(inst, MONTHS[name])
@@ -323,12 +429,16 @@ def test_truth_counts_match_the_pixels(fetched, config):
     work, results = fetched
     for name in ("wfc3_uvis", "stis_ccd", "acs_hrc"):
         inst, datasets, files = results[name]
-        frames, crs = simulate.read_truth(work / "mastDownload" / "HST" / datasets[0].obs_id)
-        frame = frames.iloc[0]
+        frames, all_crs = simulate.read_truth(work / "mastDownload" / "HST" / datasets[0].obs_id)
+        assert frames["n_cr"].sum() == len(all_crs)
+        # a STIS CR-SPLIT set's file holds its frames as imsets: the last one here
+        k = len(frames)
+        frame = frames.iloc[k - 1]
+        crs = all_crs[all_crs["obs_id"] == frame["obs_id"]]
         assert frame["n_cr"] == len(crs) > 20
         with fits.open(files[datasets[0].obs_id]["FLT"]) as hdul:
             gain = 1.0 if inst.bunit == "ELECTRONS" else hdul[0].header[inst.gain_keywords[0]]
-            images = {v: hdul["SCI", v].data * gain for v in inst.chips}
+            images = {v: hdul["SCI", v + (k - 1) * len(inst.chips)].data * gain for v in inst.chips}
         ok = []
         for cr in crs.itertuples():
             x, y = int(round(cr.x)), int(round(cr.y))
@@ -491,9 +601,19 @@ def test_schedule_crosses_the_saa_sometimes(config):
 
 
 def test_read_truth_columns(fetched):
-    work, _ = fetched
+    work, results = fetched
     frames, crs = simulate.read_truth(work)
-    assert len(frames) == sum(1 for _ in work.rglob("*_truth.fits"))
+    # a frame per exposure: several in a STIS set's truth file
+    assert len(frames) == sum(len(_archive_for(inst).dataset(inst, d.obs_id).frames)
+                              for inst, datasets, _ in results.values() for d in datasets)
+    assert len(frames) > sum(1 for _ in work.rglob("*_truth.fits"))
+    # each frame under the name the pipeline stores it under
+    names = {simulate.frame_name(instrument=inst, spec=spec)
+             for inst, _, _ in results.values() for spec in _archive_for(inst).schedule(inst, MONTHS[inst.name])}
+    assert set(frames["obs_id"]) == names and frames["obs_id"].is_unique
+    assert frames["obs_id"].str.fullmatch(r"oc\w{7}_[12]").sum() == 4
+    assert (crs.groupby("obs_id").size() == frames.set_index("obs_id")["n_cr"]).all()
+    assert "imset" not in crs
     for col in ("obs_id", "n_cr", "rate_true", "integration_time", "hst_lat", "hst_lon", "threshold_e"):
         assert col in frames
     for col in ("obs_id", "chip", "read", "x", "y", "n_pixels", "charge", "theta_deg", "phi_deg"):
@@ -510,9 +630,11 @@ def test_cli_simulate_writes_an_archive(tmp_path):
                "--out", str(tmp_path), "--darks-per-month", "2", "--seed", "3"])
     assert rc == 0
     flts = sorted(tmp_path.glob("mastDownload/HST/*/*_flt.fits"))
-    assert len(flts) == 4
+    assert len(flts) == 2  # a CR-SPLIT pair a month, in one file
+    assert [fits.getval(f, "NEXTEND") for f in flts] == [6, 6]
     frames, crs = simulate.read_truth(tmp_path)
     assert len(frames) == 4 and len(crs) == frames["n_cr"].sum()
+    assert sorted(frames["obs_id"]) == sorted(f"{f.name[:9]}_{k}" for f in flts for k in (1, 2))
 
 
 def test_cli_simulate_onto_a_file_is_a_one_line_error(config, tmp_path, capsys):

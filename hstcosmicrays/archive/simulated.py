@@ -1,7 +1,9 @@
 """The simulated archive: a MAST stand-in serving the darks of :mod:`hstcosmicrays.simulate`.
 
-``query`` lists a month's simulated darks (HST-style rootnames, dates, exposure times, CR-SPLIT
-sets) and ``fetch`` writes their product files in MAST's download layout
+``query`` lists a month's simulated datasets (HST-style rootnames, dates, exposure times; for
+STIS, whose CR-SPLIT observations are one FLT of several imsets, each set of two or more
+exposures is one dataset, :func:`hstcosmicrays.simulate.month_datasets`) and ``fetch`` writes
+their product files in MAST's download layout
 ``<workdir>/mastDownload/HST/<obs_id>/<obs_id>_<suffix>.fits`` with the truth file
 ``<obs_id>_truth.fits`` beside them (not listed as a product). The same seed, instrument and
 month give byte-identical files. :meth:`SimulatedArchive.product_bytes` returns the bytes of one
@@ -57,11 +59,22 @@ class SimulatedArchive:
             darks_per_month=self.darks_per_month, shape=self.shape,
         )
 
+    def datasets(self, instrument: InstrumentConfig, month: Month) -> list[simulate.DatasetSpec]:
+        """The datasets of a month (see :func:`hstcosmicrays.simulate.month_datasets`)."""
+        return simulate.month_datasets(
+            instrument=instrument, month=month, seed=self.seed,
+            darks_per_month=self.darks_per_month, shape=self.shape,
+        )
+
     def query(self, instrument: InstrumentConfig, month: Month) -> list[Dataset]:
-        """Darks of ``instrument`` starting in ``month``, sorted by EXPSTART."""
+        """Datasets of ``instrument`` starting in ``month``, sorted by their start.
+
+        ``t_min`` is the first exposure's EXPSTART and ``exptime`` the sum of the exposure times
+        (of a STIS CR-SPLIT set, its TEXPTIME, as MAST gives ``t_exptime``).
+        """
         self._seen[instrument.name] = instrument
         try:
-            specs = self.schedule(instrument, month)
+            specs = self.datasets(instrument, month)
         except Exception as exc:  # a configuration problem: the month cannot be answered
             raise ArchiveError(f"simulated archive: {instrument.name} {month}: {exc}") from exc
         datasets = []
@@ -87,7 +100,7 @@ class SimulatedArchive:
         for ds in datasets:
             try:
                 instrument = self._instrument(ds.instrument)
-                spec = self.spec(instrument, ds.obs_id)
+                spec = self.dataset(instrument, ds.obs_id)
             except (KeyError, ValueError) as exc:
                 raise ArchiveError(f"simulated archive: {exc}") from None
             d = Path(workdir) / "mastDownload" / "HST" / ds.obs_id
@@ -113,21 +126,40 @@ class SimulatedArchive:
         return name, month
 
     def spec(self, instrument: InstrumentConfig, obs_id: str) -> simulate.FrameSpec:
-        """The :class:`~hstcosmicrays.simulate.FrameSpec` of ``obs_id`` (KeyError if not in the archive)."""
+        """The :class:`~hstcosmicrays.simulate.FrameSpec` of the frame whose rootname is ``obs_id``
+        (:func:`~hstcosmicrays.simulate.obs_id_for`; a frame of a STIS set is served in its set's
+        dataset); KeyError if there is no such frame in the archive."""
         name, month = self.resolve(obs_id, [instrument.name])
         if name != instrument.name:
             raise KeyError(f"{obs_id} is a {name} rootname, not {instrument.name}")
         for spec in self.schedule(instrument, month):
             if spec.obs_id == obs_id.lower():
                 return spec
+        raise KeyError(f"{obs_id} is not a frame of the simulated archive (seed {self.seed})")
+
+    def dataset(self, instrument: InstrumentConfig, obs_id: str) -> simulate.DatasetSpec:
+        """The :class:`~hstcosmicrays.simulate.DatasetSpec` of the dataset ``obs_id`` (KeyError if
+        the archive has no such dataset: e.g. a frame of a STIS set, which is served in the set's
+        dataset, whose obs_id the message names)."""
+        name, month = self.resolve(obs_id, [instrument.name])
+        if name != instrument.name:
+            raise KeyError(f"{obs_id} is a {name} rootname, not {instrument.name}")
+        want = obs_id.lower()
+        for ds in self.datasets(instrument, month):
+            if ds.obs_id == want:
+                return ds
+            if ds.is_set and any(f.obs_id == want for f in ds.frames):
+                raise KeyError(f"{obs_id} is an exposure of the dataset {ds.obs_id} (one file of "
+                               f"{len(ds.frames)} imsets), not a dataset of its own")
         raise KeyError(f"{obs_id} is not in the simulated archive (seed {self.seed})")
 
     def product_bytes(self, instrument: InstrumentConfig, obs_id: str, suffix: str) -> bytes:
-        """Bytes of one product file (``suffix`` FLT, SPT, IMA, C0M, C1M, SHM or TRUTH).
+        """Bytes of one product file of dataset ``obs_id`` (``suffix`` FLT, SPT, IMA, C0M, C1M,
+        SHM or TRUTH).
 
         Deterministic: equal to the file :meth:`fetch` writes.
         """
-        spec = self.spec(instrument, obs_id)
+        spec = self.dataset(instrument, obs_id)
         suffix = suffix.upper()
         if suffix == "TRUTH":
             return simulate.render_dataset(instrument=instrument, spec=spec, suffixes=[], truth=True)["TRUTH"]
