@@ -707,3 +707,35 @@ def test_mast_server_command_serves_the_simulated_archive(tmp_path):
         out, err = proc.communicate(timeout=30)
         proc.stdout.close() if not proc.stdout.closed else None
     assert proc.returncode == 0, err
+
+
+def test_a_simulated_stis_crsplit_set_is_served_as_one_observation(tmp_path):
+    """Serving the simulated archive, the stand-in lists each STIS CR-SPLIT set of several
+    exposures as one observation (the set's obs_id, its total exposure time), announces the sizes
+    of the bytes it serves, and the real client downloads the set's one FLT of several imsets and
+    its SPT, byte-identical to the simulated archive's; a lone exposure stays a file of its own."""
+    from hstcosmicrays import simulate
+    from hstcosmicrays.archive.simulated import SimulatedArchive
+
+    stis = CONFIG.instrument("stis_ccd")
+    month = Month(2012, 3)
+    sim = SimulatedArchive(seed=5, darks_per_month=3, shape=(16, 24))
+    want = sim.query(stis, month)
+    assert [len(sim.dataset(stis, d.obs_id).frames) for d in want] == [2, 1]
+    (tmp_path / "xdg").mkdir()
+    with MastServer(sim, CONFIG.instruments) as srv, ClientProcess(srv.url, tmp_path / "xdg") as client:
+        result = run_client(client, tmp_path, months=(month,), instrument="stis_ccd")
+    res = result["months"][month.label]
+    assert res["query_error"] is None and res["fetch_error"] is None, res
+    assert [(d[0], d[2]) for d in res["datasets"]] == [(d.obs_id, d.exptime) for d in want]
+    assert want[0].obs_id.endswith(simulate.SET_LAST) and want[0].exptime == 2 * want[1].exptime
+    for d, (obs_id, _, _, products) in zip(want, res["datasets"]):
+        assert products == [[p.suffix, p.filename, p.size] for p in d.products]
+        for suffix, path in res["files"][obs_id].items():
+            data = Path(path).read_bytes()
+            assert data == sim.product_bytes(stis, obs_id, suffix)
+            assert len(data) == next(p.size for p in d.products if p.suffix == suffix)
+    with fits.open(res["files"][want[0].obs_id]["FLT"]) as hdul:
+        assert hdul[0].header["NEXTEND"] == 6 and [h.ver for h in hdul[1:]] == [1, 1, 1, 2, 2, 2]
+    with fits.open(res["files"][want[1].obs_id]["FLT"]) as hdul:
+        assert hdul[0].header["NEXTEND"] == 3 and hdul[0].header["EXPSTART"] == want[1].t_min

@@ -18,7 +18,8 @@ Endpoints (the ones ``astroquery.mast.Observations`` uses for queries and downlo
 
 The answers come from an archive object (anything with the
 :class:`~hstcosmicrays.archive.base.Archive` methods ``query`` and ``fetch``, normally
-:class:`~hstcosmicrays.archive.simulated.SimulatedArchive`): an observation row per dataset, a
+:class:`~hstcosmicrays.archive.simulated.SimulatedArchive`, whose STIS CR-SPLIT sets are one
+dataset each, one FLT of several imsets): an observation row per dataset, a
 product row per file (the instrument's product types plus the other types MAST lists for a dark,
 such as RAW, TRL, JIF; those extra files are served as small FITS files), and the file bytes.
 Filters are applied as MAST applies them: discrete columns match any listed value
