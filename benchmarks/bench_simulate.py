@@ -41,7 +41,8 @@ def main() -> None:
             for suffix, hdul in hduls.items():
                 simulate._add_checksums(hdul).writeto(Path(tmp) / f"{spec.obs_id}_{suffix.lower()}.fits", overwrite=True)
             t3 = time.perf_counter()
-            simulate._add_checksums(simulate._truth_hdulist(frame)).writeto(
+            one = simulate.DatasetSpec(obs_id=spec.obs_id, frames=(spec,))  # the frame as a file of its own
+            simulate._add_checksums(simulate._truth_hdulist((frame,), one)).writeto(
                 Path(tmp) / f"{spec.obs_id}_truth.fits", overwrite=True)
             t4 = time.perf_counter()
             totals.append(t4 - t0)
