@@ -676,7 +676,9 @@ class CosmicRayPipeline:
         work = _MonthWork(month=month, started=time.time())
         try:
             work.datasets = list(self.archive.query(self.instrument, month))
-            log.info("%s %s: %s in the archive", self.instrument.name, month, plural(len(work.datasets), "dark"))
+            # a STIS dataset may hold several exposures (a CR-SPLIT FLT), counted once its headers are read
+            noun = "dataset" if self.instrument.imset_exposures else "dark"
+            log.info("%s %s: %s in the archive", self.instrument.name, month, plural(len(work.datasets), noun))
             if not work.datasets and not getattr(self.archive, "complete", True):
                 log.warning("%s %s: no dark of the month in %s; it is stored as a month without darks (if you "
                             "add its files later, run again with --reprocess --start %s --stop %s)",

@@ -779,7 +779,7 @@ def test_the_readme_gives_the_measured_shortfall_of_stored_crs(tmp_path):
     assert row in (root / "README.md").read_text(), row
 
 
-def test_stis_crsplit_files_of_several_imsets_give_the_stores_of_one_file_per_exposure(tmp_path):
+def test_stis_crsplit_files_of_several_imsets_give_the_stores_of_one_file_per_exposure(tmp_path, caplog):
     """A STIS CR-SPLIT observation is one FLT whose imsets are the sub-exposures (ocrreject reads
     every imset of its input). A month whose sets come as such files stores the same frames and
     CRs as the same month with one file per exposure, each imset a frame named
@@ -827,8 +827,13 @@ def test_stis_crsplit_files_of_several_imsets_give_the_stores_of_one_file_per_ex
     stores = []
     for archive in (single, combined, simulated):
         out = tmp_path / f"out-{archive.name}"
-        CosmicRayPipeline(instrument=inst, config=config, output_dir=out, archive=LocalArchive(archive),
-                          options=RunOptions(archive=str(archive), start=month, stop=month, workers=1)).run()
+        caplog.clear()
+        with caplog.at_level("INFO", logger="hstcosmicrays"):
+            CosmicRayPipeline(instrument=inst, config=config, output_dir=out, archive=LocalArchive(archive),
+                              options=RunOptions(archive=str(archive), start=month, stop=month, workers=1)).run()
+        # the archive lists datasets; a STIS dataset may hold several exposures
+        n_datasets = len(LocalArchive(archive).query(inst, month))
+        assert f"2012-06: {n_datasets} datasets in the archive" in caplog.text
         stores.append(out / inst.store_name)
     a = store_tables(stores[0])
     assert a["months"]["n_found"][0] == len(specs)
