@@ -507,9 +507,9 @@ def params_for_stack(
 # grouping and screening
 
 
-def _frame_label(header: Any) -> str:
+def _frame_label(header) -> str:
     """The file of a frame, with its imset when the file holds several exposures."""
-    return f"{header.path} (imset {header.imset})" if getattr(header, "imset", 0) else str(header.path)
+    return f"{header.path} (imset {header.imset})" if header.imset else str(header.path)
 
 
 def _quality_problem(quality: str) -> str | None:
@@ -564,7 +564,7 @@ def group_stacks(
             reason = f"frame of {h.instrument}, not {instrument.name}"
         elif h.rootname in seen:
             reason = "duplicate rootname: another frame with this rootname is already in the set"
-        elif not getattr(h, "imset_ok", True):
+        elif not h.imset_ok:
             reason = "IMSET_OK = F: the calibration marked this imset unusable"
         elif not (h.exptime >= instrument.min_exptime):
             reason = f"EXPTIME {h.exptime:g} s is below {instrument.min_exptime:g} s"
