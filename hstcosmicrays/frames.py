@@ -69,6 +69,7 @@ __all__ = [
     "read_chips",
     "imset_extvers",
     "imset_offset",
+    "exposure_name",
     "pointing",
     "identify_instrument",
     "companion_path",
@@ -323,6 +324,13 @@ def _detector_matches(instrument: InstrumentConfig, instrume: str, detector: str
     return detector.upper() == instrument.detector.upper()
 
 
+def exposure_name(rootname: str, imset: int = 0) -> str:
+    """The name of an exposure (``FrameHeader.rootname``, the store's ``rootname``): the
+    rootname for a file of one exposure (``imset`` 0), ``<rootname>_<imset>`` for an imset of a
+    file of several (STIS CR-SPLIT)."""
+    return f"{rootname}_{imset}" if imset else rootname
+
+
 def imset_offset(instrument: InstrumentConfig, imset: int = 0) -> int:
     """What the EXTVERs of imset ``imset`` add to the chips' numbers (``instrument.chips``):
     ``(imset - 1) * len(chips)`` for an exposure of a file of several
@@ -443,9 +451,7 @@ def _frame_header(hdul, *, path: Path, instrument: InstrumentConfig, imset: int)
         )
     if instrument.kind == "wfpc2":
         detector = instrument.detector
-    rootname = (_str(_get(headers, "ROOTNAME")) or path.name.split("_")[0]).lower()
-    if imset:
-        rootname = f"{rootname}_{imset}"
+    rootname = exposure_name((_str(_get(headers, "ROOTNAME")) or path.name.split("_")[0]).lower(), imset)
     exptime = _as_float(where, "EXPTIME", _require(where, timing, "EXPTIME"))
     flashdur = _as_float(where, "FLASHDUR", _get(timing, "FLASHDUR", 0.0))
     expstart = _as_float(where, "EXPSTART", _require(where, timing, "EXPSTART"))

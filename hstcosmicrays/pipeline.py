@@ -130,8 +130,9 @@ def _frame_failure(rootname: str, stage: str, exc: BaseException | str) -> Frame
 
 def _rootname(path: Path, imset: int = 0) -> str:
     """The frame's name before its header is read: as ``FrameHeader.rootname``."""
-    name = path.name.split("_")[0].lower()
-    return f"{name}_{imset}" if imset else name
+    from .frames import exposure_name
+
+    return exposure_name(path.name.split("_")[0].lower(), imset)
 
 
 def process_group(task: GroupTask, *, instrument: InstrumentConfig) -> list:

@@ -137,6 +137,7 @@ from astropy.io import fits
 from scipy.special import ndtr
 
 from .config import ConfigError, InstrumentConfig, SimulationConfig
+from .frames import exposure_name
 from .intervals import Month, active_time_label, month_windows, span_label, unended_months, utc_today
 from .orbit import (
     OrbitalElements,
@@ -624,7 +625,7 @@ class DatasetSpec:
         """The name the pipeline stores for each exposure (``FrameHeader.rootname``):
         ``<obs_id>_<k>`` for imset ``k`` of a set, the obs_id for one exposure."""
         if self.is_set:
-            return tuple(f"{self.obs_id}_{k}" for k in range(1, len(self.frames) + 1))
+            return tuple(exposure_name(self.obs_id, k) for k in range(1, len(self.frames) + 1))
         return (self.obs_id,)
 
 
