@@ -59,6 +59,7 @@ from astropy.io import fits
 
 from ._text import plural
 from .config import Config, InstrumentConfig
+from .schema import exposure_name
 
 __all__ = [
     "FrameError",
@@ -69,7 +70,6 @@ __all__ = [
     "read_chips",
     "imset_extvers",
     "imset_offset",
-    "exposure_name",
     "pointing",
     "identify_instrument",
     "companion_path",
@@ -322,13 +322,6 @@ def _detector_matches(instrument: InstrumentConfig, instrume: str, detector: str
     if instrument.kind == "wfpc2":  # WFPC2's DETECTOR is the chip number, not the camera
         return True
     return detector.upper() == instrument.detector.upper()
-
-
-def exposure_name(rootname: str, imset: int = 0) -> str:
-    """The name of an exposure (``FrameHeader.rootname``, the store's ``rootname``): the
-    rootname for a file of one exposure (``imset`` 0), ``<rootname>_<imset>`` for an imset of a
-    file of several (STIS CR-SPLIT)."""
-    return f"{rootname}_{imset}" if imset else rootname
 
 
 def imset_offset(instrument: InstrumentConfig, imset: int = 0) -> int:

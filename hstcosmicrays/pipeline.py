@@ -27,7 +27,7 @@ from ._version import __version__
 from .archive.base import Archive, ArchiveError, Dataset, make_archive
 from .config import Config, InstrumentConfig
 from .intervals import Month, active_time_label, month_windows, span_label, unended_months
-from .schema import TABLES
+from .schema import TABLES, exposure_name
 from .store import ResultsStore, store_path
 
 __all__ = ["CosmicRayPipeline", "RunOptions", "RunSummary", "GroupTask", "FrameFailure", "process_group"]
@@ -130,8 +130,6 @@ def _frame_failure(rootname: str, stage: str, exc: BaseException | str) -> Frame
 
 def _rootname(path: Path, imset: int = 0) -> str:
     """The frame's name before its header is read: as ``FrameHeader.rootname``."""
-    from .frames import exposure_name
-
     return exposure_name(path.name.split("_")[0].lower(), imset)
 
 

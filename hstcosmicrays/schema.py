@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Column", "TABLES", "SCHEMA_VERSION", "CONFIG_PART_BYTES", "empty_table", "as_table"]
+__all__ = ["Column", "TABLES", "SCHEMA_VERSION", "CONFIG_PART_BYTES", "empty_table", "as_table", "exposure_name"]
 
 SCHEMA_VERSION = 1
 
@@ -136,6 +136,13 @@ TABLES: dict[str, tuple[Column, ...]] = {
 
 #: Tables whose rows belong to a month and are made visible by its ledger row.
 DATA_TABLES = ("exposures", "cosmic_rays", "orbit", "failures")
+
+
+def exposure_name(rootname: str, imset: int = 0) -> str:
+    """The ``rootname`` of an exposure in the store (and ``FrameHeader.rootname``): the rootname
+    for a file of one exposure (``imset`` 0), ``<rootname>_<imset>`` for an imset of a file of
+    several (a STIS CR-SPLIT FLT)."""
+    return f"{rootname}_{imset}" if imset else rootname
 
 
 def empty_table(name: str, n: int = 0) -> dict[str, np.ndarray]:

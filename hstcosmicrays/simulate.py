@@ -137,7 +137,6 @@ from astropy.io import fits
 from scipy.special import ndtr
 
 from .config import ConfigError, InstrumentConfig, SimulationConfig
-from .frames import exposure_name
 from .intervals import Month, active_time_label, month_windows, span_label, unended_months, utc_today
 from .orbit import (
     OrbitalElements,
@@ -146,6 +145,7 @@ from .orbit import (
     realistic_elements,
     sample_times,
 )
+from .schema import exposure_name
 
 __all__ = [
     "BASE_RATE",
