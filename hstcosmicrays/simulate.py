@@ -313,7 +313,11 @@ def set_obs_id_for(*, instrument: InstrumentConfig, month: Month, set_index: int
     """Rootname (lower case) of the one file of a CR-SPLIT set of several exposures
     (``instrument.imset_exposures``): its first frame's rootname with the last character
     :data:`SET_LAST` (``0``), ``<prefix><code><MM><SS>000``, as HST names an association."""
-    first = obs_id_for(instrument=instrument, month=month, set_index=set_index, frame_index=0)
+    return _set_rootname(obs_id_for(instrument=instrument, month=month, set_index=set_index, frame_index=0))
+
+
+def _set_rootname(first: str) -> str:
+    """The rootname of a set's file from its first frame's rootname (the naming rule, once)."""
     return first[:-1] + SET_LAST
 
 
@@ -643,7 +647,7 @@ def dataset_obs_id(*, instrument: InstrumentConfig, spec: FrameSpec) -> str:
     (:func:`set_obs_id_for`) for a frame of a CR-SPLIT set of several exposures of an instrument
     with ``imset_exposures``, the frame's own rootname otherwise."""
     if _in_set_file(instrument, spec):
-        return spec.set_obs_ids[0][:-1] + SET_LAST
+        return _set_rootname(spec.set_obs_ids[0])
     return spec.obs_id
 
 
