@@ -236,7 +236,8 @@ class InstrumentConfig:
     pixel_size, depletion_thickness : float
         Pixel pitch and depletion (active) thickness in micron.
     active_start, active_stop : str
-        ISO dates of the first and last day in service (``active_stop`` None: still active).
+        ISO dates of the first day in service and of the first day out of service: the detector
+        operated in [active_start, active_stop) (``active_stop`` None: still active).
     inactive : tuple of (str, str)
         ISO date ranges [start, stop) when the detector did not operate.
     dq_cr, dq_bad : int
