@@ -51,7 +51,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--instrument", default="acs_wfc")
     p.add_argument("--month", default="2003-05")
-    p.add_argument("--darks", type=int, default=4)
+    p.add_argument("--darks", type=int, default=4, help="dark exposures per month")
     p.add_argument("--pagesize", type=int, default=50000)
     args = p.parse_args()
 
@@ -66,7 +66,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, MastServer(archive, config.instruments) as server:
         t0 = time.perf_counter()
         server.prepare(inst, [parse_month(args.month)])
-        print(f"server: simulated {args.darks} {inst.name} darks in {time.perf_counter() - t0:.1f} s")
+        print(f"server: simulated {args.darks} {inst.name} dark exposures in {time.perf_counter() - t0:.1f} s")
         home = Path(tmp) / "xdg"
         write_astroquery_config(home, server.url)
         run = dict(instrument=inst.name, month=args.month, pagesize=args.pagesize, workdir=str(Path(tmp) / "work"))
@@ -76,11 +76,14 @@ def main() -> None:
             sys.exit(proc.stderr)
         r = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
         mb = r["nbytes"] / 1e6
-        print(f"query (count + rows + products) of {r['n']} darks: {r['query'] * 1e3:.0f} ms")
+        # a dataset is one MAST observation: a STIS CR-SPLIT set holds all its exposures in one FLT
+        print(f"query (count + rows + products) of {r['n']} datasets: {r['query'] * 1e3:.0f} ms")
         print(f"fetch of {mb:.0f} MB: {r['fetch']:.2f} s = {mb / r['fetch']:.0f} MB/s over loopback")
         print(f"verify_product per FLT: {r['verify'] * 1e3:.1f} ms")
-        print(f"second fetch, all files present and valid: {r['refetch'] * 1e3:.0f} ms, "
-              f"{sum(1 for q in server.requests if q.kind == 'download')} download requests in total")
+        downloads = [q for q in server.requests if q.kind == "download"]
+        print(f"second fetch, all files present and valid: {r['refetch'] * 1e3:.0f} ms; "
+              f"{sum(q.method == 'GET' for q in downloads)} file downloads in total "
+              f"(and {sum(q.method == 'HEAD' for q in downloads)} HEAD requests, which astroquery sends first)")
 
 
 if __name__ == "__main__":
