@@ -1455,6 +1455,11 @@ def product_size(*, instrument: InstrumentConfig, spec: FrameSpec | DatasetSpec,
     return total
 
 
+def _wanted_suffixes(instrument: InstrumentConfig, suffixes: Optional[Sequence[str]]) -> list[str]:
+    """``suffixes`` in upper case; None means every product of the instrument, [] none."""
+    return [s.upper() for s in (_product_suffixes(instrument) if suffixes is None else suffixes)]
+
+
 def build_products(
     *, instrument: InstrumentConfig, spec: FrameSpec | DatasetSpec,
     frame: SimulatedFrame | Sequence[SimulatedFrame] | None = None,
@@ -1468,7 +1473,7 @@ def build_products(
     ``spec``.
     """
     ds = _as_dataset(spec)
-    suffixes = [s.upper() for s in (suffixes or _product_suffixes(instrument))]
+    suffixes = _wanted_suffixes(instrument, suffixes)
     need_pixels = any(s not in ("SPT", "SHM") for s in suffixes)
     frames = (frame,) if isinstance(frame, SimulatedFrame) else frame
     if need_pixels and frames is None:
@@ -1560,12 +1565,15 @@ def render_dataset(
 ) -> dict[str, bytes]:
     """Bytes of the product files of one dataset, ``{suffix: bytes}``, plus ``"TRUTH"`` when asked.
 
+    ``suffixes`` None gives every product of the instrument; an empty list gives none (only the
+    truth, when ``truth``).
+
     ``spec`` is a dataset (:func:`month_datasets`) or one frame (a file of its own). The frames
     of a set are simulated in memory together (a few full frames at most).
     Deterministic: the same ``spec`` gives the same bytes.
     """
     ds = _as_dataset(spec)
-    suffixes = [s.upper() for s in (suffixes or _product_suffixes(instrument))]
+    suffixes = _wanted_suffixes(instrument, suffixes)
     need_pixels = truth or any(s not in ("SPT", "SHM") for s in suffixes)
     frames = _simulate_frames(instrument, ds) if need_pixels else None
     out = {s: _to_bytes(h) for s, h in build_products(instrument=instrument, spec=ds, frame=frames, suffixes=suffixes).items()}

@@ -398,6 +398,17 @@ def test_deterministic_bytes(config, fetched, tmp_path):
     assert other.product_bytes(inst, obs, "FLT") != results["wfc3_uvis"][2][obs]["FLT"].read_bytes()
 
 
+def test_render_dataset_suffixes_none_is_every_product_and_empty_is_none(config):
+    """None asks for every product of the instrument; an empty list for none, only the truth
+    (the MAST stand-in serves a truth file this way and must not render the FLT for it)."""
+    inst = config.instruments["wfc3_uvis"]
+    spec = _archive_for(inst).datasets(inst, MONTHS["wfc3_uvis"])[0]
+    assert set(simulate.render_dataset(instrument=inst, spec=spec, suffixes=[], truth=True)) == {"TRUTH"}
+    assert simulate.render_dataset(instrument=inst, spec=spec, suffixes=[], truth=False) == {}
+    every = simulate.render_dataset(instrument=inst, spec=spec, truth=False)
+    assert set(every) == {s.upper() for s in inst.products}
+
+
 @pytest.mark.parametrize("name", ["acs_wfc", "stis_ccd", "wfc3_ir"])
 def test_cr_charge_is_the_per_pixel_truth(config, name):
     """``SimulatedFrame.cr_charge`` holds the injected charge of every pixel: per chip (CCD) or
