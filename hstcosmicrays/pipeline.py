@@ -651,12 +651,18 @@ class CosmicRayPipeline:
                     pending.cancel()
             finally:
                 months_bar.close()
-                self._restore_stop_handlers(previous_handlers)
-                prefetch.shutdown(wait=True, cancel_futures=True)
-                executor.close()
-        interrupted = self._stop.is_set()
+                try:  # a stop request while the cluster closes must not kill the run: handlers last
+                    prefetch.shutdown(wait=True, cancel_futures=True)
+                    executor.close()
+                finally:
+                    self._restore_stop_handlers(previous_handlers)
+        left = len(todo) - len(committed) - len(failed)
+        interrupted = self._stop.is_set() and left > 0
         if interrupted:
-            log.warning("stopped on request after %s; run again to resume", plural(len(committed), "committed month"))
+            log.warning("stopped on request after %s, %s left; run again to resume",
+                        plural(len(committed), "committed month"), plural(left, "month"))
+        elif self._stop.is_set():
+            log.info("the stop request came after the last month: no month of the window is left")
         log.info("%s: committed %s, %d failed", self.instrument.name, plural(len(committed), "month"), len(failed))
         return RunSummary(
             committed=tuple(committed), failed=tuple(failed),

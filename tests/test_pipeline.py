@@ -348,6 +348,31 @@ def test_ctrl_c_stops_cleanly_keeping_committed_months(tmp_path, signum, name):
     assert len(read_ledger(path)["month"]) == 24
 
 
+#: run_pipeline in-process, whose executor sends the given signal to its own process while it
+#: closes, after the last month: the moment a batch scheduler's SIGTERM can land in a real run
+SIGNAL_WHILE_CLOSING = """
+import os, signal, sys
+from hstcosmicrays import pipeline
+from hstcosmicrays.cli import run_pipeline_main
+pipeline._InProcess.close = lambda self: os.kill(os.getpid(), int(sys.argv[1]))
+sys.exit(run_pipeline_main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_request_while_the_executor_closes_after_the_last_month_is_not_a_kill(tmp_path, signum):
+    """The stop handlers stay until the workers are closed: a signal then neither kills the run
+    (status 143 and no summary) nor asks to resume a window that is complete."""
+    cmd = [sys.executable, "-c", SIGNAL_WHILE_CLOSING, str(int(signum))] + RUN + [
+        "--start", "2003-01", "--stop", "2003-01", "--output", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "stopping after the work in progress" in proc.stderr
+    assert "no month of the window is left" in proc.stderr and "resume" not in proc.stderr
+    assert "committed 1 month, 0 failed" in proc.stderr
+    assert read_ledger(tmp_path / f"{INSTR}.h5")["state"].tolist() == [b"committed"]
+
+
 class NoSptArchive(FlakyArchive):
     """The simulated archive, with the SPT of the first dataset missing."""
 
