@@ -493,7 +493,7 @@ class Results:
         ----------
         config_hash : str, optional
             A digest from the ``config_hash`` column of :meth:`months`. Default: that of the
-            month committed last.
+            month committed last (of the month recorded last when every month failed).
 
         Returns
         -------
@@ -504,7 +504,7 @@ class Results:
         Raises
         ------
         KeyError
-            No month names the digest (or none is committed), or the store has no text for it
+            No month names the digest (or the ledger is empty), or the store has no text for it
             (stores created before configurations were recorded, until ``hstcosmicrays compact``
             and a new commit).
         """
@@ -512,10 +512,12 @@ class Results:
 
         if config_hash is None:
             ledger = store.read_ledger(self.path)
-            committed = np.flatnonzero(ledger["state"] == b"committed")
-            if not len(committed):
-                raise KeyError(f"{self.path}: no month is committed")
-            config_hash = ledger["config_hash"][committed[np.argmax(ledger["finished"][committed])]].decode()
+            rows = np.flatnonzero(ledger["state"] == b"committed")
+            if not len(rows):  # only failed months: the configuration of the run that tried last
+                rows = np.arange(len(ledger["state"]))
+            if not len(rows):
+                raise KeyError(f"{self.path}: the ledger has no month")
+            config_hash = ledger["config_hash"][rows[np.argmax(ledger["finished"][rows])]].decode()
         texts = store.read_configurations(self.path)
         if config_hash not in texts:
             named = sorted(set(_decode(store.read_ledger(self.path, latest=False)["config_hash"])))

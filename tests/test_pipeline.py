@@ -720,6 +720,27 @@ def test_the_configuration_of_every_month_can_be_recovered_from_the_store(refere
     assert main(["status", "--instr", INSTR, "--output", str(tmp_path), "--show-config", "cafe"]) == 2
 
 
+def test_the_configuration_of_a_store_whose_months_all_failed_is_that_of_the_last_run(tmp_path, capsys):
+    """status lists the digest of failed months; configuration() and --show-config without a
+    digest give it too (the run that tried last), rather than 'no month is committed'."""
+    import json
+
+    from hstcosmicrays.archive.simulated import SimulatedArchive
+    from hstcosmicrays.results import open_results
+
+    cfg = load_config()
+    opts = RunOptions(archive="simulated", start=parse_month("2003-01"), stop=parse_month("2003-02"), workers=1)
+    archive = FlakyArchive(SimulatedArchive(seed=cfg.pipeline.simulation_seed, darks_per_month=2),
+                           {"2003-01", "2003-02"})
+    summary = CosmicRayPipeline(instrument=cfg.instrument(INSTR), config=cfg, output_dir=tmp_path, options=opts,
+                                archive=archive).run()
+    assert summary.failed == ("2003-01", "2003-02") and not summary.committed
+    assert open_results(tmp_path / f"{INSTR}.h5").configuration() == json.loads(cfg.text)
+    capsys.readouterr()
+    assert main(["status", "--instr", INSTR, "--output", str(tmp_path), "--show-config"]) == 0
+    assert "month_settle_days: 7" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("name,shape", [("acs_hrc", (256, 256)), ("wfc3_uvis", (128, 1024))])
 def test_cr_flags_already_in_the_inputs_change_nothing(tmp_path, name, shape):
     """FLT files from MAST may already carry the STScI pipeline's DQ 8192 (CRMASK of a CR-SPLIT
