@@ -888,12 +888,17 @@ def open_results(path_or_instrument, output_dir: str | os.PathLike = "data_produ
     FileNotFoundError
         No store at the resolved path.
     IsADirectoryError
-        ``path_or_instrument`` is a directory (and no instrument name); the message lists the
-        stores (``*.h5``) it holds.
+        ``path_or_instrument`` is a directory (a path object, a string starting with ``.``,
+        ``/`` or ``~``, or a string that names no instrument); the message lists the stores
+        (``*.h5``) it holds.
     StoreError
         Not a results store, damaged, or (opened by instrument name) another instrument's store.
     """
     candidate = Path(path_or_instrument)
+    # a path object, or a string that starts as a path does, is never read as an alias ("./uvis")
+    as_path = isinstance(path_or_instrument, os.PathLike) or str(path_or_instrument).startswith((".", "/", "~"))
+    if as_path and candidate.is_dir():
+        raise IsADirectoryError(_directory_message(candidate))
     unknown = ""
     expected = None  # the instrument asked for by name
     if candidate.suffix == ".h5" or candidate.is_file():

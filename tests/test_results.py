@@ -766,6 +766,11 @@ def test_open_results_of_a_directory_names_its_stores(small, tmp_path, monkeypat
     with pytest.raises(IsADirectoryError, match=f"^{out} is a directory, not a results store; it holds "
                                                 "acs_wfc.h5, wfc3_uvis.h5: open one of them"):
         open_results(str(out))
+    # a relative path that is also an alias once its punctuation is gone is a path
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "uvis").mkdir()
+    with pytest.raises(IsADirectoryError, match="^uvis is a directory with no results store"):
+        open_results("./uvis")
     # an instrument name is still an instrument name when a directory of that name is at hand
     monkeypatch.chdir(out)
     (out / "wfc3_uvis").mkdir()
