@@ -739,3 +739,19 @@ def test_a_simulated_stis_crsplit_set_is_served_as_one_observation(tmp_path):
         assert hdul[0].header["NEXTEND"] == 6 and [h.ver for h in hdul[1:]] == [1, 1, 1, 2, 2, 2]
     with fits.open(res["files"][want[1].obs_id]["FLT"]) as hdul:
         assert hdul[0].header["NEXTEND"] == 3 and hdul[0].header["EXPSTART"] == want[1].t_min
+
+
+def test_a_connection_failure_is_described_by_its_cause_in_one_short_line():
+    """requests puts the reason of a failed connection at the end of a long text; the ledger
+    keeps 240 characters, so the description leads with the cause (a refused connection, a DNS
+    failure) instead of the pool and URL."""
+    from hstcosmicrays.archive.mast import _describe
+
+    with pytest.raises(requests.ConnectionError) as refused:
+        requests.get("http://127.0.0.1:1/portal/Mashup/Mashup.asmx/invoke", timeout=5)
+    text = _describe(refused.value)
+    assert text.startswith("ConnectionError: NewConnectionError: Failed to establish a new connection: "), text
+    assert "Connection refused" in text and "object at 0x" not in text and len(text) < 120
+    # exceptions without a wrapped cause keep their first line
+    assert _describe(requests.ReadTimeout("read timed out (600 s)\nmore")) == "ReadTimeout: read timed out (600 s)"
+    assert _describe(TimeoutError()) == "TimeoutError"

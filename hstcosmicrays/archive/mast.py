@@ -585,8 +585,21 @@ class MastArchive:
 # helpers
 
 
+#: requests/urllib3 wrap the cause at the end: "Pool(host=..): Max retries .. (Caused by X('..: why'))"
+_CAUSED_BY = re.compile(r"\(Caused by (\w+)\((.*)\)\)$")
+#: what precedes the reason inside the cause: an object repr or "HTTPSConnection(host=.., port=..): "
+_CAUSE_PREFIX = re.compile(r"^[\"']?(?:<[^>]*>|[\w.]+\([^)]*\))?[:,]?\s*[\"']?")
+
+
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    """One short line for a failed request: the exception's type and, for a connection error of
+    requests, the underlying cause first (a DNS failure, a time-out, a refused connection), so
+    that the ledger's 240 characters keep it."""
+    lines = str(exc).strip().splitlines()
+    text = " ".join(lines[0].split()) if lines else ""
+    cause = _CAUSED_BY.search(text)
+    if cause:
+        text = f"{cause.group(1)}: {_CAUSE_PREFIX.sub('', cause.group(2)).rstrip(chr(34) + chr(39))}"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
