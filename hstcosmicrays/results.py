@@ -87,6 +87,10 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # times
 
 
+#: Whole numbers read as a year, not an MJD (MJD 1900 to 2100 fall in 1864, long before HST)
+_YEARS = (1900, 2100)
+
+
 def to_mjd(value) -> float | None:
     """A date given as text, date, datetime, Timestamp or MJD number, as MJD (UTC).
 
@@ -102,10 +106,18 @@ def to_mjd(value) -> float | None:
     -------
     float or None
         None when ``value`` is None.
+
+    Raises
+    ------
+    ValueError
+        Not a date; or a whole number from 1900 to 2100, which is a year given by mistake.
     """
     if value is None:
         return None
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        if float(value).is_integer() and _YEARS[0] <= value <= _YEARS[1]:
+            raise ValueError(f"{value!r} looks like a year, and numbers are MJD: give a date such as "
+                             f"'{int(value)}-01-01' (HST's darks have MJD 48000 and above)")
         return float(value)
     try:
         ts = pd.Timestamp(value)

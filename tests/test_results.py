@@ -242,6 +242,15 @@ def test_exposures_all_rows_decoded_and_indexed(small):
     np.testing.assert_allclose([to_mjd(d) for d in exp["date"].iloc[:5]], exp["mjd"].iloc[:5], atol=1e-9)
 
 
+def test_a_year_given_as_a_number_is_refused_not_read_as_an_mjd(small):
+    """stop=2012 would be MJD 2012 (in 1864) and select nothing, silently."""
+    res = open_results(small[0])
+    with pytest.raises(ValueError, match="2012 looks like a year.*'2012-01-01'"):
+        res.exposures(stop=2012)
+    assert to_mjd(0) == 0.0 and to_mjd(55927) == 55927.0 and to_mjd(2012.5) == 2012.5
+    assert len(res.exposures(start=0)) == len(res.exposures())
+
+
 def test_exposures_time_window_is_half_open_and_exact(small):
     path, truth = small
     res = open_results(path)
