@@ -430,7 +430,8 @@ def _frame_from_columns(table: str, data: dict, rows: np.ndarray, *, columns: li
         except pd.errors.UndefinedVariableError as exc:
             hint = _exposure_columns_hint(where, table, frame.columns)
             if hint is None:
-                raise
+                names = _table_columns(table) + (["date"] if "mjd" in _table_columns(table) else [])
+                hint = f"where names no such column of {table}; its columns: {', '.join(names)}"
             raise KeyError(f"{exc}: {hint}") from None
         extra = [c for c in frame.columns if c not in out_names]
         frame = frame.drop(columns=extra)
@@ -686,6 +687,10 @@ class Results:
             if edges.ndim != 1 or len(edges) < 2 or not (np.diff(edges) > 0).all():
                 raise ValueError("histogram: bins must be a number of bins or at least two increasing edges, "
                                  f"not {bins!r}")
+        kinds = {c.name: np.dtype(c.dtype).kind for c in TABLES.get(table, ())}
+        if kinds.get(column) in ("S", "U"):
+            numeric = [name for name, kind in kinds.items() if kind in "iuf"]
+            raise ValueError(f"histogram: {column} is a text column of {table}; numeric columns: {', '.join(numeric)}")
         readers = self._chunk_readers(table, start=start, stop=stop, columns=[column], where=where,
                                       rows=PARTITION_ROWS)
         if n_bins is not None:

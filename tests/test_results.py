@@ -355,9 +355,11 @@ def test_where_on_an_exposure_column_suggests_exposure_columns(small):
         res.cosmic_rays(columns=["energy"], where="date < '2010-02-01'")
     with pytest.raises(KeyError, match=r"rate is a column of exposures, not of orbit: "):
         res.orbit(where="rate > 1 and mjd > 0")
-    # a name of no table: pandas' own error
-    with pytest.raises(pd.errors.UndefinedVariableError, match="bogus"):
+    # a name of no table: a KeyError that lists the table's columns, as for columns=
+    with pytest.raises(KeyError, match="bogus.*where names no such column of cosmic_rays; its columns: .*energy"):
         res.cosmic_rays(where="bogus > 1")
+    with pytest.raises(KeyError, match="rat.*no such column of exposures; its columns: .*rate.*, date"):
+        res.exposures(where="rat > 1")
     # attached, the column can be queried
     jan = res.cosmic_rays(columns=["energy"], where="month == '2010-01'", exposure_columns=["month"])
     assert len(jan) == 8 * 20 and set(jan["month"]) == {"2010-01"}
@@ -410,6 +412,8 @@ def test_histogram_with_a_number_of_bins_is_numpys(small, monkeypatch):
     for bad in (0, -3, [1.0], [2.0, 1.0]):
         with pytest.raises(ValueError, match="bins must be"):
             res.histogram("energy", bins=bad)
+    with pytest.raises(ValueError, match="rootname is a text column of exposures; numeric columns: .*rate"):
+        res.histogram("rootname", table="exposures", bins=5)
 
 
 def test_orbit_samples_carry_exposure_rate(small):
