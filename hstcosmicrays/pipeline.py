@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import datetime as _dt
+import itertools
 import logging
 import shutil
 import signal
@@ -524,6 +525,21 @@ class CosmicRayPipeline:
         return unended_months(instrument=self.instrument, start=self.options.start, stop=self.options.stop,
                               settle_days=self.config.pipeline.month_settle_days)
 
+    def _log_inactive(self, months: list[Month], unended: list[Month]) -> None:
+        """Name the months of the window that the instrument's inactive ranges leave out."""
+        if not self.instrument.inactive:
+            return
+        every = month_windows(instrument=dataclasses.replace(self.instrument, inactive=()),
+                              start=self.options.start, stop=self.options.stop, include_unended=True)
+        kept = {m.label for m in months} | {m.label for m in unended}
+        gone = [i for i, m in enumerate(every) if m.label not in kept]
+        if not gone:
+            return
+        # consecutive months (index in the window minus position in gone is constant) make a span
+        runs = [[every[i] for _, i in run] for _, run in itertools.groupby(enumerate(gone), key=lambda ki: ki[1] - ki[0])]
+        log.info("%s: %s skipped: the detector did not operate then (%s)", self.instrument.name,
+                 ", ".join(span_label(r[0], r[-1]) for r in runs), active_time_label(self.instrument))
+
     def _log_unended(self, unended: list[Month]) -> None:
         if unended:
             # a month is committed once, so it waits until all its darks can be in the archive
@@ -604,6 +620,7 @@ class CosmicRayPipeline:
             config_hash=self.config.digest, configuration=self.config.text,
         ) as store:
             self._log_provenance()
+            self._log_inactive(months, unended)
             self._log_unended(unended)
             self._warn_early_commits(store, months)
             todo, skipped = self.pending_months(store)

@@ -1,5 +1,6 @@
 """The month loop end to end on the simulated archive: resume, crash safety, parallel executors."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -654,6 +655,24 @@ def test_a_run_stops_when_the_archive_fails_several_months_in_a_row(tmp_path, ca
                                 archive=FlakyArchive(sim, bad)).run()
     assert summary.failed == tuple(sorted(bad))
     assert summary.committed == tuple(f"2003-{m:02d}" for m in range(2 + ARCHIVE_FAILURES_TO_STOP, 13))
+
+
+def test_months_of_the_window_in_an_inactive_range_are_named(tmp_path, caplog):
+    """ACS/WFC did not operate from 2007-01-27 to 2009-05-01: a window across that gap says which
+    of its months are left out, rather than silently processing fewer months."""
+    cfg = load_config()
+    opts = RunOptions(archive="simulated", start=parse_month("2006-12"), stop=parse_month("2009-06"), workers=1)
+    run = CosmicRayPipeline(instrument=cfg.instrument("acs_wfc"), config=cfg, output_dir=tmp_path, options=opts)
+    assert [m.label for m in run.months()] == ["2006-12", "2007-01", "2009-05", "2009-06"]
+    with caplog.at_level("INFO", logger="hstcosmicrays"):
+        run._log_inactive(run.months(), run.unended_months())
+    assert "acs_wfc: 2007-02 to 2009-04 skipped: the detector did not operate then" in caplog.text
+    caplog.clear()
+    inside = CosmicRayPipeline(instrument=cfg.instrument("acs_wfc"), config=cfg, output_dir=tmp_path,
+                               options=dataclasses.replace(opts, start=parse_month("2010-01"), stop=parse_month("2010-03")))
+    with caplog.at_level("INFO", logger="hstcosmicrays"):
+        inside._log_inactive(inside.months(), inside.unended_months())
+    assert "skipped" not in caplog.text
 
 
 def test_options_that_do_not_apply_to_the_archive_are_named(tmp_path, caplog):
