@@ -119,31 +119,95 @@ _nonnegative_int = _int_at_least(0)
 
 def _nearest_existing(path: Path) -> Path:
     """``path`` or its closest ancestor that exists (``.`` at the latest for a relative path)."""
+    missing = _missing_directories(path)
+    return missing[0].parent if missing else path
+
+
+def _missing_directories(path: Path) -> list[Path]:
+    """The directories from ``path`` up that do not exist yet, outermost first."""
+    missing = []
     while not path.exists() and path != path.parent:
+        missing.append(path)
         path = path.parent
-    return path
+    return missing[::-1]
 
 
-def _check_output_file(path: Path, option: str) -> Path:
-    """Refuse, before any work, an output file name that cannot be written: a directory, or a
-    name under something that is not a directory. Missing parent directories are fine (they are
-    created)."""
+def _why_not_writable(directory: Path) -> tuple[str, Path, str] | None:
+    """Why files cannot be written in ``directory``, or None: what failed (``"cannot create the
+    directory"`` or ``"cannot write in the directory"``), the directory it failed on (``directory``
+    or a missing parent of it) and the system's reason.
+
+    The test is the real thing, not a guess from permission bits (root passes those, yet cannot
+    write in ``/proc``): the missing directories are created and a file is created in the last,
+    then all of it is removed again, so that a check leaves nothing behind."""
+    import os
+    import tempfile
+
+    created = []
+    try:
+        for d in _missing_directories(directory):
+            try:
+                d.mkdir()
+            except FileExistsError:  # made meanwhile by someone else: theirs to keep
+                continue
+            except OSError as exc:
+                return "cannot create the directory", d, exc.strerror or str(exc)
+            created.append(d)
+        try:
+            fd, probe = tempfile.mkstemp(dir=directory, prefix=".hstcosmicrays-probe-")
+        except OSError as exc:
+            return "cannot write in the directory", directory, exc.strerror or str(exc)
+        os.close(fd)
+        os.unlink(probe)
+        return None
+    finally:
+        for d in reversed(created):
+            try:
+                d.rmdir()
+            except OSError:  # something was put there meanwhile: leave it
+                break
+
+
+def _check_output_file(path: Path, option: str, *, make_parents: bool = True) -> Path:
+    """Refuse, before any work, an output file name that cannot be written: a directory, a name
+    under something that is not a directory, or a directory where no file can be created (with
+    the system's reason). Missing parent directories are fine (they are created) unless
+    ``make_parents`` is False."""
     if path.is_dir():
         raise CLIError(f"{option} {path}: is a directory; expected a file name")
     base = _nearest_existing(path.parent)
     if not base.is_dir():
         raise CLIError(f"{option} {path}: {base} is not a directory")
+    if not make_parents and base != path.parent:
+        raise CLIError(f"{option} {path}: its directory {path.parent} does not exist")
+    problem = _why_not_writable(path.parent)
+    if problem is not None:
+        what, where, reason = problem
+        raise CLIError(f"{option} {path}: {what} {where} ({reason})")
     return path
 
 
 def _check_output_dir(path: Path, option: str) -> Path:
     """Refuse, before any work, an output directory that exists as something else (or lies under
-    a file). A missing directory is fine (it is created)."""
+    a file), or that cannot be created or written in (with the system's reason). A missing
+    directory is fine (it is created when needed)."""
     base = _nearest_existing(path)
     if not base.is_dir():
         what = "exists and is not a directory" if base == path else f"{base} is not a directory"
         raise CLIError(f"{option} {path}: {what}")
+    problem = _why_not_writable(path)
+    if problem is not None:
+        what, where, reason = problem
+        raise CLIError(f"{option} {path}: {what}{'' if where == path else f' {where}'} ({reason})")
     return path
+
+
+def _output_written(out: Path, exc: OSError) -> OSError:
+    """``exc`` about ``out`` or its temporary ``<out>.part``, told about ``out``: the name the
+    user gave, not one they never saw."""
+    if exc.filename is not None and str(exc.filename) in (str(out), f"{out}.part") and exc.errno is not None:
+        return OSError(exc.errno, exc.strerror, str(out))
+    return exc
 
 
 def _os_error_text(exc: OSError) -> str:
@@ -376,6 +440,8 @@ def _cmd_crreject(args) -> int:
     }
     if "initgues" in overrides:
         overrides["initgues"] = {"med": "median", "min": "minimum"}.get(overrides["initgues"], overrides["initgues"])
+    if args.output is not None:  # before the rejection work, as run_pipeline checks its --output
+        _check_output_file(args.output, "--output", make_parents=False)
     report = crreject_files(
         args.inputs, config=_load_config(args.config), crrejtab=args.crrejtab,
         overrides=overrides, output=args.output, crmask=args.crmask,
@@ -531,7 +597,10 @@ def _cmd_export(args) -> int:
     config = _load_config(args.config)
     output = _output_dir(args, config)
     res = open_results(config.instrument(args.instr).name, output_dir=output)
-    n = res.export(table=args.table, fmt=fmt, out=args.out)
+    try:
+        n = res.export(table=args.table, fmt=fmt, out=args.out)
+    except OSError as exc:
+        raise _output_written(args.out, exc) from None
     print(f"wrote {plural(n, 'row')} of {args.table} to {args.out}")
     return EXIT_OK
 
@@ -584,8 +653,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (CLIError, ConfigError, FileNotFoundError, ValueError) as exc:
+    except (CLIError, ConfigError, ValueError) as exc:
         print(f"hstcosmicrays {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except FileNotFoundError as exc:  # a file or directory the user named is not there
+        print(f"hstcosmicrays {args.command}: error: {_os_error_text(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except StoreError as exc:
         print(f"hstcosmicrays {args.command}: error: {exc}", file=sys.stderr)

@@ -1652,6 +1652,10 @@ def _write_combined(output: Path, *, headers: Sequence, results: Sequence[ChipRe
         # new CHECKSUM/DATASUM cards: the ones copied from the first input describe other data
         fits.HDUList(hdus).writeto(part, overwrite=True, checksum=True)
         os.replace(part, output)
+    except OSError as exc:  # named as the caller named it, not by the temporary name
+        if exc.errno is None or str(exc.filename) not in (str(part), str(output)):
+            raise
+        raise OSError(exc.errno, exc.strerror, str(output)) from None
     finally:
         part.unlink(missing_ok=True)
 

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -220,6 +221,75 @@ def test_output_paths_that_are_files_or_directories_are_refused_before_the_work(
     assert f"--config-home {existing}: exists and is not a directory" in capsys.readouterr().err
     assert existing.read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing_file", "table.csv"]
+
+
+
+#: A directory in which nobody, root included, can create anything (Linux: /proc).
+UNWRITABLE = Path("/proc")
+needs_unwritable = pytest.mark.skipif(not (UNWRITABLE / "self").exists(), reason="needs Linux /proc")
+
+
+@needs_unwritable
+def test_output_files_that_cannot_be_written_are_named_as_given_before_the_work(tmp_path, capsys):
+    """export, plot and measure --out in a directory where no file can be created: one line
+    naming the path the user gave (not its temporary '.part' name) and the system's reason,
+    exit 2, before any store or input is read (none exists here)."""
+    out = UNWRITABLE / "o.csv"
+    assert main(["export", "--instr", "wfc3uvis", "--table", "exposures", "--output", str(tmp_path),
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hstcosmicrays export: error: --out {out}: cannot write in the directory {UNWRITABLE} (")
+    assert ".part" not in err and len(err.splitlines()) == 1
+    png = UNWRITABLE / "a" / "rate.png"
+    assert main(["plot", "rate", "--instr", "wfc3uvis", "--output", str(tmp_path), "--out", str(png)]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"hstcosmicrays plot: error: --out {png}: cannot create the directory {UNWRITABLE / 'a'} (")
+    assert main(["measure", str(tmp_path / "missing_flt.fits"), "--out", str(out)]) == 2
+    assert f"--out {out}: cannot write in the directory" in capsys.readouterr().err
+
+
+def test_an_export_that_fails_while_writing_names_the_file_not_its_temporary(tmp_path, capsys, monkeypatch):
+    """A write that fails later (a full disk) names --out, not '<out>.part', exit 1."""
+    from hstcosmicrays.cli import setup_logging
+    from hstcosmicrays.results import Results
+    from hstcosmicrays.store import ResultsStore
+
+    setup_logging(verbosity=-1)  # no handler left on an earlier test's captured stream
+    with ResultsStore.open(tmp_path / "acs_hrc.h5", instrument="acs_hrc", software_version="0", config_hash="x"):
+        pass
+    out = tmp_path / "o.csv"
+
+    def full_disk(self, *, out, **kwargs):
+        raise OSError(28, "No space left on device", f"{out}.part")
+
+    monkeypatch.setattr(Results, "export", full_disk)
+    assert main(["export", "--instr", "acs_hrc", "--table", "exposures", "--output", str(tmp_path),
+                 "--out", str(out)]) == 1
+    assert capsys.readouterr().err == f"hstcosmicrays export: error: {out}: No space left on device\n"
+
+
+@needs_unwritable
+def test_an_output_directory_that_cannot_be_created_is_a_usage_error_before_the_work(tmp_path, capsys):
+    """run_pipeline --output (and simulate --out) that cannot be created: '--output PATH: cannot
+    create the directory (reason)', exit 2, before the store or the log; a directory that can be
+    created is checked by creating it, and nothing of the check is left behind."""
+    args = ["--instr", "wfc3uvis", "--archive", "simulated", "--start", "2012-01", "--stop", "2012-01", "-q"]
+    target = UNWRITABLE / "hstcosmicrays-x"
+    assert run_pipeline_main(args + ["--output", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"run_pipeline: error: --output {target}: cannot create the directory (")
+    assert len(err.splitlines()) == 1
+    deep = target / "y"
+    assert run_pipeline_main(args + ["--output", str(deep)]) == 2
+    assert f"--output {deep}: cannot create the directory {target} (" in capsys.readouterr().err
+    assert main(["simulate", "--instr", "wfc3uvis", "--start", "2012-01", "--stop", "2012-01",
+                 "--out", str(target)]) == 2
+    assert f"--out {target}: cannot create the directory (" in capsys.readouterr().err
+    from hstcosmicrays.cli import _check_output_dir
+
+    fine = tmp_path / "a" / "b"
+    assert _check_output_dir(fine, "--output") == fine
+    assert list(tmp_path.iterdir()) == []
 
 
 

@@ -772,6 +772,36 @@ def test_cli_changes_no_file_when_the_output_or_an_input_cannot_be_written(flt_p
     assert sorted(f.name for f in tmp_path.iterdir() if f.name.startswith("crj")) == []
 
 
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux /proc, where nobody can create a file")
+def test_an_output_that_cannot_be_written_is_named_before_the_rejection(flt_pair, tmp_path, capsys, monkeypatch):
+    """--output where no file can be created (root passes the permission bits of /proc): the
+    path as given and the reason, exit 2, before any rejection work and with no input changed;
+    a write that fails later names the output, not its temporary '.part' name."""
+    paths, _, _ = flt_pair
+    before = [p.read_bytes() for p in paths]
+
+    def no_work(**kwargs):
+        raise AssertionError("the rejection ran")
+
+    monkeypatch.setattr(cr, "reject_files", no_work)
+    out = Path("/proc/crj.fits")
+    assert cli_main(["crreject", str(paths[0]), str(paths[1]), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"hstcosmicrays crreject: error: --output {out}: cannot write in the directory /proc (")
+    assert ".part" not in err and len(err.splitlines()) == 1
+    assert [p.read_bytes() for p in paths] == before
+    monkeypatch.undo()
+
+    def full_disk(self, name, **kwargs):
+        raise OSError(28, "No space left on device", str(name))
+
+    monkeypatch.setattr(fits.HDUList, "writeto", full_disk)
+    with pytest.raises(OSError) as exc:
+        cr.crreject_files(paths, config=load_config(), output=tmp_path / "crj.fits")
+    assert exc.value.filename == str(tmp_path / "crj.fits") and exc.value.strerror == "No space left on device"
+    assert [p.read_bytes() for p in paths] == before
+
+
 @pytest.mark.parametrize("name,month,shape", [("acs_hrc", "2004-06", (96, 128)), ("wfc3_uvis", "2012-06", (64, 4096))])
 @pytest.mark.parametrize("lazy", [False, True])
 def test_reject_files_equals_reject_stack(config, tmp_path, monkeypatch, name, month, shape, lazy):
