@@ -123,6 +123,47 @@ def _nearest_existing(path: Path) -> Path:
     return missing[0].parent if missing else path
 
 
+def _scheduler_address(text: str) -> str:
+    """An argparse type: a dask.distributed scheduler address, checked as distributed parses it
+    (``distributed.comm.parse_address``, then ``parse_host_port`` for every scheme but
+    ``inproc``): ``tcp://HOST:PORT``, or ``HOST:PORT`` (tcp), or another scheme dask knows
+    (``tls://``, ``ws://``, ``ucx://``...). Whether a scheduler listens there is seen when the run
+    connects."""
+    expected = ("expected tcp://HOST:PORT (or another scheme dask.distributed knows, e.g. tls://HOST:PORT), "
+                f"got {text!r}")
+    from distributed.comm import parse_address, parse_host_port
+    from distributed.comm.registry import get_backend
+
+    try:
+        scheme, location = parse_address(text.strip())
+    except (TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"{expected}: {exc}") from None
+    try:
+        get_backend(scheme)
+    except ValueError:
+        from distributed.comm.registry import backends
+
+        known = ", ".join(sorted(backends))
+        raise argparse.ArgumentTypeError(f"{expected}: unknown scheme {scheme!r} (dask knows {known})") from None
+    except Exception as exc:  # noqa: BLE001 - a known scheme whose package is missing (ucx)
+        raise argparse.ArgumentTypeError(f"{expected}: scheme {scheme!r} is not available here "
+                                         f"({type(exc).__name__}{f': {exc}' if str(exc) else ''})") from None
+    if scheme == "inproc":
+        return text.strip()
+    try:
+        host, port = parse_host_port(location)
+    except (TypeError, ValueError):
+        after_host = location.rsplit("]", 1)[-1]  # an IPv6 host is written [::1]
+        _, colon, port_text = after_host.rpartition(":")
+        what = f"port {port_text.strip()!r} is not a number" if colon and port_text.strip() else "no port number"
+        raise argparse.ArgumentTypeError(f"{expected}: {what}") from None
+    if not host:
+        raise argparse.ArgumentTypeError(f"{expected}: no host")
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{expected}: port {port} is not 1 to 65535")
+    return text.strip()
+
+
 def _missing_directories(path: Path) -> list[Path]:
     """The directories from ``path`` up that do not exist yet, outermost first."""
     missing = []
@@ -248,7 +289,8 @@ def _run_pipeline_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="YAML file overriding the default configuration")
     p.add_argument("--workers", type=_nonnegative_int,
                    help="processes for the frames of a month (default: number of cores; 1 = in-process)")
-    p.add_argument("--scheduler", help="address of a dask.distributed scheduler, tcp://HOST:PORT")
+    p.add_argument("--scheduler", type=_scheduler_address,
+                   help="address of a dask.distributed scheduler, tcp://HOST:PORT")
     p.add_argument("--reprocess", action="store_true", help="process committed months again")
     p.add_argument("--keep-downloads", action="store_true", help="keep each month's downloaded files")
     p.add_argument("--darks-per-month", type=_positive_int,

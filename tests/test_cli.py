@@ -293,6 +293,54 @@ def test_an_output_directory_that_cannot_be_created_is_a_usage_error_before_the_
 
 
 
+@pytest.mark.parametrize("address, why", [
+    ("bogus", "no port number"), ("tcp://h", "no port number"), ("tcp://h:", "no port number"),
+    ("tcp://h:x", "port 'x' is not a number"), ("tcp://h:0", "port 0 is not 1 to 65535"),
+    ("tcp://:8786", "no host"), ("foo://h:1", "unknown scheme 'foo' (dask knows "),
+])
+def test_a_scheduler_address_dask_cannot_parse_is_refused_with_the_option(tmp_path, capsys, address, why):
+    """--scheduler is parsed as dask.distributed parses it, when the arguments are read: the
+    option, the form expected, the address and what is wrong with it; no store, no log."""
+    args = ["--instr", "wfc3uvis", "--archive", "simulated", "--output", str(tmp_path / "out"),
+            "--scheduler", address]
+    with pytest.raises(SystemExit) as exc:
+        run_pipeline_main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert (f"argument --scheduler: expected tcp://HOST:PORT (or another scheme dask.distributed knows, "
+            f"e.g. tls://HOST:PORT), got {address!r}: {why}") in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("address", ["tcp://10.0.0.5:8786", "10.0.0.5:8786", "tls://sched.example:8786",
+                                     "tcp://[::1]:8786", "inproc://10.0.0.5/1/2"])
+def test_scheduler_addresses_dask_accepts_are_kept(address):
+    from hstcosmicrays.cli import _run_pipeline_parser
+
+    args = _run_pipeline_parser().parse_args(["--instr", "wfc3uvis", "--scheduler", address])
+    assert args.scheduler == address
+
+
+def test_a_scheduler_that_does_not_answer_is_named_with_its_option(tmp_path, capsys):
+    """A valid address where nothing listens: dask's connect time-out (30 s by default, 1 s
+    here), then one line that names --scheduler and the address, exit 1."""
+    import socket
+
+    import dask
+
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    args = ["--instr", "acs_hrc", "--archive", "simulated", "--darks-per-month", "2", "--start", "2004-06",
+            "--stop", "2004-06", "--output", str(tmp_path), "--scheduler", address, "-q"]
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        assert run_pipeline_main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"run_pipeline: error: --scheduler {address}: cannot reach the dask scheduler (")
+    assert len(err.splitlines()) == 1
+
+
 @pytest.mark.parametrize("command", ["run_pipeline", "status", "compact", "simulate", "crreject", "measure",
                                      "split-ima", "plot", "export", "mast-server"])
 def test_every_option_of_every_subcommand_has_a_help_text(command, capsys):
