@@ -1660,6 +1660,18 @@ def _write_combined(output: Path, *, headers: Sequence, results: Sequence[ChipRe
         part.unlink(missing_ok=True)
 
 
+def _already_flagged(path: Path, n: int, *, bit: int, badinpdq: int) -> str:
+    """The warning for an input whose DQ carries the CR bit before this rejection (an earlier
+    run, perhaps with other parameters): its flags are merged with the new ones, not replaced."""
+    text = (f"{path}: {plural(n, 'pixel')} already {'carries' if n == 1 else 'carry'} the CR bit (DQ {bit}), from an "
+            f"earlier rejection: {'it stays' if n == 1 else 'they stay'} flagged (this run adds its flags and "
+            "removes none)")
+    if badinpdq & bit:
+        them = "it" if n == 1 else "them"
+        text += f", and BADINPDQ {badinpdq} includes {bit}, so this rejection leaves {them} out as bad input"
+    return text
+
+
 def crreject_files(
     paths: Sequence,
     *,
@@ -1677,6 +1689,9 @@ def crreject_files(
     get the CR bit (``instrument.dq_cr``) where a cosmic ray is found; no other bit, no other
     extension and no other file is changed (except ``output`` when given). With
     ``crmask=False`` the inputs are only read (they may be read-only) and ``output`` is needed.
+    The CR bit is only ever added: pixels that carry it already (an earlier run, perhaps with
+    other parameters) stay flagged, and a warning names each such file with their number (and
+    says they are left out as bad input when ``badinpdq`` includes the bit).
 
     Parameters
     ----------
@@ -1743,8 +1758,10 @@ def crreject_files(
     if threads is None:
         threads = DEFAULT_THREADS
 
-    # gain and read noise per chip (broadcast rows: no full-size arrays are kept)
+    # gain and read noise per chip (broadcast rows: no full-size arrays are kept), and the CR
+    # flags the inputs carry already, counted on the DQ arrays this read loads anyway
     info = []
+    flagged_before: dict[Path, int] = {}
     for h in headers:
         try:
             chips = read_chips(h.path, instrument=inst, imset=h.imset)
@@ -1754,7 +1771,12 @@ def crreject_files(
         if reason:
             log.warning("%s: %s (rejecting it anyway, as asked)", _frame_label(h), reason)
         info.append(tuple(ChipInfo.of(c) for c in chips))
+        flagged_before[h.path] = flagged_before.get(h.path, 0) + sum(
+            int(np.count_nonzero(c.dq & inst.dq_cr)) for c in chips)
         del chips
+    for p, n_flagged in flagged_before.items():
+        if n_flagged:
+            log.warning("%s", _already_flagged(p, n_flagged, bit=inst.dq_cr, badinpdq=params.badinpdq))
     results = reject_files(
         paths=[h.path for h in headers], headers=headers, info=info, params=params, instrument=inst,
         combine=output is not None, block_rows=block_rows, threads=threads,

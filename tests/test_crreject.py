@@ -686,6 +686,46 @@ def test_cli_adds_8192_and_touches_no_other_bit(flt_pair, tmp_path, capsys):
     np.testing.assert_allclose(crj[one], 2 * clean[one] + sum(sky), rtol=1e-4, atol=2e-3)
 
 
+def test_inputs_flagged_before_are_named_once_per_file_with_their_count(flt_pair, capsys, caplog):
+    """Flags of an earlier rejection are kept (the new ones are OR-ed in), so a file that carries
+    the CR bit already is named once, with the number of such pixels; when BADINPDQ includes
+    8192 (WFC3's 32575) the warning says they are left out of this rejection as bad input."""
+    paths, _, before = flt_pair
+    counts = [sum(int(np.count_nonzero(d & 8192)) for d in chips) for chips in before]
+    assert min(counts) > 100
+    with caplog.at_level("WARNING", logger="hstcosmicrays"):
+        assert cli_main(["crreject", str(paths[0]), str(paths[1])]) == 0
+    warned = [r.getMessage() for r in caplog.records if "already carry the CR bit" in r.getMessage()]
+    assert warned == [
+        f"{p}: {n} pixels already carry the CR bit (DQ 8192), from an earlier rejection: they stay flagged "
+        f"(this run adds its flags and removes none), and BADINPDQ 32575 includes 8192, so this rejection "
+        f"leaves them out as bad input" for p, n in zip(paths, counts)]
+    caplog.clear()
+    after = [sum(int(np.count_nonzero(fits.getdata(p, ("DQ", v)) & 8192)) for v in (1, 2)) for p in paths]
+    with caplog.at_level("WARNING", logger="hstcosmicrays"):  # a second run, BADINPDQ without 8192
+        assert cli_main(["crreject", str(paths[0]), str(paths[1]), "--badinpdq", "4"]) == 0
+    warned = [r.getMessage() for r in caplog.records if "already carry the CR bit" in r.getMessage()]
+    assert [w.split(":")[0] for w in warned] == [str(p) for p in paths]
+    assert all(f" {n} pixels " in w and "they stay flagged" in w and "BADINPDQ" not in w
+               for w, n in zip(warned, after))
+
+
+def test_a_stis_crsplit_file_flagged_before_is_named_once(stis_set, tmp_path, caplog):
+    """A STIS CR-SPLIT file holds several frames: one warning for the file, all imsets counted."""
+    from _stis_files import stis_crsplit_file
+
+    _, paths = stis_set
+    combined = stis_crsplit_file(paths, tmp_path / "oc7h00010_flt.fits", rootname="oc7h00010")
+    with caplog.at_level("WARNING", logger="hstcosmicrays"):
+        cr.crreject_files([combined], config=load_config())
+        assert "already carr" not in caplog.text
+        n = sum(int(np.count_nonzero(fits.getdata(combined, ("DQ", k)) & 8192)) for k in (1, 2, 3))
+        cr.crreject_files([combined], config=load_config(), overrides={"crsigmas": "6"})
+    warned = [r.getMessage() for r in caplog.records if "already carr" in r.getMessage()]
+    assert warned == [f"{combined}: {n} pixels already carry the CR bit (DQ 8192), from an earlier rejection: "
+                      "they stay flagged (this run adds its flags and removes none)"]
+
+
 def test_cli_report_says_which_parameters_were_given(flt_pair, capsys):
     paths, _, _ = flt_pair
     assert cli_main(["crreject", str(paths[0]), str(paths[1]), "--crsigmas", "7,6", "--crradius", "1"]) == 0
