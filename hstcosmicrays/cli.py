@@ -497,7 +497,9 @@ def _add_measure(sub) -> None:
         "measure",
         help="per-CR table and frame summary of one file: a CCD/WFPC2 file whose DQ carries CR flags, "
              "or an IR IMA ramp (CRs per read)")
-    p.add_argument("file", type=Path, help="FLT/C0M file with CR flags in its DQ, or a WFC3/IR or NICMOS IMA file")
+    p.add_argument("file", type=Path,
+                   help="FLT file with CR flags in its DQ (hstcosmicrays crreject writes them), WFPC2 C0M "
+                        "(its DQ is the C1M beside it), or a WFC3/IR or NICMOS IMA file")
     p.add_argument("--out", type=Path, help="per-CR table, .csv or .parquet (default: print the summary only)")
     p.add_argument("--imset", type=_positive_int,
                    help="the exposure to measure in a file that holds several (a STIS CR-SPLIT FLT: 1 to N)")

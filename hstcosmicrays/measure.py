@@ -27,6 +27,7 @@ never fails the frame.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -353,12 +354,19 @@ def measure_file(path: str | Path, *, config: Config, imset: int | None = None) 
     ``group_id`` -1. IR ramps (WFC3/IR, NICMOS IMA files) are measured read by read with
     :func:`hstcosmicrays.ir.measure_ima` (``hstcosmicrays measure`` picks it for them).
 
+    A frame whose DQ has no pixel with the CR bit (``instrument.dq_cr``) has not been through a
+    CR rejection: it is measured (0 CRs), and a warning in ``FrameResult.warnings`` (also
+    logged) says so and what to run first. A WFPC2 C0M's DQ is its C1M, where no command of
+    this package writes CR flags (``hstcosmicrays crreject`` takes no WFPC2 files; the pipeline
+    finds WFPC2 CRs in memory).
+
     Raises
     ------
     FrameError
         Not FITS, unknown instrument, missing keyword (see :func:`hstcosmicrays.frames.read_header`),
-        an IR instrument (use :func:`hstcosmicrays.ir.measure_ima`), a file of several
-        exposures without ``imset``, or an imset the file does not have.
+        an IR instrument (use :func:`hstcosmicrays.ir.measure_ima`), a WFPC2 C1M (the message
+        names its C0M), a file of several exposures without ``imset``, or an imset the file
+        does not have.
     FileNotFoundError
         No such file.
     """
@@ -367,6 +375,10 @@ def measure_file(path: str | Path, *, config: Config, imset: int | None = None) 
     if instrument.kind == "ir":
         raise FrameError(f"{path}: an up-the-ramp IR file ({instrument.name}); "
                          "measure it with hstcosmicrays.ir.measure_ima")
+    if instrument.kind == "wfpc2" and _product_suffix(path) == "c1m":
+        root = path.name[: path.name.lower().rindex("_c1m")]
+        c0m = companion_path(path, "c0m") or path.with_name(f"{root}_c0m.fits")
+        raise FrameError(f"{path}: a WFPC2 C1M holds the data quality of a frame, not its pixels; give its C0M, {c0m}")
     headers = read_headers(path, instrument=instrument)
     n = len(headers)
     if imset is None and n > 1:
@@ -377,7 +389,33 @@ def measure_file(path: str | Path, *, config: Config, imset: int | None = None) 
     header = headers[k - 1]
     chips = read_chips(path, instrument=instrument, imset=header.imset)
     spt = companion_path(path, "spt") or companion_path(path, "shm")
-    return measure_frame(
+    result = measure_frame(
         header=header, chips=chips, instrument=instrument, spt_path=spt, method="given", group_id=-1,
         month=month_of(header.expstart),
     )
+    if any(np.any(chip.dq & instrument.dq_cr) for chip in chips):
+        return result
+    warning = _no_cr_flags(path, instrument=instrument, n_exposures=n)
+    log.warning("%s: %s", header.rootname, warning)
+    return dataclasses.replace(result, warnings=result.warnings + (warning,))
+
+
+def _product_suffix(path: Path) -> str:
+    """The product of an HST file name, lower case: ``flt`` of ``ib1f01a1q_flt.fits(.gz)``."""
+    name = path.name.lower().removesuffix(".gz").removesuffix(".fits")
+    return name.rsplit("_", 1)[1] if "_" in name else ""
+
+
+def _no_cr_flags(path: Path, *, instrument: InstrumentConfig, n_exposures: int) -> str:
+    """Why a frame without any CR flag counts no CR, and how it gets its flags."""
+    bit = instrument.dq_cr
+    if instrument.kind == "wfpc2":
+        c1m = companion_path(path, "c1m")
+        return (f"{c1m}: no pixel carries the CR bit (DQ {bit}), so no CR is counted; a C0M's CR flags are read "
+                "from its C1M, and no command of hstcosmicrays writes them there (crreject takes no WFPC2 "
+                "files; run_pipeline finds the CRs of WFPC2 darks itself)")
+    if n_exposures > 1:
+        how = f"run `hstcosmicrays crreject {path}` first (this FLT holds its CR-SPLIT set as imsets)"
+    else:
+        how = "run `hstcosmicrays crreject` on the FLT files of its CR-SPLIT set first"
+    return f"{path}: no pixel carries the CR bit (DQ {bit}), so no CR is counted; {how}"

@@ -413,3 +413,55 @@ def test_measure_names_the_imset_of_a_stis_crsplit_file(tmp_path, capsys):
     assert "holds 2 exposures (imsets 1 to 2); name the one to measure (--imset)" in capsys.readouterr().err
     assert cli.main(["measure", str(p), "--imset", "3"]) == 2
     assert "has no imset 3; it holds imsets 1 to 2" in capsys.readouterr().err
+
+
+def test_a_frame_without_cr_flags_says_what_to_run_first(tmp_path, config, capsys):
+    """No pixel with DQ 8192: the frame has not been through a CR rejection, so 'CRs: 0' is not
+    a measurement; the result warns, naming the file and the crreject to run first (for a STIS
+    CR-SPLIT FLT: on that FLT)."""
+    from _stis_files import write_stis_crsplit
+
+    p = tmp_path / "ibxx01aaq_flt.fits"
+    chips = seam_frame()
+    write_flt(p, chips={ev: (sci, np.where(dq == 8192, 16, dq)) for ev, (sci, dq) in chips.items()})
+    res = measure_file(p, config=config)
+    warning = (f"{p}: no pixel carries the CR bit (DQ 8192), so no CR is counted; run `hstcosmicrays crreject` "
+               "on the FLT files of its CR-SPLIT set first")
+    assert res.n_cr == 0 and warning in res.warnings
+    assert cli.main(["measure", str(p)]) == 0
+    assert f"warning: {warning}" in capsys.readouterr().out.splitlines()
+    stis = tmp_path / "ocmv35010_flt.fits"
+    write_stis_crsplit(stis, n=2, shape=(20, 20))
+    with fits.open(stis, mode="update") as hdul:
+        for k in (1, 2):
+            hdul["DQ", k].data[:] = 0
+    res = measure_file(stis, config=config, imset=2)
+    assert f"run `hstcosmicrays crreject {stis}` first (this FLT holds its CR-SPLIT set as imsets)" in res.warnings[-1]
+    # a frame with flags has no such warning
+    write_flt(tmp_path / "flagged_flt.fits", chips=chips)
+    assert not any("CR bit" in w for w in measure_file(tmp_path / "flagged_flt.fits", config=config).warnings)
+
+
+def test_wfpc2_c0m_reads_its_cr_flags_from_the_c1m_and_a_c1m_is_refused(tmp_path, config, capsys):
+    """A C0M is measured with the DQ of its C1M, where no command writes CR flags: the warning
+    says so. A C1M given as the science file was measured as if its flags were pixels; it is
+    refused, naming the C0M to give."""
+    from hstcosmicrays.intervals import parse_month
+    from hstcosmicrays.simulate import month_schedule, write_dataset
+
+    cli.setup_logging(verbosity=-1)  # no handler left on an earlier test's captured stream
+    inst = config.instrument("wfpc2")
+    (spec,) = month_schedule(instrument=inst, month=parse_month("2001-06"), seed=3, darks_per_month=1,
+                             shape=(40, 40))
+    paths = write_dataset(instrument=inst, spec=spec, out_dir=tmp_path)
+    c0m, c1m = paths["C0M"], paths["C1M"]
+    res = measure_file(c0m, config=config)
+    assert res.warnings[-1] == (
+        f"{c1m}: no pixel carries the CR bit (DQ 8192), so no CR is counted; a C0M's CR flags are read from its "
+        "C1M, and no command of hstcosmicrays writes them there (crreject takes no WFPC2 files; run_pipeline "
+        "finds the CRs of WFPC2 darks itself)")
+    capsys.readouterr()
+    assert cli.main(["measure", str(c1m)]) == 2
+    assert capsys.readouterr().err == (
+        f"hstcosmicrays measure: error: {c1m}: a WFPC2 C1M holds the data quality of a frame, not its pixels; "
+        f"give its C0M, {c0m}\n")
