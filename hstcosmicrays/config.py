@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG_NAME = "hstcosmicrays.yaml"
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -484,6 +487,7 @@ def load_config(path: str | Path | None = None) -> Config:
     default_source = f"<package>/{DEFAULT_CONFIG_NAME}"
     data = _read_yaml(default_config_text(), default_source)
     source = default_source
+    user: dict = {}
     if path is not None:
         path = Path(path)
         try:
@@ -513,7 +517,41 @@ def load_config(path: str | Path | None = None) -> Config:
         except ConfigError as exc:
             msg = str(exc)
             raise ConfigError(msg if msg.startswith(source) else f"{source}: {msg}") from None
+    for message in _shadowed_crreject(user, instruments, source):
+        log.warning("%s", message)
     return Config(pipeline=pipeline, instruments=instruments, source=source, digest=digest, text=text)
+
+
+def _shadowed_crreject(user: dict, instruments: dict, source: str) -> list[str]:
+    """One message per instrument whose ``crreject`` keys, given in the user's file, are set by
+    rows of ``crreject_rows`` too: the row chosen for a stack wins, so the user's values would
+    be ignored without a word. A file that gives ``crreject_rows`` itself chose its rows."""
+    messages = []
+    user_instruments = user.get("instruments")
+    for name, raw in (user_instruments.items() if isinstance(user_instruments, dict) else ()):
+        given = raw.get("crreject") if isinstance(raw, dict) else None
+        inst = instruments.get(name)
+        if not isinstance(given, dict) or "crreject_rows" in raw or inst is None or not inst.crreject_rows:
+            continue
+        rows = inst.crreject_rows
+        setting = {key: sum(getattr(row, key, None) is not None for row in rows) for key in given}
+        shadowed = {key: n for key, n in setting.items() if n}
+        if not shadowed:
+            continue
+        one = len(shadowed) == 1
+        keys = f"instruments.{name}.crreject." + " and .".join(shadowed)
+        values = "your value" if one else "your values"
+        if all(n == len(rows) for n in shadowed.values()):
+            where, unused = f"in every one of its {len(rows)} rows", "not used"
+        else:
+            counts = ", ".join(f"{key} in {n}" for key, n in shadowed.items())
+            where = f"in some of its {len(rows)} rows ({counts})"
+            unused = f"not used for a stack whose row sets {'it' if one else 'them'}"
+        messages.append(
+            f"{source}: {keys} {'is' if one else 'are'} {unused}: instruments.{name}.crreject_rows sets "
+            f"{'it' if one else 'them'} {where}, and the row chosen for a stack (by its number of frames and "
+            f"mean exposure time) wins; add 'crreject_rows: []' beside crreject to use {values}")
+    return messages
 
 
 # --------------------------------------------------------------------------------------------

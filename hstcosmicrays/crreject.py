@@ -134,6 +134,7 @@ __all__ = [
     "select_crrejtab_row",
     "select_configured_row",
     "params_for_stack",
+    "parameter_source",
     "group_stacks",
     "screen_frame",
     "sky_mode",
@@ -355,16 +356,42 @@ def select_configured_row(*, instrument: InstrumentConfig, n_images: int, mean_e
     CRRejectError
         No configured row matches the stack.
     """
+    best = _configured_row_index(instrument=instrument, n_images=n_images, mean_exptime=mean_exptime)
+    if best is None:
+        return instrument.crreject
+    return instrument.crreject_rows[best].params(instrument.crreject)
+
+
+def _configured_row_index(*, instrument: InstrumentConfig, n_images: int, mean_exptime: float) -> int | None:
+    """Index of the ``crreject_rows`` row for a stack (see :func:`select_configured_row`); None
+    when the instrument has no rows."""
     table = instrument.crreject_rows
     if not table:
-        return instrument.crreject
+        return None
     # the real tables hold MEANEXP as 32-bit floats: compare with the same values
     meanexp = [np.nan if r.meanexp is None else float(np.float32(r.meanexp)) for r in table]
     best = _best_row(crsplit=[r.crsplit for r in table], meanexp=meanexp, n_images=n_images,
                      mean_exptime=mean_exptime)
     if isinstance(best, str):
         raise CRRejectError(f"instruments.{instrument.name}.crreject_rows: {best.format(chip='')}")
-    return table[best].params(instrument.crreject)
+    return best
+
+
+def parameter_source(*, instrument: InstrumentConfig, n_images: int, mean_exptime: float,
+                     crrejtab: Any = None) -> str:
+    """Where :func:`params_for_stack` takes a stack's parameters from, in words: the CRREJTAB, the
+    instrument's ``crreject``, or the ``crreject_rows`` row chosen for the stack (which then
+    wins over ``crreject`` for the keys it sets)."""
+    if crrejtab is not None:
+        return f"parameters from {crrejtab}"
+    best = _configured_row_index(instrument=instrument, n_images=n_images, mean_exptime=mean_exptime)
+    if best is None:
+        return "configured parameters"
+    row = instrument.crreject_rows[best]
+    meanexp = "any" if row.meanexp is None else f"{row.meanexp:g} s"
+    return (f"configured parameters: instruments.{instrument.name}.crreject_rows[{best}], the row for "
+            f"{plural(n_images, 'image')} of mean EXPTIME {mean_exptime:g} s (CRSPLIT {row.crsplit}, "
+            f"MEANEXP {meanexp}), completed from crreject")
 
 
 def select_crrejtab_row(
@@ -1308,10 +1335,11 @@ class CRRejectReport:
     seconds: float = 0.0
     overridden: tuple = ()
     crmask: bool = True
+    source: str = ""  # where the parameters come from (parameter_source); default from crrejtab
 
     def __str__(self) -> str:
         p = self.params
-        source = f"parameters from {self.crrejtab}" if self.crrejtab else "configured parameters"
+        source = self.source or (f"parameters from {self.crrejtab}" if self.crrejtab else "configured parameters")
         if self.overridden:
             source += ", " + ", ".join(self.overridden) + " as given"
         lines = [
@@ -1750,10 +1778,11 @@ def crreject_files(
         if crmask and not os.access(p, os.W_OK):
             raise CRRejectError(f"{p}: not writable (the CR flags are written into its DQ arrays)")
     n = len(headers)
+    mean_exptime = sum(h.exptime for h in headers) / n
     params = params_for_stack(
-        instrument=inst, n_images=n, mean_exptime=sum(h.exptime for h in headers) / n,
-        crrejtab=crrejtab, overrides=overrides,
+        instrument=inst, n_images=n, mean_exptime=mean_exptime, crrejtab=crrejtab, overrides=overrides,
     )
+    source = parameter_source(instrument=inst, n_images=n, mean_exptime=mean_exptime, crrejtab=crrejtab)
     log.info("%s: rejecting %s with %s", inst.name, plural(n, "frame"), params)
     if threads is None:
         threads = DEFAULT_THREADS
@@ -1808,5 +1837,5 @@ def crreject_files(
         instrument=inst.name, params=params, files=tuple(summaries),
         crrejtab=str(crrejtab) if crrejtab is not None else None, output=output,
         overridden=tuple(sorted(k for k, v in (overrides or {}).items() if v is not None)),
-        seconds=time.perf_counter() - t0, crmask=crmask,
+        seconds=time.perf_counter() - t0, crmask=crmask, source=source,
     )

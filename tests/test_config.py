@@ -103,3 +103,31 @@ def test_bad_choice_and_bad_yaml(tmp_path):
         load_config(broken)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.yaml")
+
+
+def test_crreject_keys_shadowed_by_crreject_rows_are_named_once(tmp_path, caplog):
+    """STIS/CCD's crreject_rows set crsigmas, crthresh and initgues in every row, so a user's
+    crreject of those keys is never used unless crreject_rows is emptied: one warning naming
+    both keys; none for keys no row sets, for an emptied table or for an instrument without rows."""
+    user = tmp_path / "mine.yaml"
+    user.write_text("instruments:\n  stis_ccd:\n    crreject:\n      crsigmas: [9.0]\n      crradius: 3.0\n"
+                    "  wfc3_uvis:\n    crreject:\n      crsigmas: [9.0]\n")
+    with caplog.at_level("WARNING", logger="hstcosmicrays"):
+        cfg = load_config(user)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{user}: instruments.stis_ccd.crreject.crsigmas is not used: instruments.stis_ccd.crreject_rows sets it "
+        "in every one of its 42 rows, and the row chosen for a stack (by its number of frames and mean exposure "
+        "time) wins; add 'crreject_rows: []' beside crreject to use your value"]
+    assert cfg.instruments["stis_ccd"].crreject.crsigmas == (9.0,)
+    caplog.clear()
+    user.write_text("instruments:\n  stis_ccd:\n    crreject:\n      crsigmas: [9.0]\n      crthresh: 0.5\n"
+                    "    crreject_rows:\n      - {crsplit: 2, crsigmas: [5.0]}\n      - {crsplit: 3}\n")
+    with caplog.at_level("WARNING", logger="hstcosmicrays"):
+        load_config(user)
+    assert caplog.records == []  # the file gives its own rows
+    for text in ("instruments:\n  stis_ccd:\n    crreject_rows: []\n    crreject:\n      crsigmas: [9.0]\n",
+                 "instruments:\n  stis_ccd:\n    crreject:\n      crradius: 3.0\n"):
+        user.write_text(text)
+        with caplog.at_level("WARNING", logger="hstcosmicrays"):
+            load_config(user)
+        assert caplog.records == []

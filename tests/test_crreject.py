@@ -1374,6 +1374,32 @@ def test_a_stis_crsplit_file_is_rejected_imset_by_imset_like_separate_files(stis
             np.testing.assert_array_equal(one[name].data, three[name].data, err_msg=name)
 
 
+def test_the_report_names_the_configured_row_the_parameters_came_from(stis_set, tmp_path, capsys):
+    """STIS/CCD's parameters come from the crreject_rows row chosen for the stack, which wins
+    over the user's crreject: the summary names that row (not just 'configured parameters'),
+    and the plain crreject once crreject_rows is emptied."""
+    from _stis_files import stis_crsplit_file
+
+    _, paths = stis_set
+    combined = stis_crsplit_file(paths, tmp_path / "oc7h00010_flt.fits", rootname="oc7h00010")
+    mean = sum(h.exptime for h in read_headers(combined, instrument=load_config().instrument("stis_ccd"))) / 3
+    user = tmp_path / "mine.yaml"
+    user.write_text("instruments:\n  stis_ccd:\n    crreject:\n      crsigmas: [9.0]\n")
+    assert cli_main(["crreject", str(combined), "--config", str(user), "--no-crmask",
+                     "--output", str(tmp_path / "a_crj.fits")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (f"CR rejection of 3 stis_ccd frames (configured parameters: instruments.stis_ccd."
+                        f"crreject_rows[8], the row for 3 images of mean EXPTIME {mean:g} s (CRSPLIT 3, "
+                        f"MEANEXP 300000 s), completed from crreject)")
+    assert lines[1].startswith("  crsigmas=5,4 ")
+    user.write_text("instruments:\n  stis_ccd:\n    crreject_rows: []\n    crreject:\n      crsigmas: [9.0]\n")
+    assert cli_main(["crreject", str(combined), "--config", str(user), "--no-crmask",
+                     "--output", str(tmp_path / "b_crj.fits")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "CR rejection of 3 stis_ccd frames (configured parameters)"
+    assert lines[1].startswith("  crsigmas=9 ")
+
+
 def test_a_stis_imset_marked_not_ok_is_left_out(stis_set, tmp_path, caplog):
     """IMSET_OK = F (calstis could not calibrate the imset): left out of the stack and its DQ
     left alone, as ocrreject does; two usable imsets remain."""
