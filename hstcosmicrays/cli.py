@@ -89,11 +89,20 @@ def _month(text):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _floats(text):
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+def _crreject_param(name: str):
+    """An argparse type: the CR-rejection parameter ``name``, checked as the rejection checks it
+    (:func:`hstcosmicrays.crreject.parse_param`), so a bad value is refused with what is expected
+    before any file is read."""
+
+    def parse(text):
+        from .crreject import CRRejectError, parse_param
+
+        try:
+            return parse_param(name, text)
+        except CRRejectError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
 
 
 def _int_at_least(minimum: int):
@@ -454,16 +463,21 @@ def _add_crreject(sub) -> None:
     p.add_argument("inputs", nargs="+", type=Path,
                    help="FLT files of one CR-SPLIT set: two or more, or one STIS FLT holding the set as imsets")
     p.add_argument("--crrejtab", type=Path, help="CRREJTAB FITS table to take the parameters from")
-    p.add_argument("--crsigmas", type=_floats,
-                   help="rejection thresholds in sigma, one iteration per value, e.g. 6.5,5.5,4.5")
-    p.add_argument("--crradius", type=float,
-                   help="radius (pixels) around a hit within which neighbours are tested at the lower threshold")
-    p.add_argument("--crthresh", type=float, help="fraction of the sigma used for the neighbours of a hit")
+    p.add_argument("--crsigmas", type=_crreject_param("crsigmas"),
+                   help="rejection thresholds in sigma, positive, one iteration per value, e.g. 6.5,5.5,4.5")
+    p.add_argument("--crradius", type=_crreject_param("crradius"),
+                   help="radius (pixels, 0 or more) around a hit within which neighbours are tested at the "
+                        "lower threshold")
+    p.add_argument("--crthresh", type=_crreject_param("crthresh"),
+                   help="fraction of the sigma used for the neighbours of a hit (0 or less: every neighbour "
+                        "within --crradius is flagged)")
     p.add_argument("--initgues", choices=("med", "min", "median", "minimum"),
                    help="initial guess of the clean image: median or minimum")
     p.add_argument("--skysub", choices=("none", "mode"), help="sky subtracted from each image before comparison")
-    p.add_argument("--scalense", type=float, help="multiplicative noise term, percent of the signal")
-    p.add_argument("--badinpdq", type=int, help="DQ bits of the inputs that exclude a pixel from the comparison")
+    p.add_argument("--scalense", type=_crreject_param("scalense"),
+                   help="multiplicative noise term, percent of the signal (0 or more)")
+    p.add_argument("--badinpdq", type=_crreject_param("badinpdq"),
+                   help="DQ bits of the inputs that exclude a pixel from the comparison (0 to 32767)")
     p.add_argument("--output", type=Path, help="write the combined crj image here")
     p.add_argument("--no-crmask", dest="crmask", action="store_false",
                    help="leave the inputs untouched (they may be read-only); needs --output")

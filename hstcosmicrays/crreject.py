@@ -134,6 +134,7 @@ __all__ = [
     "select_crrejtab_row",
     "select_configured_row",
     "params_for_stack",
+    "parse_param",
     "parameter_source",
     "group_stacks",
     "screen_frame",
@@ -464,6 +465,55 @@ def select_crrejtab_row(
 
 _PARAM_NAMES = ("crsigmas", "crradius", "crthresh", "initgues", "skysub", "scalense", "badinpdq")
 
+#: The largest BADINPDQ: the DQ arrays of HST files are 16-bit signed integers.
+DQ_BITS_MAX = 32767
+
+#: What each parameter takes, for the messages about a bad value.
+_EXPECTED = {
+    "crsigmas": "positive numbers, comma-separated, e.g. 6.5,5.5,4.5",
+    "crradius": "a number of pixels, 0 or more",
+    "crthresh": "a number, e.g. 0.5555 (0 or less flags every neighbour)",
+    "initgues": "'minimum' or 'median'",
+    "skysub": "'none' or 'mode'",
+    "scalense": "a percentage, 0 or more",
+    "badinpdq": f"DQ bits, a whole number 0 to {DQ_BITS_MAX} (the sum of the bits, e.g. 32575)",
+}
+
+
+def parse_param(key: str, value: Any) -> Any:
+    """One CR-rejection parameter (a name of ``CRRejectParams``) from a value or its text.
+
+    ``crsigmas`` as :func:`parse_crsigmas`; ``initgues`` ``min``/``minimum``/``med``/``median``;
+    ``skysub`` ``none``/``mode``; ``crradius`` (pixels) and ``scalense`` (percent) finite and 0 or
+    more; ``crthresh`` finite (0 or less flags every neighbour); ``badinpdq`` a whole number 0 to
+    :data:`DQ_BITS_MAX`.
+
+    Raises
+    ------
+    CRRejectError
+        An unknown name, or a value that is not what the parameter takes (the message says what is).
+    """
+    if key not in _PARAM_NAMES:
+        raise CRRejectError(f"unknown CR-rejection parameter {key!r}; expected one of {', '.join(_PARAM_NAMES)}")
+    try:
+        if key == "crsigmas":
+            return parse_crsigmas(value)
+        if key == "initgues":
+            return _initgues(value)
+        if key == "skysub":
+            return _skysub(value)
+        if key == "badinpdq":
+            number = int(value.strip()) if isinstance(value, str) else value
+            if isinstance(number, bool) or int(number) != number or not 0 <= int(number) <= DQ_BITS_MAX:
+                raise ValueError
+            return int(number)
+        number = float(value)
+        if not math.isfinite(number) or (key != "crthresh" and number < 0):
+            raise ValueError
+        return number
+    except (TypeError, ValueError):  # CRRejectError is a ValueError too
+        raise CRRejectError(f"expected {_EXPECTED[key]}, got {value!r}") from None
+
 
 def params_for_stack(
     *,
@@ -507,23 +557,9 @@ def params_for_stack(
         if key not in _PARAM_NAMES:
             raise CRRejectError(f"unknown CR-rejection parameter {key!r}; expected one of {', '.join(_PARAM_NAMES)}")
         try:
-            if key == "crsigmas":
-                value = parse_crsigmas(value)
-            elif key == "initgues":
-                value = _initgues(value)
-            elif key == "skysub":
-                value = _skysub(value)
-            elif key == "badinpdq":
-                if isinstance(value, bool) or int(value) != value or int(value) < 0:
-                    raise ValueError
-                value = int(value)
-            else:
-                value = float(value)
-                if not math.isfinite(value) or (key != "crthresh" and value < 0):
-                    raise ValueError
-        except (TypeError, ValueError):
-            raise CRRejectError(f"CR-rejection parameter {key}: bad value {value!r}") from None
-        changes[key] = value
+            changes[key] = parse_param(key, value)
+        except CRRejectError as exc:
+            raise CRRejectError(f"CR-rejection parameter {key}: {exc}") from None
     try:
         return dataclasses.replace(params, **changes)
     except ConfigError as exc:

@@ -243,6 +243,35 @@ def test_params_for_stack_overrides(config):
         cr.params_for_stack(instrument=inst, n_images=2, mean_exptime=900, overrides={"crsigmas": "a,b"})
 
 
+@pytest.mark.parametrize("option, value, expected", [
+    ("--crsigmas", "-1", "positive numbers, comma-separated, e.g. 6.5,5.5,4.5"),
+    ("--crsigmas", "6,x", "positive numbers, comma-separated, e.g. 6.5,5.5,4.5"),
+    ("--crradius", "-1", "a number of pixels, 0 or more"),
+    ("--crradius", "nan", "a number of pixels, 0 or more"),
+    ("--crthresh", "inf", "a number, e.g. 0.5555 (0 or less flags every neighbour)"),
+    ("--scalense", "-3", "a percentage, 0 or more"),
+    ("--badinpdq", "40000", "DQ bits, a whole number 0 to 32767 (the sum of the bits, e.g. 32575)"),
+    ("--badinpdq", "1.5", "DQ bits, a whole number 0 to 32767 (the sum of the bits, e.g. 32575)"),
+])
+def test_a_bad_numeric_option_says_what_is_expected(tmp_path, capsys, option, value, expected):
+    """'--crsigmas=-1' gave 'bad value (-1.0,)' after the inputs were read (and --badinpdq 40000
+    an OverflowError traceback): each numeric option is checked as the rejection checks it, when
+    the arguments are read, and the message says what is expected."""
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["crreject", str(tmp_path / "a_flt.fits"), str(tmp_path / "b_flt.fits"), f"{option}={value}"])
+    assert exc.value.code == 2
+    assert f"argument {option}: expected {expected}, got {value!r}" in capsys.readouterr().err
+
+
+def test_params_for_stack_says_what_a_parameter_takes(config):
+    inst = config.instrument("wfc3_uvis")
+    with pytest.raises(cr.CRRejectError) as exc:
+        cr.params_for_stack(instrument=inst, n_images=2, mean_exptime=900, overrides={"crsigmas": (-1.0,)})
+    assert str(exc.value) == ("CR-rejection parameter crsigmas: expected positive numbers, comma-separated, "
+                              "e.g. 6.5,5.5,4.5, got (-1.0,)")
+    assert cr.parse_param("badinpdq", "32575") == 32575 and cr.parse_param("crthresh", "-1") == -1.0
+
+
 def test_spill_offsets():
     assert len(cr.spill_offsets(2.1)) == 12
     assert len(cr.spill_offsets(1.5)) == 8
