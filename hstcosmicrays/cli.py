@@ -480,7 +480,8 @@ def _add_crreject(sub) -> None:
                    help="DQ bits of the inputs that exclude a pixel from the comparison (0 to 32767)")
     p.add_argument("--output", type=Path, help="write the combined crj image here")
     p.add_argument("--no-crmask", dest="crmask", action="store_false",
-                   help="leave the inputs untouched (they may be read-only); needs --output")
+                   help="leave the inputs' DQ untouched (they need not be writable then): the "
+                        "combined crj image of --output is then the only result, so --output is needed")
     p.add_argument("--config", type=Path,
                    help="YAML file overriding the default configuration (the parameters when no --crrejtab)")
     p.set_defaults(func=_cmd_crreject)
@@ -489,6 +490,8 @@ def _add_crreject(sub) -> None:
 def _cmd_crreject(args) -> int:
     from .crreject import crreject_files
 
+    if not args.crmask and args.output is None:
+        raise CLIError("--no-crmask leaves the inputs' DQ untouched, so --output (the combined crj image) is needed")
     overrides = {
         k: getattr(args, k)
         for k in ("crsigmas", "crradius", "crthresh", "initgues", "skysub", "scalense", "badinpdq")

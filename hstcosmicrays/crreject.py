@@ -1809,7 +1809,8 @@ def crreject_files(
         if not os.access(output.parent, os.W_OK):
             raise CRRejectError(f"{output}: its directory {output.parent} is not writable")
     if not crmask and output is None:
-        raise CRRejectError("nothing to write: without crmask the combined image (output) is the only result")
+        raise CRRejectError("crmask=False leaves the inputs' DQ untouched, so output (the combined crj image) "
+                            "is needed: nothing would be written")
     for p in paths:
         if crmask and not os.access(p, os.W_OK):
             raise CRRejectError(f"{p}: not writable (the CR flags are written into its DQ arrays)")

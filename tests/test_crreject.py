@@ -767,7 +767,11 @@ def test_cli_without_crmask_reads_read_only_inputs_and_writes_only_the_combined_
     paths, _, _ = flt_pair
     before = [p.read_bytes() for p in paths]
     assert cli_main(["crreject", str(paths[0]), str(paths[1]), "--no-crmask"]) == 2
-    assert "nothing to write" in capsys.readouterr().err
+    assert capsys.readouterr().err == ("hstcosmicrays crreject: error: --no-crmask leaves the inputs' DQ untouched, "
+                                       "so --output (the combined crj image) is needed\n")
+    with pytest.raises(cr.CRRejectError, match=r"crmask=False leaves the inputs' DQ untouched, so output \(the "
+                                               r"combined crj image\) is needed"):
+        cr.crreject_files(paths, config=load_config(), crmask=False)
     out = tmp_path / "crj.fits"
     real_access = os.access  # the inputs may not be written (root may write anything, so pretend)
     monkeypatch.setattr(cr.os, "access", lambda p, mode: Path(p) not in paths and real_access(p, mode))
