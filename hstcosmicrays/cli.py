@@ -371,13 +371,25 @@ def _store_arguments(p) -> None:
     p.add_argument("--config", type=Path, help="YAML file overriding the default configuration")
 
 
+def _stores_dir(args, config) -> Path:
+    """``--output`` (or the configured output directory) of a command that reads the stores: the
+    directory that holds them. A store file given instead (an existing file, or a missing
+    ``*.h5``) is refused, naming the directory to give."""
+    output = _output_dir(args, config)
+    if args.output is not None and (output.is_file() or (output.suffix.lower() == ".h5" and not output.exists())):
+        what = "is a file" if output.is_file() else "no such directory"
+        raise CLIError(f"--output {output}: {what}; --output names the directory of the stores "
+                       f"(<directory>/<instrument>.h5), not a store: try --output {output.parent}")
+    return output
+
+
 def _existing_store(args):
     """(config, instrument, path) of the store that ``--instr`` and ``--output`` name; it must exist."""
     from .store import store_path, stored_instrument
 
     config = _load_config(args.config)
     instrument = config.instrument(args.instr)
-    path = store_path(_output_dir(args, config), instrument)
+    path = store_path(_stores_dir(args, config), instrument)
     if not path.exists():
         raise CLIError(f"no results store for {instrument.name} at {path}")
     stored_instrument(path, expected=instrument.name)
@@ -596,7 +608,7 @@ def _cmd_plot(args) -> int:
     from .results import open_results
 
     config = _load_config(args.config)
-    output = _output_dir(args, config)
+    output = _stores_dir(args, config)
     names = list(dict.fromkeys(config.instrument(n).name for n in args.instr.split(",") if n.strip()))
     if not names:
         raise CLIError(f"--instr {args.instr!r}: expected one or more instruments")
@@ -656,7 +668,7 @@ def _cmd_export(args) -> int:
     fmt = _export_format(args.format, args.out)
     _check_output_file(args.out, "--out")
     config = _load_config(args.config)
-    output = _output_dir(args, config)
+    output = _stores_dir(args, config)
     res = open_results(config.instrument(args.instr).name, output_dir=output)
     try:
         n = res.export(table=args.table, fmt=fmt, out=args.out)

@@ -58,6 +58,30 @@ def test_status_without_store(tmp_path, capsys):
     assert "no results store" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", [["status"], ["compact"], ["plot", "rate"],
+                                     ["export", "--table", "months", "--out", "months.csv"]])
+def test_a_store_file_given_as_output_names_the_directory_to_give(tmp_path, capsys, monkeypatch, command):
+    """--output of the commands that read a store is the directory of the stores: a store file
+    there gave 'no results store ... at uvis/wfc3_uvis.h5/wfc3_uvis.h5'; now the message says
+    what --output names and which directory to give."""
+    from hstcosmicrays.cli import setup_logging
+    from hstcosmicrays.store import ResultsStore
+
+    setup_logging(verbosity=-1)  # no handler left on an earlier test's captured stream
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "uvis").mkdir()
+    with ResultsStore.open(tmp_path / "uvis" / "wfc3_uvis.h5", instrument="wfc3_uvis", software_version="0",
+                           config_hash="x"):
+        pass
+    name = " ".join(command[:1])
+    for given, what in (("uvis/wfc3_uvis.h5", "is a file"), ("uvis/acs_wfc.h5", "no such directory")):
+        assert main(command + ["--instr", "wfc3uvis", "--output", given]) == 2
+        assert capsys.readouterr().err == (
+            f"hstcosmicrays {name}: error: --output {given}: {what}; --output names the directory of the stores "
+            "(<directory>/<instrument>.h5), not a store: try --output uvis\n")
+    assert sorted(p.name for p in (tmp_path / "uvis").iterdir()) == ["wfc3_uvis.h5", "wfc3_uvis.h5.lock"]
+
+
 def test_status_gives_the_unit_of_the_median_rate(tmp_path, capsys):
     from hstcosmicrays.cli import setup_logging
     from hstcosmicrays.store import ResultsStore
