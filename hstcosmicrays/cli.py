@@ -529,7 +529,9 @@ def _add_measure(sub) -> None:
     p.add_argument("file", type=Path,
                    help="FLT file with CR flags in its DQ (hstcosmicrays crreject writes them), WFPC2 C0M "
                         "(its DQ is the C1M beside it), or a WFC3/IR or NICMOS IMA file")
-    p.add_argument("--out", type=Path, help="per-CR table, .csv or .parquet (default: print the summary only)")
+    p.add_argument("--out", type=Path,
+                   help="per-CR table, .csv or .parquet; the frame summary (one row, as the store's exposures "
+                        "table) goes beside it as <name>_frame.csv or .parquet (default: print the summary only)")
     p.add_argument("--imset", type=_positive_int,
                    help="the exposure to measure in a file that holds several (a STIS CR-SPLIT FLT: 1 to N)")
     p.add_argument("--config", type=Path, help="YAML file overriding the default configuration")

@@ -465,3 +465,17 @@ def test_wfpc2_c0m_reads_its_cr_flags_from_the_c1m_and_a_c1m_is_refused(tmp_path
     assert capsys.readouterr().err == (
         f"hstcosmicrays measure: error: {c1m}: a WFPC2 C1M holds the data quality of a frame, not its pixels; "
         f"give its C0M, {c0m}\n")
+
+
+def test_the_frame_summary_file_of_out_is_documented(tmp_path, capsys):
+    """measure --out writes a second file, <name>_frame.<suffix>: --help and the README say so,
+    by the name the command gives it."""
+    from pathlib import Path
+
+    with pytest.raises(SystemExit):
+        cli.main(["measure", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "goes beside it as <name>_frame.csv or .parquet" in help_text
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `hstcosmicrays measure FILE [--out table.csv]"))
+    assert "beside it as `table_frame.csv`" in row
