@@ -7,6 +7,10 @@ Every function takes :class:`~hstcosmicrays.results.Results` objects, returns th
 touched (rendering uses Agg, so plots work without a display) and no figure is kept alive by a
 global registry. In a notebook, run ``%matplotlib inline`` once, then a returned figure shows as
 the cell's value.
+
+A selection with nothing to plot (no committed month, or none in ``start``/``stop``) raises
+ValueError before a figure is made or a file written; an instrument of an overlay that has
+nothing is named in a warning and the others are plotted.
 """
 
 from __future__ import annotations
@@ -51,6 +55,46 @@ def _figure(figsize):
     from matplotlib.figure import Figure
 
     return Figure(figsize=figsize, layout="constrained")
+
+
+def _check_not_empty(counts: Sequence[tuple[str, int]], what: str, *, start=None, stop=None,
+                     where: str | None = None) -> None:
+    """Refuse a plot of nothing: ValueError when no instrument has any of ``what`` in the
+    selection (one line, before a figure is made or a file written); an instrument of an
+    overlay without any is named in a warning (its legend entry counts 0)."""
+    selection = "".join(part for part in (
+        f" from {start}" if start is not None else "", f" to {stop}" if stop is not None else "",
+        f" where {where}" if where else "") if part)
+    empty = [name for name, n in counts if not n]
+    if len(empty) == len(counts):
+        stores = "its store" if len(counts) == 1 else "their stores"
+        raise ValueError(f"{', '.join(empty)}: nothing to plot: no {what} in {stores}{selection}")
+    for name in empty:
+        log.warning("%s: no %s in its store%s; the plot shows the other instruments", name, what, selection)
+
+
+def _plain_number(value: float) -> str:
+    """A tick label in plain decimals: 0.2, 1, 1.45, 30 (never 1.448x10^0)."""
+    return np.format_float_positional(float(f"{value:.6g}"), trim="-")
+
+
+def _plain_ticks(colourbar, *, log: bool) -> None:
+    """Plain decimal tick labels on a colour bar. A logarithmic one spanning less than a decade
+    gets evenly spaced round values (matplotlib would label its minor ticks 1.448x10^0); a wider
+    one the values 1, 2, 5 times a power of ten (over more than three decades the powers of ten
+    alone)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, ScalarFormatter
+
+    vmin, vmax = colourbar.norm.vmin, colourbar.norm.vmax
+    if log and vmax >= 10 * vmin:
+        colourbar.locator = LogLocator(subs=(1.0, 2.0, 5.0) if vmax <= 1000 * vmin else (1.0,))
+        colourbar.formatter = FuncFormatter(lambda value, _pos: _plain_number(value))
+    else:
+        colourbar.locator = MaxNLocator(nbins=6)
+        formatter = ScalarFormatter(useOffset=False)
+        formatter.set_scientific(False)
+        colourbar.formatter = formatter
+    colourbar.minorticks_off()
 
 
 def _save(fig, out) -> None:
@@ -111,8 +155,6 @@ def plot_rate(
         raise ValueError("plot_rate: no results given")
     several = len(results) > 1
     period = _period_name(freq)
-    fig = _figure(figsize)
-    ax = fig.add_subplot()
     drawn = []  # (instrument, frame dates, frame rates, rate series)
     for res in results:
         frames = res.exposures(start=start, stop=stop, columns=["mjd", "rate"])
@@ -120,6 +162,9 @@ def plot_rate(
                                  stdfunc=stdfunc, start=start, stop=stop)
         drawn.append((res.instrument, mjd_to_datetime(frames["mjd"].to_numpy()),
                       frames["rate"].to_numpy(np.float64), series))
+    _check_not_empty([(name, len(rate)) for name, _, rate, _ in drawn], "frames", start=start, stop=stop)
+    fig = _figure(figsize)
+    ax = fig.add_subplot()
     colours = _overlay_colours([name for name, *_ in drawn])
     for k, (name, dates, rate, _) in enumerate(drawn):  # every instrument's frames below the summaries
         ax.scatter(dates, rate, s=4, color=colours[k] if several else "0.6", alpha=0.3 if several else 0.6,
@@ -238,21 +283,24 @@ def plot_rate_map(
 
     rmap = results.rate_map(lon_bin=lon_bin, lat_bin=lat_bin, min_rate=min_rate, start=start, stop=stop)
     values = np.where(rmap.count >= min_count, rmap.mean, np.nan)
+    finite = values[np.isfinite(values)]
+    _check_not_empty([(results.instrument, len(finite))], f"orbit samples of frames above {min_rate:g} CR/s/cm2",
+                     start=start, stop=stop)
     fig = _figure(figsize)
     ax = fig.add_subplot()
-    finite = values[np.isfinite(values)]
-    if log_scale and len(finite) and finite.min() > 0:
+    log_norm = log_scale and finite.min() > 0
+    if log_norm:
         norm = LogNorm(vmin=finite.min(), vmax=finite.max())
     else:
-        norm = Normalize(vmin=finite.min() if len(finite) else 0, vmax=finite.max() if len(finite) else 1)
+        norm = Normalize(vmin=finite.min(), vmax=finite.max())
     mesh = ax.pcolormesh(rmap.lon_edges, rmap.lat_edges, np.ma.masked_invalid(values), norm=norm,
                          cmap="viridis", shading="flat")
-    fig.colorbar(mesh, ax=ax, label="mean " + RATE_LABEL)
-    if len(finite):
-        lon, lat = rmap.peak(min_count=min_count)
-        ax.plot([lon], [lat], marker="o", mfc="none", mec="red", ms=12, mew=1.5,
-                label=f"highest bin ({lon:.0f}, {lat:.1f}) deg")
-        ax.legend(loc="lower right", fontsize=8)
+    colourbar = fig.colorbar(mesh, ax=ax, label="mean " + RATE_LABEL)
+    _plain_ticks(colourbar, log=log_norm)
+    lon, lat = rmap.peak(min_count=min_count)
+    ax.plot([lon], [lat], marker="o", mfc="none", mec="red", ms=12, mew=1.5,
+            label=f"highest bin ({lon:.0f}, {lat:.1f}) deg")
+    ax.legend(loc="lower right", fontsize=8)
     ax.set_xlim(-180, 180)
     ax.set_ylim(rmap.lat_edges[0], rmap.lat_edges[-1])
     ax.set_xticks(np.arange(-180, 181, 60))
@@ -296,18 +344,22 @@ def plot_morphology(
     if not results:
         raise ValueError("plot_morphology: no results given")
     bins = dict(bins or {})
+    edges = {column: np.asarray(bins.get(column, spec[1]), dtype=np.float64) for column, spec in MORPHOLOGY_BINS.items()}
+    histograms = {(column, k): res.histogram(column, bins=edges[column], start=start, stop=stop, where=where)[0]
+                  for column in MORPHOLOGY_BINS for k, res in enumerate(results)}
+    _check_not_empty([(res.instrument, max(int(histograms[column, k].sum()) for column in MORPHOLOGY_BINS))
+                      for k, res in enumerate(results)], "CRs", start=start, stop=stop, where=where)
     colours = _overlay_colours([res.instrument for res in results])
     fig = _figure(figsize)
     axes = fig.subplots(2, 2).ravel()
     handles, labels = [], []
-    for ax, (column, (label, default_edges, logx, logy)) in zip(axes, MORPHOLOGY_BINS.items()):
-        edges = np.asarray(bins.get(column, default_edges), dtype=np.float64)
+    for ax, (column, (label, _, logx, logy)) in zip(axes, MORPHOLOGY_BINS.items()):
         for k, res in enumerate(results):
-            counts, _ = res.histogram(column, bins=edges, start=start, stop=stop, where=where)
+            counts = histograms[column, k]
             total = counts.sum()
             fraction = counts / total if total else counts.astype(np.float64)
             crs = f"{total:,} CR{'' if total == 1 else 's'}"
-            step = ax.stairs(fraction, edges, color=colours[k], lw=1.3,
+            step = ax.stairs(fraction, edges[column], color=colours[k], lw=1.3,
                              label=f"{res.instrument} ({crs} in range)")
             if ax is axes[0]:
                 handles.append(step)
@@ -316,7 +368,7 @@ def plot_morphology(
         ax.set_ylabel("fraction of CRs per bin")
         if logx:
             ax.set_xscale("log")
-        if logy:
+        if logy and any(histograms[column, k].any() for k in range(len(results))):  # else nothing to scale
             ax.set_yscale("log")
     _outside_legend(fig, handles, labels, loc="outside lower center", ncols=min(len(handles), 4))
     fig.suptitle("cosmic-ray morphology: " + ", ".join(r.instrument for r in results))

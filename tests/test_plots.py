@@ -296,3 +296,81 @@ def test_cli_plot_reports_the_file_once(stores, tmp_path, capsys):
     captured = capsys.readouterr()
     lines = [ln for ln in (captured.out + captured.err).splitlines() if str(png) in ln]
     assert lines == [f"wrote {png}"]
+
+
+@pytest.fixture
+def empty_store(tmp_path):
+    from hstcosmicrays.cli import setup_logging
+    from hstcosmicrays.store import ResultsStore
+
+    setup_logging(verbosity=-1)  # no handler left on an earlier test's captured stream
+    with ResultsStore.open(tmp_path / "acs_wfc.h5", instrument="acs_wfc", software_version="0", config_hash="x"):
+        pass
+    return tmp_path
+
+
+@pytest.mark.parametrize("kind, what", [("rate", "frames"), ("map", "orbit samples of frames above 0.2 CR/s/cm2"),
+                                        ("morphology", "CRs")])
+def test_an_empty_selection_is_a_one_line_error_and_nothing_is_written(empty_store, capsys, kind, what):
+    """A store without committed months was plotted anyway (blank axes), with matplotlib's
+    'Data has no positive values' warning leaking out: now one line, exit 2, no file, no warning."""
+    import warnings
+
+    png = empty_store / f"{kind}.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning (matplotlib's UserWarning) fails the test
+        assert main(["plot", kind, "--instr", "acs_wfc", "--output", str(empty_store), "--out", str(png)]) == 2
+    assert capsys.readouterr().err == f"hstcosmicrays plot: error: acs_wfc: nothing to plot: no {what} in its store\n"
+    assert not png.exists()
+    with pytest.raises(ValueError, match="acs_wfc: nothing to plot: no frames in its store from 2030-01-01"):
+        plots.plot_rate(open_results(empty_store / "acs_wfc.h5"), start="2030-01-01")
+
+
+def test_an_empty_instrument_of_an_overlay_is_named_and_the_others_plotted(stores, empty_store, caplog):
+    import warnings
+
+    out, _, _ = stores
+    full, empty = open_results(out / "acs_hrc.h5"), open_results(empty_store / "acs_wfc.h5")
+    with warnings.catch_warnings(), caplog.at_level("WARNING", logger="hstcosmicrays"):
+        warnings.simplefilter("error")
+        fig = plots.plot_morphology([full, empty])
+        plots.plot_rate([full, empty])
+    assert fig.axes[0].get_yscale() == "log"
+    assert [r.getMessage() for r in caplog.records] == [
+        "acs_wfc: no CRs in its store; the plot shows the other instruments",
+        "acs_wfc: no frames in its store; the plot shows the other instruments"]
+
+
+def _colourbar_labels(fig):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()
+    bar = fig.axes[1]
+    return ([t.get_text() for t in bar.get_yticklabels() if t.get_text()],
+            [t.get_text() for t in bar.get_yticklabels(minor=True) if t.get_text()])
+
+
+def test_the_rate_map_colour_bar_has_plain_decimal_labels(stores, monkeypatch):
+    """A log colour bar spanning less than a decade was labelled on its minor ticks
+    '1.448x10^0': labels are plain decimals, one format for the SAA's wide span and for a
+    narrow one."""
+    from types import SimpleNamespace
+
+    from hstcosmicrays.results import RateMap
+
+    out, _, _ = stores
+    wide = plots.plot_rate_map(open_results(out / "wfc3_uvis.h5"))
+    major, minor = _colourbar_labels(wide)
+    assert len(major) >= 2 and minor == []
+    assert all("times" not in t and "$" not in t for t in major), major
+    assert all(float(t.replace("\N{MINUS SIGN}", "-")) > 0 for t in major)
+    lon_edges, lat_edges = np.linspace(-180, 180, 37), np.linspace(-35, 35, 15)
+    mean = np.full((14, 36), np.nan)
+    mean[5, 10:20] = np.linspace(1.438, 1.45, 10)
+    narrow = SimpleNamespace(instrument="wfc3_uvis", rate_map=lambda **kwargs: RateMap(
+        lon_edges=lon_edges, lat_edges=lat_edges, mean=mean, count=np.where(np.isfinite(mean), 4, 0)))
+    major, minor = _colourbar_labels(plots.plot_rate_map(narrow))
+    assert minor == [] and len(major) >= 3
+    assert all("times" not in t and "$" not in t for t in major), major
+    values = [float(t) for t in major]
+    assert len(set(major)) == len(major) and all(1.43 <= v <= 1.46 for v in values), major
