@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import tempfile
 from functools import partial
 from pathlib import Path
 
@@ -126,12 +128,6 @@ _positive_int = _int_at_least(1)
 _nonnegative_int = _int_at_least(0)
 
 
-def _nearest_existing(path: Path) -> Path:
-    """``path`` or its closest ancestor that exists (``.`` at the latest for a relative path)."""
-    missing = _missing_directories(path)
-    return missing[0].parent if missing else path
-
-
 def _scheduler_address(text: str) -> str:
     """An argparse type: a dask.distributed scheduler address, checked as distributed parses it
     (``distributed.comm.parse_address``, then ``parse_host_port`` for every scheme but
@@ -182,6 +178,12 @@ def _missing_directories(path: Path) -> list[Path]:
     return missing[::-1]
 
 
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its closest ancestor that exists (``.`` at the latest for a relative path)."""
+    missing = _missing_directories(path)
+    return missing[0].parent if missing else path
+
+
 def _why_not_writable(directory: Path) -> tuple[str, Path, str] | None:
     """Why files cannot be written in ``directory``, or None: what failed (``"cannot create the
     directory"`` or ``"cannot write in the directory"``), the directory it failed on (``directory``
@@ -190,9 +192,6 @@ def _why_not_writable(directory: Path) -> tuple[str, Path, str] | None:
     The test is the real thing, not a guess from permission bits (root passes those, yet cannot
     write in ``/proc``): the missing directories are created and a file is created in the last,
     then all of it is removed again, so that a check leaves nothing behind."""
-    import os
-    import tempfile
-
     created = []
     try:
         for d in _missing_directories(directory):
