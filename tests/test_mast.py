@@ -622,13 +622,19 @@ def test_verify_rejects_a_damaged_file(flt, damage, reason):
     assert got is not None and reason in got
 
 
-@pytest.mark.parametrize("cut", [2880, 2880 + 100, 1])
+@pytest.mark.parametrize("cut", [2880, 2880 + 100, 1, 2 * 2880 + 100])
 def test_verify_rejects_a_fits_file_cut_anywhere(flt, cut):
-    """Even without an announced size, a file cut inside data or inside a header is refused."""
+    """Even without an announced size, a file cut inside data or inside a header is refused,
+    as truncated, and astropy's warnings about it are kept quiet (they are errors here)."""
     data = flt.read_bytes()
     flt.write_bytes(data[: len(data) - cut])
     got = verify_product(flt, suffix="FLT", size=None, instrument=WFC)
-    assert got is not None
+    assert got is not None and got.startswith(f"truncated: {len(data) - cut:,} ")
+
+
+def test_verify_rejects_bytes_after_the_last_hdu(flt):
+    flt.write_bytes(flt.read_bytes() + bytes(10))
+    assert verify_product(flt, suffix="FLT", size=None, instrument=WFC) == "not FITS: 10 bytes after its last HDU"
 
 
 # ---------------------------------------------------------------------------------------------

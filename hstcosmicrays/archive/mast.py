@@ -65,6 +65,7 @@ from .._text import plural
 from ..config import InstrumentConfig
 from ..intervals import Month
 from .base import ArchiveError, Dataset, ProductFile, safe_filename
+from .fitsfile import fits_structure_warnings_quieted, fits_trailing_bytes, fits_truncation
 
 __all__ = ["MastArchive", "MastQuery", "dark_criteria", "verify_product"]
 
@@ -127,8 +128,10 @@ def verify_product(
 
     * the file exists and its size in bytes equals ``size`` (the size MAST announced), when
       ``size`` is known (> 0);
-    * it opens as FITS and its HDUs fill the file exactly: the largest ``datLoc + datSpan`` of
-      its HDUs equals the file size (a file cut inside data or inside a header fails);
+    * it opens as FITS, is not truncated (:func:`~hstcosmicrays.archive.fitsfile.fits_truncation`:
+      cut inside data or inside a header, or fewer extensions than NEXTEND) and has no bytes
+      after its last HDU (:func:`~hstcosmicrays.archive.fitsfile.fits_trailing_bytes`): its
+      HDUs fill the file exactly;
     * the extensions the readers need are present:
       FLT: ``(SCI, v)`` and ``(DQ, v)`` for at least one ``v`` of ``instrument.chips``
       (subarray darks carry one chip); IMA: ``(SCI, 1)``, ``(DQ, 1)`` and ``(TIME, 1)``;
@@ -164,20 +167,16 @@ def verify_product(
     kind = _required_extensions(suffix.upper(), instrument)
     try:
         # our own file object: closed even when astropy raises half-way through the open
-        with open(path, "rb") as fobj, fits.open(fobj, memmap=False, lazy_load_hdus=False) as hdul:
-            n = len(hdul)
-            if n == 0:
+        with open(path, "rb") as fobj, fits_structure_warnings_quieted(), \
+                fits.open(fobj, memmap=False, lazy_load_hdus=False) as hdul:
+            if len(hdul) == 0:
                 return "no HDU"
-            end = 0
-            for i in range(n):
-                info = hdul.fileinfo(i)
-                if info is None:
-                    return f"HDU {i} has no place in the file"
-                end = max(end, info["datLoc"] + info["datSpan"])
-            if end != actual:
-                # a cut inside the last HDU's data (end > size) or inside a header, which astropy
-                # drops with a warning (end < size): either way the file is incomplete
-                return f"FITS structure spans {end} bytes but the file has {actual}"
+            truncated = fits_truncation(path, hdul=hdul)
+            if truncated is not None:
+                return truncated
+            extra = fits_trailing_bytes(path, hdul=hdul)
+            if extra:
+                return f"not FITS: {plural(extra, 'byte')} after its last HDU"
             names = {(h.name.upper(), int(h.ver)) for h in hdul}
             if kind == "imset":
                 chips = instrument.chips if instrument is not None else (1,)
@@ -191,7 +190,11 @@ def verify_product(
                 if not any(h.is_image and h.header.get("NAXIS", 0) == 2 for h in hdul):
                     return "no two-dimensional image extension"
     except Exception as exc:  # astropy raises OSError, ValueError, TypeError on garbage
-        return f"not a readable FITS file ({type(exc).__name__}: {exc})"
+        try:
+            cut = fits_truncation(path)  # a primary header cut short
+        except OSError:
+            cut = None
+        return cut or f"not a readable FITS file ({type(exc).__name__}: {exc})"
     return None
 
 
