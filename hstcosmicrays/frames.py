@@ -36,6 +36,10 @@ EXPSTART and EXPEND in its SCI header (as ocrreject reads them). :func:`read_hea
 :func:`read_header` / :func:`read_chips` read one of them (``imset=k``). A file with one imset
 is one exposure like any other (``imset`` 0, the plain rootname).
 
+Every file is opened by :func:`open_fits`, which reads all its headers and refuses a truncated
+file (cut inside data, inside a header, or short of the extensions NEXTEND announces) with a
+one-line :class:`FrameError` naming it, before any array of it is read.
+
 IR IMA files (``kind == "ir"``): :func:`read_header` reads their metadata (the imset with EXTVER 1,
 the last read, stands for the science extension; NSAMP is the number of reads; NICMOS headers
 without DETECTOR are matched by CAMERA); their pixels, one imset per read, are read by
@@ -58,6 +62,7 @@ import numpy as np
 from astropy.io import fits
 
 from ._text import plural
+from .archive.fitsfile import fits_structure_warnings_quieted, fits_trailing_bytes, fits_truncation
 from .config import Config, InstrumentConfig
 from .schema import exposure_name
 
@@ -73,6 +78,7 @@ __all__ = [
     "pointing",
     "identify_instrument",
     "companion_path",
+    "open_fits",
     "saa_exit_mjd",
 ]
 
@@ -225,13 +231,53 @@ class Chip:
 # small helpers
 
 
-def _open(path: Path):
-    try:
-        return fits.open(path, memmap=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise FrameError(f"{path}: not a FITS file ({exc})") from None
+def open_fits(path: str | Path) -> fits.HDUList:
+    """Open a FITS file to read it (memory-mapped), every header read; a truncated file is refused.
+
+    The one place where this package opens a science file (FLT, IMA, C0M, C1M) for reading: it
+    reads every HDU's header at once, so that a file cut short is found here
+    (:func:`hstcosmicrays.archive.fitsfile.fits_truncation`) and not when its pixels are read,
+    and astropy's warnings about the cut are not shown. Bytes after the last HDU that are not a
+    header are ignored, with a warning in the log.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    astropy.io.fits.HDUList
+        Open; close it (``with open_fits(path) as hdul:``).
+
+    Raises
+    ------
+    FrameError
+        Not a FITS file, or truncated: ``"<path>: truncated: <bytes> of at least <bytes> bytes
+        (the FITS headers announce more data)"`` and the like, one line.
+    FileNotFoundError
+        No such file.
+    """
+    path = Path(path)
+    with fits_structure_warnings_quieted():
+        try:
+            hdul = fits.open(path, memmap=True)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no such file") from None
+        except OSError as exc:
+            raise FrameError(f"{path}: {fits_truncation(path) or f'not a FITS file ({exc})'}") from None
+        try:
+            hdul.readall()  # every header: where astropy meets the end of a cut file
+            reason = fits_truncation(path, hdul=hdul)
+            extra = fits_trailing_bytes(path, hdul=hdul)
+        except BaseException:
+            hdul.close()
+            raise
+    if reason is not None:
+        hdul.close()
+        raise FrameError(f"{path}: {reason}")
+    if extra:
+        log.warning("%s: %s after its HDU %d, not a FITS HDU: ignored", path, plural(extra, "byte"), len(hdul) - 1)
+    return hdul
 
 
 def _get(headers: list, key: str, default: Any = None) -> Any:
@@ -389,14 +435,15 @@ def read_header(path: str | Path, *, instrument: InstrumentConfig, imset: int = 
     Raises
     ------
     FrameError
-        Not a FITS file, a required keyword (ROOTNAME, INSTRUME, DETECTOR, EXPTIME, EXPSTART,
-        EXPEND, DATE-OBS, TIME-OBS) missing or malformed, INSTRUME/DETECTOR of another
-        instrument, no science extension (of the imset), or no gain for a file in DN.
+        Not a FITS file, a truncated one (:func:`open_fits`), a required keyword (ROOTNAME,
+        INSTRUME, DETECTOR, EXPTIME, EXPSTART, EXPEND, DATE-OBS, TIME-OBS) missing or
+        malformed, INSTRUME/DETECTOR of another instrument, no science extension (of the
+        imset), or no gain for a file in DN.
     FileNotFoundError
         The file does not exist.
     """
     path = Path(path)
-    with _open(path) as hdul:
+    with open_fits(path) as hdul:
         return _frame_header(hdul, path=path, instrument=instrument, imset=imset)
 
 
@@ -410,7 +457,7 @@ def read_headers(path: str | Path, *, instrument: InstrumentConfig) -> tuple[Fra
         As :func:`read_header`, for any of the imsets.
     """
     path = Path(path)
-    with _open(path) as hdul:
+    with open_fits(path) as hdul:
         n = _n_imsets(hdul) if instrument.imset_exposures else 1
         if n <= 1:
             return (_frame_header(hdul, path=path, instrument=instrument, imset=0),)
@@ -569,7 +616,8 @@ def read_chips(path: str | Path, *, instrument: InstrumentConfig, imset: int = 0
     Raises
     ------
     FrameError
-        Not a FITS file, no science chip, a missing DQ (or C1M for WFPC2), or an IR file
+        Not a FITS file, a truncated one (the C0M or the C1M: the message names which;
+        :func:`open_fits`), no science chip, a missing DQ (or C1M for WFPC2), or an IR file
         (read those with :func:`hstcosmicrays.ir.read_ramp`).
     """
     path = Path(path)
@@ -580,7 +628,7 @@ def read_chips(path: str | Path, *, instrument: InstrumentConfig, imset: int = 0
         return _read_wfpc2(path, header=header, instrument=instrument)
     chips = []
     two_chip = len(instrument.chips) == 2
-    with _open(path) as hdul:
+    with open_fits(path) as hdul:
         for extver, ccdchip_default in zip(imset_extvers(instrument, imset), instrument.ccdchip):
             try:
                 sci_hdu = hdul["SCI", extver]
@@ -646,7 +694,7 @@ def _read_wfpc2(path: Path, *, header: FrameHeader, instrument: InstrumentConfig
     if c1m is None:
         raise FrameError(f"{path}: no C1M data-quality file beside it")
     chips = []
-    with _open(path) as sci_hdul, _open(c1m) as dq_hdul:
+    with open_fits(path) as sci_hdul, open_fits(c1m) as dq_hdul:
         scis = _science_hdus(sci_hdul, instrument)
         dqs = _science_hdus(dq_hdul, instrument)
         if len(dqs) != len(scis):
@@ -684,7 +732,7 @@ def pointing(path: str | Path) -> tuple[float, float, float]:
     from astropy.wcs import WCS, FITSFixedWarning
 
     path = Path(path)
-    with _open(path) as hdul:
+    with open_fits(path) as hdul:
         hdu = next((h for h in hdul if h.name == "SCI"), None)
         if hdu is None:
             hdu = next((h for h in hdul if h.is_image and h.header.get("NAXIS", 0) == 2), hdul[0])
@@ -716,10 +764,11 @@ def identify_instrument(path: str | Path, *, config: Config) -> InstrumentConfig
     Raises
     ------
     FrameError
-        Not FITS, or no configured instrument has that INSTRUME/DETECTOR.
+        Not FITS, truncated (:func:`open_fits`), or no configured instrument has that
+        INSTRUME/DETECTOR.
     """
     path = Path(path)
-    with _open(path) as hdul:
+    with open_fits(path) as hdul:
         headers = [hdul[0].header] + ([hdul[1].header] if len(hdul) > 1 else [])
         instrume = _str(_get(headers, "INSTRUME", ""))
         detector = _str(_get(headers, "DETECTOR", _get(headers, "CAMERA", "")))

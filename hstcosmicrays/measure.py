@@ -363,10 +363,10 @@ def measure_file(path: str | Path, *, config: Config, imset: int | None = None) 
     Raises
     ------
     FrameError
-        Not FITS, unknown instrument, missing keyword (see :func:`hstcosmicrays.frames.read_header`),
-        an IR instrument (use :func:`hstcosmicrays.ir.measure_ima`), a WFPC2 C1M (the message
-        names its C0M), a file of several exposures without ``imset``, or an imset the file
-        does not have.
+        Not FITS, truncated, unknown instrument, missing keyword (see
+        :func:`hstcosmicrays.frames.read_header`), an IR instrument (use
+        :func:`hstcosmicrays.ir.measure_ima`), a WFPC2 C1M (the message names its C0M), a file
+        of several exposures without ``imset``, or an imset the file does not have.
     FileNotFoundError
         No such file.
     """

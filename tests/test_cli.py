@@ -448,3 +448,52 @@ def test_log_lines_on_a_terminal_never_land_inside_a_progress_bar(tmp_path, monk
         assert re.match(r"\d\d:\d\d:\d\d (INFO|WARNING|ERROR) ", record), f"a log line inside a bar: {record!r}"
     if not terminal:
         assert "\r" not in text and text.endswith("\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# a truncated input file: one line naming it, exit 2
+
+
+@pytest.fixture(scope="module")
+def two_flts(tmp_path_factory):
+    """Two simulated ACS/WFC FLT files of small chips and their HDUs' places."""
+    from astropy.io import fits
+
+    from hstcosmicrays import simulate
+    from hstcosmicrays.config import load_config
+    from hstcosmicrays.intervals import parse_month
+
+    inst = load_config().instrument("acs_wfc")
+    out = tmp_path_factory.mktemp("flt")
+    specs = simulate.month_schedule(instrument=inst, month=parse_month("2005-03"), seed=3, darks_per_month=2,
+                                    shape=(64, 48))
+    flts = [simulate.write_dataset(instrument=inst, spec=s, out_dir=out)["FLT"] for s in specs]
+    with fits.open(flts[0]) as hdul:
+        places = {(h.name, h.ver): hdul.fileinfo(i) for i, h in enumerate(hdul)}
+    return flts, places
+
+
+@pytest.mark.parametrize("hdu", [("SCI", 1), ("ERR", 1)])
+def test_measure_and_crreject_name_a_truncated_input(two_flts, tmp_path, capsys, hdu):
+    """Cut inside the data of SCI,1 (was a traceback, exit 1) or of ERR,1 (was 'missing
+    extension DQ,1'); crreject named the intact second file for its number of chips."""
+    flts, places = two_flts
+    cut = tmp_path / flts[0].name
+    cut.write_bytes(flts[0].read_bytes()[: places[hdu]["datLoc"] + 100])
+    expected = f"{cut}: truncated: {cut.stat().st_size:,} of at least "
+    for argv in (["measure", str(cut)], ["crreject", str(cut), str(flts[1])]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"hstcosmicrays {argv[0]}: error: {expected}") and err.count("\n") == 1
+        assert "(the FITS headers announce more data)" in err
+
+
+def test_no_astropy_warning_about_a_truncated_file_reaches_the_console(two_flts, tmp_path):
+    flts, places = two_flts
+    cut = tmp_path / flts[0].name
+    cut.write_bytes(flts[0].read_bytes()[: places[("DQ", 1)]["hdrLoc"] + 1000])  # inside a header
+    proc = subprocess.run([sys.executable, "-m", "hstcosmicrays", "crreject", str(cut), str(flts[1])],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr == (f"hstcosmicrays crreject: error: {cut}: truncated: {cut.stat().st_size:,} bytes, "
+                           "ending inside the header of extension 3\n")

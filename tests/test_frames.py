@@ -272,3 +272,82 @@ def test_a_stis_imset_without_its_exposure_time_is_named(tmp_path, config):
         del hdul["SCI", 2].header["EXPTIME"]
     with pytest.raises(FrameError, match=r"ocmv35010_flt.fits \(imset 2\): missing keyword EXPTIME"):
         read_headers(p, instrument=config.instrument("stis_ccd"))
+
+
+# ---------------------------------------------------------------------------------------------
+# truncated files: refused when opened, with one line that names the file
+
+
+@pytest.fixture(scope="module")
+def acs_flt(config, tmp_path_factory):
+    """A simulated ACS/WFC FLT of small chips (NEXTEND 6), and where each of its HDUs starts."""
+    from hstcosmicrays import simulate
+    from hstcosmicrays.intervals import Month
+
+    inst = config.instrument("acs_wfc")
+    spec = simulate.month_schedule(instrument=inst, month=Month(2005, 3), seed=3, darks_per_month=1,
+                                   shape=(64, 48))[0]
+    flt = simulate.write_dataset(instrument=inst, spec=spec, out_dir=tmp_path_factory.mktemp("acs"))["FLT"]
+    with fits.open(flt) as hdul:
+        places = {(h.name, h.ver): hdul.fileinfo(i) for i, h in enumerate(hdul)}
+    return flt, places
+
+
+#: Where a copy is cut, from the places of the HDUs: (HDU, hdrLoc or datLoc, bytes after it).
+CUTS = {
+    "inside the data of SCI,1": (("SCI", 1), "datLoc", 100),  # was: TypeError from hdu.data
+    "inside the data of ERR,1": (("ERR", 1), "datLoc", 100),  # was: missing extension DQ,1
+    "inside the header of DQ,1": (("DQ", 1), "hdrLoc", 1000),
+    "between DQ,1 and SCI,2": (("SCI", 2), "hdrLoc", 0),  # only NEXTEND tells
+    "inside the primary header": (("PRIMARY", 1), "hdrLoc", 1000),
+}
+
+
+def cut_copy(flt, places, tmp_path, where):
+    hdu, loc, after = CUTS[where]
+    cut = tmp_path / flt.name
+    cut.write_bytes(flt.read_bytes()[: places[hdu][loc] + after])
+    return cut
+
+
+@pytest.mark.parametrize("where", CUTS)
+def test_every_reader_refuses_a_truncated_file_naming_it(acs_flt, config, tmp_path, where):
+    flt, places = acs_flt
+    cut = cut_copy(flt, places, tmp_path, where)
+    inst = config.instrument("acs_wfc")
+    readers = [
+        lambda: read_headers(cut, instrument=inst), lambda: read_header(cut, instrument=inst),
+        lambda: read_chips(cut, instrument=inst), lambda: identify_instrument(cut, config=config),
+        lambda: pointing(cut),
+    ]
+    for read in readers:
+        with pytest.raises(FrameError) as exc:
+            read()
+        assert str(exc.value).startswith(f"{cut}: truncated: {cut.stat().st_size:,} ")
+        assert "\n" not in str(exc.value)
+
+
+def test_a_truncated_file_says_how_much_its_headers_announce(acs_flt, config, tmp_path):
+    flt, places = acs_flt
+    cut = cut_copy(flt, places, tmp_path, "inside the data of ERR,1")
+    end = places[("ERR", 1)]["datLoc"] + places[("ERR", 1)]["datSpan"]
+    with pytest.raises(FrameError) as exc:
+        read_chips(cut, instrument=config.instrument("acs_wfc"))
+    assert str(exc.value) == (f"{cut}: truncated: {cut.stat().st_size:,} of at least {end:,} bytes "
+                              "(the FITS headers announce more data)")
+    cut = cut_copy(flt, places, tmp_path, "between DQ,1 and SCI,2")
+    with pytest.raises(FrameError, match=r"truncated: [\d,]+ bytes hold 3 of the 6 extensions its primary "
+                                         r"header announces \(NEXTEND\)$"):
+        read_header(cut, instrument=config.instrument("acs_wfc"))
+
+
+def test_bytes_after_the_last_hdu_are_no_truncation(acs_flt, config, tmp_path, caplog):
+    """Padding or junk after a whole file: read as before, one warning in the log (not astropy's)."""
+    flt, _ = acs_flt
+    padded = tmp_path / flt.name
+    padded.write_bytes(flt.read_bytes() + bytes(100))
+    inst = config.instrument("acs_wfc")
+    with caplog.at_level("WARNING", logger="hstcosmicrays"):
+        chips = read_chips(padded, instrument=inst)
+    assert len(chips) == 2 and chips[0].sci.shape == (64, 48)
+    assert {r.getMessage() for r in caplog.records} == {f"{padded}: 100 bytes after its HDU 6, not a FITS HDU: ignored"}

@@ -272,3 +272,58 @@ def test_crreject_command_names_what_it_takes_for_wfpc2_files(wfpc2, tmp_path, c
     assert cli.main(["crreject", str(paths[0]), str(paths[1])]) == 2
     err = capsys.readouterr().err
     assert str(paths[0]) in err and "C1M" in err and "FLT files" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# truncated files: the file that is cut is named
+
+
+def small_pair(wfpc2, out):
+    """A simulated C0M/C1M pair of small chips (48 x 40)."""
+    spec = month_schedule(instrument=wfpc2, month=parse_month("2005-03"), seed=3, darks_per_month=1,
+                          shape=(48, 40))[0]
+    return write_dataset(instrument=wfpc2, spec=spec, out_dir=out)
+
+
+@pytest.mark.parametrize("cut", ["C0M", "C1M"])
+def test_a_truncated_c0m_or_c1m_is_the_file_named(wfpc2, tmp_path, cut):
+    """Cut at 30,000 bytes (the C0M inside the header of chip 3): the C0M is named, not the C1M
+    (which was blamed for holding 4 chips against the C0M's 2), and the C1M when it is the one
+    cut."""
+    from hstcosmicrays.frames import FrameError
+
+    paths = small_pair(wfpc2, tmp_path)
+    path = paths[cut]
+    path.write_bytes(path.read_bytes()[:30000])
+    readers = [lambda: read_chips(paths["C0M"], instrument=wfpc2)]
+    if cut == "C0M":
+        readers.append(lambda: read_header(paths["C0M"], instrument=wfpc2))
+    for read in readers:
+        with pytest.raises(FrameError) as exc:
+            read()
+        assert str(exc.value).startswith(f"{path}: truncated: 30,000 ")
+    failure = process_group(GroupTask(group_id=-1, month="2005-03", science=(paths["C0M"],),
+                                      orbit_files=(paths["SHM"],)), instrument=wfpc2)[0]
+    assert isinstance(failure, FrameFailure) and failure.stage == "read"
+    assert failure.reason == f"FrameError: {exc.value}"
+
+
+def test_run_pipeline_names_a_truncated_c0m_of_a_local_archive(wfpc2, tmp_path, capfd):
+    """The failure stored for a cut C0M names it (not its intact C1M), and no astropy warning
+    reaches the console."""
+    from hstcosmicrays.simulate import write_archive
+
+    archive = tmp_path / "archive"
+    month = parse_month("2005-03")
+    write_archive(instrument=wfpc2, start=month, stop=month, out=archive, darks_per_month=2, seed=3,
+                  shape=(48, 40))
+    c0m = sorted(archive.rglob("*_c0m.fits"))[0]
+    c0m.write_bytes(c0m.read_bytes()[:30000])
+    argv = ["--instr", "wfpc2", "--archive", str(archive), "--workers", "1", "--start", "2005-03",
+            "--stop", "2005-03", "--output", str(tmp_path / "out"), "-q"]
+    assert cli.run_pipeline_main(argv) == 0
+    (reason,) = [r.decode() for r in read_committed(tmp_path / "out" / "wfpc2.h5", "failures")["reason"]]
+    assert reason.startswith("FrameError: ") and reason.endswith(
+        f"{c0m.name}: truncated: 30,000 bytes, ending inside the header of extension 3")
+    err = capfd.readouterr().err
+    assert "astropy" not in err and "truncated" in err and "_c1m" not in err
