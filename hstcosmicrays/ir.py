@@ -92,7 +92,7 @@ from astropy.io import fits
 
 from ._text import plural
 from .config import InstrumentConfig
-from .frames import FrameError, FrameHeader, companion_path, read_header
+from .frames import FrameError, FrameHeader, companion_path, open_fits, read_header
 from .labels import label_crs
 from .measure import FrameResult, frame_result, month_of
 from .schema import COSMIC_RAYS
@@ -243,7 +243,8 @@ def read_ramp(path: str | Path, *, instrument: InstrumentConfig) -> Ramp:
     Raises
     ------
     FrameError
-        Not an IR instrument, not FITS, a required keyword missing (see
+        Not an IR instrument, not FITS, truncated (:func:`hstcosmicrays.frames.open_fits`:
+        checked before any read is taken), a required keyword missing (see
         :func:`hstcosmicrays.frames.read_header`), fewer than 2 reads, reads of different
         shapes, a read without TIME/SAMPTIME, or times not increasing.
     """
@@ -254,11 +255,7 @@ def read_ramp(path: str | Path, *, instrument: InstrumentConfig) -> Ramp:
     gain = 1.0 if header.in_electrons else header.mean_gain
     if not (gain > 0):
         raise FrameError(f"{path}: no gain to convert {header.bunit or 'DN'}/s to electrons")
-    try:
-        hdul = fits.open(path, memmap=True)
-    except OSError as exc:
-        raise FrameError(f"{path}: not a FITS file ({exc})") from None
-    with hdul:
+    with open_fits(path) as hdul:
         primary = hdul[0].header
         readnoise = read_noise_per_read(header=primary, instrument=instrument)
         extvers = sorted(int(h.ver) for h in hdul if h.name == "SCI")
@@ -545,7 +542,8 @@ def split_ima(path: str | Path, *, out_dir: str | Path) -> list[Path]:
     Raises
     ------
     FrameError
-        Not a FITS file, no SCI extension, or no NSAMP keyword (not a ramp, e.g. an FLT file).
+        Not a FITS file, a truncated one (:func:`hstcosmicrays.frames.open_fits`; before anything
+        is written), no SCI extension, or no NSAMP keyword (not a ramp, e.g. an FLT file).
     FileNotFoundError
         No such file.
     NotADirectoryError
@@ -557,12 +555,8 @@ def split_ima(path: str | Path, *, out_dir: str | Path) -> list[Path]:
         raise FileNotFoundError(f"{path}: no such file")
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory", str(out_dir))
-    try:
-        hdul = fits.open(path, memmap=False)
-    except OSError as exc:
-        raise FrameError(f"{path}: not a FITS file ({exc})") from None
     written = []
-    with hdul:
+    with open_fits(path) as hdul:
         primary = hdul[0].header
         extvers = sorted({int(h.ver) for h in hdul if h.name == "SCI"})
         if not extvers:

@@ -366,6 +366,40 @@ def test_split_ima_onto_a_file_is_a_one_line_error(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------------
+# truncated IMA files: refused when opened, naming the file, before anything is written
+
+#: Where a copy of an IMA of 8 reads is cut: (HDU, hdrLoc or datLoc, bytes after it).
+IMA_CUTS = {
+    "inside the data of ERR,1": (("ERR", 1), "datLoc", 100),  # was: 1 read; needs at least 2
+    "inside the data of SCI,3": (("SCI", 3), "datLoc", 100),  # was: cannot reshape (split-ima)
+    "inside the header of SCI,4": (("SCI", 4), "hdrLoc", 1000),  # was: measured on 3 of 8 reads
+}
+
+
+@pytest.mark.parametrize("where", IMA_CUTS)
+def test_a_truncated_ima_is_refused_by_every_reader(tmp_path, wfc3ir, capsys, where):
+    counts, dq, time = make_ramp(crs=CRS)
+    whole = tmp_path / "whole_ima.fits"
+    write_ima(whole, counts=counts, dq=dq, time=time)
+    with fits.open(whole) as hdul:
+        places = {(h.name, h.ver): hdul.fileinfo(i) for i, h in enumerate(hdul)}
+    hdu, loc, after = IMA_CUTS[where]
+    p = tmp_path / "iram01abq_ima.fits"
+    p.write_bytes(whole.read_bytes()[: places[hdu][loc] + after])
+    expected = f"{p}: truncated: {p.stat().st_size:,} "
+    for read in (lambda: read_ramp(p, instrument=wfc3ir), lambda: measure_ima(p, instrument=wfc3ir),
+                 lambda: split_ima(p, out_dir=tmp_path / "reads")):
+        with pytest.raises(FrameError) as exc:
+            read()
+        assert str(exc.value).startswith(expected) and "\n" not in str(exc.value)
+    for argv in (["split-ima", str(p), "--out", str(tmp_path / "reads")], ["measure", str(p)]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"hstcosmicrays {argv[0]}: error: {expected}") and err.count("\n") == 1
+    assert not (tmp_path / "reads").exists()
+
+
+# ---------------------------------------------------------------------------------------------
 # accuracy on simulated darks
 
 
