@@ -602,10 +602,16 @@ def stored_instrument(path: str | os.PathLike, *, expected: str | None = None) -
 
 
 def format_ledger(path: str | os.PathLike) -> str:
-    """The ledger as a text table: one line per month with its state and counts."""
+    """The ledger as a text table: one line per month with its state and counts.
+
+    When the months were produced by more than one configuration, each line also names its
+    month's ``config_hash`` (for ``hstcosmicrays status --show-config DIGEST``).
+    """
     ledger = read_ledger(path)
     instrument = stored_instrument(path) or "?"
+    several = len(np.unique(ledger["config_hash"])) > 1
     header = f"{'month':8} {'state':10} {'found':>6} {'processed':>9} {'failed':>6} {'CRs':>10} {'median rate':>11}"
+    header += f" {'configuration':16}" if several else ""
     lines = [f"store {path} ({instrument})", header, "-" * len(header)]
     for i in range(len(ledger["month"])):
         rate = ledger["median_rate"][i]
@@ -613,6 +619,7 @@ def format_ledger(path: str | os.PathLike) -> str:
         lines.append(
             f"{ledger['month'][i].decode():8} {ledger['state'][i].decode():10} {ledger['n_found'][i]:6d} "
             f"{ledger['n_processed'][i]:9d} {ledger['n_failed'][i]:6d} {ledger['n_cr'][i]:10d} {rate_txt}"
+            + (f" {ledger['config_hash'][i].decode()}" if several else "")
         )
         if ledger["state"][i] == b"failed" and ledger["error"][i]:
             lines.append(f"{'':8} error: {ledger['error'][i].decode(errors='replace')}")

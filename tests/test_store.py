@@ -67,6 +67,7 @@ def test_commit_read_and_reprocess(tmp_path):
     assert len(read_ledger(path, latest=False)["month"]) == 5
     text = format_ledger(path)
     assert "2010-04  failed" in text and "MAST unreachable" in text
+    assert "configuration" not in text.splitlines()[1]  # one configuration: no column for it
     only = read_committed(path, "exposures", columns=["month"], months=["2010-03"])
     assert set(only["month"].tolist()) == {b"2010-03"}
 
@@ -299,6 +300,12 @@ def test_each_configuration_is_stored_once_and_read_back_by_its_digest(tmp_path)
     text = format_ledger(path)
     assert f"configuration {_configured(first)['config_hash']}: 3 months" in text
     assert f"configuration {_configured(second)['config_hash']}: 1 month" in text
+    # several configurations: each month's line names its own
+    lines = {line.split()[0]: line.split() for line in text.splitlines()[3:7]}
+    assert {m: cols[-1] for m, cols in lines.items()} == {
+        "2010-01": _configured(first)["config_hash"], "2010-02": _configured(first)["config_hash"],
+        "2010-03": _configured(second)["config_hash"], "2010-04": _configured(first)["config_hash"]}
+    assert text.splitlines()[1].split()[-1] == "configuration"
     # compaction keeps the texts the remaining ledger rows name
     with ResultsStore.open(path, **OPEN) as store:
         store.compact()
