@@ -86,14 +86,18 @@ CAOM_FIELDS = (
     ("obsid", "string"), ("objID", "string"),
 )
 
-#: Fields of a ``Mast.Caom.Products`` row.
+#: Fields of a ``Mast.Caom.Products`` row. MAST now also answers ``proposal_id`` and, after
+#: ``size``, ``parent_obsid`` (the obsid that was asked for; ``obsID`` is the observation owning
+#: the file, a member of it for an association), ``dataRights``, ``calib_level`` and ``filters``.
 PRODUCT_FIELDS = (
     ("obsID", "string"), ("obs_collection", "string"), ("dataproduct_type", "string"),
     ("obs_id", "string"), ("description", "string"), ("type", "string"), ("dataURI", "string"),
     ("productType", "string"), ("productGroupDescription", "string"),
     ("productSubGroupDescription", "string"), ("productDocumentationURL", "string"),
-    ("project", "string"), ("prvversion", "string"), ("productFilename", "string"),
-    ("size", "int"), ("_selected_", "boolean"),
+    ("project", "string"), ("prvversion", "string"), ("proposal_id", "string"),
+    ("productFilename", "string"), ("size", "int"), ("parent_obsid", "string"),
+    ("dataRights", "string"), ("calib_level", "int"), ("filters", "string"),
+    ("_selected_", "boolean"),
 )
 
 #: Fields of a ``COUNT_BIG(*)`` answer.
@@ -116,7 +120,8 @@ _PRODUCT_DATATYPES = {
     "description": "char", "type": "char", "dataURI": "char", "productType": "char",
     "productGroupDescription": "char", "productSubGroupDescription": "char",
     "productDocumentationURL": "char", "project": "char", "prvversion": "char",
-    "productFilename": "char", "size": "long",
+    "proposal_id": "char", "productFilename": "char", "size": "long", "parent_obsid": "char",
+    "dataRights": "char", "calib_level": "int", "filters": "char",
 }
 
 _MRP = "Minimum Recommended Products"
@@ -128,6 +133,7 @@ _EXTRA_PRODUCTS = {
 }
 _MRP_TYPES = {"FLT", "FLC", "C0F", "C1F", "DRZ", "CRJ"}
 _SCIENCE_TYPES = {"FLT", "FLC", "IMA", "C0M", "C0F", "CRJ", "DRZ", "RAW", "D0M"}
+_CALIBRATED_TYPES = {"FLT", "FLC", "IMA", "C0M", "C1M", "C0F", "C1F", "CRJ", "DRZ"}
 
 _DOWNLOAD_PATH = "/api/v0.1/Download/file"
 _INVOKE_PATH = "/api/v0/invoke"
@@ -440,8 +446,11 @@ class _Catalogue:
                         "productType": "SCIENCE" if e.suffix in _SCIENCE_TYPES else "AUXILIARY",
                         "productGroupDescription": _MRP if e.suffix in _MRP_TYPES else None,
                         "productSubGroupDescription": e.suffix, "productDocumentationURL": None,
-                        "project": "HST", "prvversion": None, "productFilename": filename,
-                        "size": e.size() + delta, "_selected_": None,
+                        "project": "HST", "prvversion": None, "proposal_id": row["proposal_id"],
+                        "productFilename": filename, "size": e.size() + delta,
+                        "parent_obsid": obsid, "dataRights": "PUBLIC",
+                        "calib_level": 2 if e.suffix in _CALIBRATED_TYPES else 1,
+                        "filters": row["filters"], "_selected_": None,
                     })
         return out
 
