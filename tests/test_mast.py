@@ -544,6 +544,15 @@ def test_archive_file_names_cannot_escape_the_work_directory(server, client, tin
     assert {p.name for p in written} == set().union(*expected_files(tiny, HRC, MAY).values())
 
 
+def test_files_of_a_member_observation_are_found_through_parent_obsid(server, client, tiny, tmp_path):
+    """MAST lists an association's files with the member that owns them as obsID and the obsid
+    that was asked for as parent_obsid; the member itself need not be a row of the query."""
+    server.add_fault(kind="member", target="products", times=None)
+    result = run_client(client, tmp_path, (MAY,))
+    assert_month_complete(result, tiny, HRC, MAY, tmp_path / "work")
+    assert "not asked for" not in result["log"]
+
+
 def test_a_stale_catalogue_size_is_accepted_on_the_last_try_for_a_complete_fits_file(server, client, tiny, tmp_path):
     server.add_fault(kind="resize", target="products", times=None, delta=2880)
     result = run_client(client, tmp_path, (MAY,), retries=2)

@@ -16,7 +16,9 @@ what MAST sees):
    1st would otherwise belong to two months).
 2. ``get_product_list`` of those observations, then ``filter_products`` with
    ``productSubGroupDescription=<instrument.products>`` and ``mrp_only=False`` (support files
-   such as SPT are not "minimum recommended products").
+   such as SPT are not "minimum recommended products"). A product row belongs to the
+   observation its ``obsID`` names, or else to its ``parent_obsid`` (the obsid asked for: MAST
+   lists an association's files with the member that owns them as ``obsID``).
 3. ``download_file`` per product into ``<workdir>/mastDownload/HST/<obs_id>/<file>.part``;
    the part file is verified (size equal to the size MAST announced in the product list, opens
    as FITS, every HDU complete, the science extensions the readers need are present) and only
@@ -454,7 +456,10 @@ class MastArchive:
             suffix = str(row["productSubGroupDescription"]).upper()
             rootname = _rootname(filename, str(row["obs_id"]))
             size = _int_or_none(row["size"])
+            # obsID owns the file (a member of an association); parent_obsid is the obsid asked for
             info = parent.get(str(row["obsID"]))
+            if info is None and "parent_obsid" in products.colnames:
+                info = parent.get(str(row["parent_obsid"]))
             if info is None:
                 log.warning("%s: product %s of an observation that was not asked for", instrument.name, filename)
                 continue

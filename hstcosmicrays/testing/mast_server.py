@@ -134,6 +134,8 @@ _EXTRA_PRODUCTS = {
 _MRP_TYPES = {"FLT", "FLC", "C0F", "C1F", "DRZ", "CRJ"}
 _SCIENCE_TYPES = {"FLT", "FLC", "IMA", "C0M", "C0F", "CRJ", "DRZ", "RAW", "D0M"}
 _CALIBRATED_TYPES = {"FLT", "FLC", "IMA", "C0M", "C1M", "C0F", "C1F", "CRJ", "DRZ"}
+#: added to an obsid to make the obsid of the member observation a ``member`` fault lists
+_MEMBER_OBSID_OFFSET = 50_000_000
 
 _DOWNLOAD_PATH = "/api/v0.1/Download/file"
 _INVOKE_PATH = "/api/v0/invoke"
@@ -159,7 +161,7 @@ def _column_config(datatypes: Mapping[str, str], separated=()) -> dict:
 
 _REQUEST_KINDS = ("columnsconfig", "count", "filtered", "products", "download")
 _FAULT_KINDS = ("status", "missing", "hang", "truncate", "short", "corrupt", "executing", "error",
-                "empty", "rename", "resize")
+                "empty", "rename", "resize", "member")
 _BODY_FAULTS = ("truncate", "short", "corrupt")
 
 
@@ -179,7 +181,9 @@ class Fault:
         ``error``: a Mashup answer ``{"status": "ERROR"}``; ``empty``: no rows;
         ``rename``: product rows name their file ``template.format(filename=...)`` (e.g.
         ``"../../{filename}"``), served under that name too; ``resize``: product rows announce
-        ``delta`` bytes more than the file has (a stale catalogue size).
+        ``delta`` bytes more than the file has (a stale catalogue size); ``member``: product
+        rows name as ``obsID`` a member observation that no query lists, the asked obsid only as
+        ``parent_obsid`` (as MAST lists the files of an association's members).
     target : str
         Which requests: ``columnsconfig``, ``count`` (the ``COUNT_BIG(*)`` query), ``filtered``
         (the row query), ``query`` (both), ``products``, ``invoke`` (every Mashup service call),
@@ -426,7 +430,8 @@ class _Catalogue:
         for e in need:
             e.path = Path(files[e.suffix])
 
-    def products(self, obsids: list[int], rename: str | None, delta: int = 0) -> list[dict]:
+    def products(self, obsids: list[int], rename: str | None, delta: int = 0,
+                 member: bool = False) -> list[dict]:
         out = []
         with self._lock:
             for obsid in obsids:
@@ -439,7 +444,8 @@ class _Catalogue:
                     uri = f"mast:HST/product/{filename}"
                     self._uris.setdefault(uri, e)
                     out.append({
-                        "obsID": obsid, "obs_collection": "HST", "dataproduct_type": "image",
+                        "obsID": obsid + _MEMBER_OBSID_OFFSET if member else obsid,
+                        "obs_collection": "HST", "dataproduct_type": "image",
                         "obs_id": row["obs_id"],
                         "description": f"DADS {e.suffix} file - {row['instrument_name']}",
                         "type": "S", "dataURI": uri,
@@ -804,7 +810,9 @@ class MastServer:
                     reply = self._page(rows, fields, page, pagesize)
             elif kind == "products":
                 delta = fault.delta if fault is not None and fault.kind == "resize" else 0
-                rows = [] if empty else self.catalogue.products(_ints(params.get("obsid", "")), rename, delta)
+                member = fault is not None and fault.kind == "member"
+                rows = [] if empty else self.catalogue.products(
+                    _ints(params.get("obsid", "")), rename, delta, member)
                 reply = self._page(rows, PRODUCT_FIELDS, page, pagesize)
             else:
                 reply = {"status": "ERROR", "msg": f"Unknown service {service!r}", "data": [],
