@@ -10,10 +10,11 @@ what MAST sees):
        instrument_name=<instrument.mast_name>, t_min=[month.mjd_start, month.mjd_stop],
        t_exptime=<instrument.exptime_range>, dataproduct_type=['image']
 
-   The number of rows must equal the count MAST announced (a short answer, e.g. a page lost
-   during paging, is retried), and rows are kept only when ``mjd_start <= t_min < mjd_stop``
-   (MAST's range filter is inclusive at both ends, so a dark starting exactly at midnight of the
-   1st would otherwise belong to two months).
+   The number of rows, and of distinct ``obsid`` among them, must equal the count MAST
+   announced (a short answer, e.g. a page lost during paging, or a row that moved from one page
+   to the next and came twice, is retried), and rows are kept only when
+   ``mjd_start <= t_min < mjd_stop`` (MAST's range filter is inclusive at both ends, so a dark
+   starting exactly at midnight of the 1st would otherwise belong to two months).
 2. ``get_product_list`` of those observations, then ``filter_products`` with
    ``productSubGroupDescription=<instrument.products>`` and ``mrp_only=False`` (support files
    such as SPT are not "minimum recommended products"). A product row belongs to the
@@ -415,6 +416,11 @@ class MastArchive:
             obs = client.query_criteria(pagesize=self.pagesize, **criteria)
             if len(obs) != count:
                 raise _Retry(f"MAST announced {plural(count, 'observation')} but returned {len(obs)}")
+            # a row that moves between the requests for two pages comes twice, and another never
+            distinct = len(set(np.asarray(obs["obsid"], dtype=str)))
+            if distinct != count:
+                raise _Retry(f"MAST returned {plural(count, 'observation')} of which {count - distinct} "
+                             f"twice (paging)")
             t_min = _float_column(obs, "t_min")
             exptime = _float_column(obs, "t_exptime")
             names = np.asarray(obs["instrument_name"], dtype=str)

@@ -161,7 +161,7 @@ def _column_config(datatypes: Mapping[str, str], separated=()) -> dict:
 
 _REQUEST_KINDS = ("columnsconfig", "count", "filtered", "products", "download")
 _FAULT_KINDS = ("status", "missing", "hang", "truncate", "short", "corrupt", "executing", "error",
-                "empty", "rename", "resize", "member")
+                "empty", "rename", "resize", "member", "shift")
 _BODY_FAULTS = ("truncate", "short", "corrupt")
 
 
@@ -183,7 +183,10 @@ class Fault:
         ``"../../{filename}"``), served under that name too; ``resize``: product rows announce
         ``delta`` bytes more than the file has (a stale catalogue size); ``member``: product
         rows name as ``obsID`` a member observation that no query lists, the asked obsid only as
-        ``parent_obsid`` (as MAST lists the files of an association's members).
+        ``parent_obsid`` (as MAST lists the files of an association's members); ``shift``:
+        a page after the first starts with the last row of the page before it instead of its own
+        first row (a row that moved between the requests for two pages: the row count is right,
+        one observation comes twice and one never).
     target : str
         Which requests: ``columnsconfig``, ``count`` (the ``COUNT_BIG(*)`` query), ``filtered``
         (the row query), ``query`` (both), ``products``, ``invoke`` (every Mashup service call),
@@ -807,6 +810,9 @@ class MastServer:
                     reply = self._page([{"Column1": len(rows)}], COUNT_FIELDS, 1, pagesize)
                 else:
                     fields = CAOM_FIELDS + ((("distance", "float"),) if service.endswith("Position") else ())
+                    first = (page - 1) * pagesize
+                    if fault is not None and fault.kind == "shift" and 0 < first < len(rows):
+                        rows = rows[:first] + [rows[first - 1]] + rows[first + 1:]
                     reply = self._page(rows, fields, page, pagesize)
             elif kind == "products":
                 delta = fault.delta if fault is not None and fault.kind == "resize" else 0
