@@ -277,7 +277,9 @@ class MastArchive:
     cloud : bool
         Fetch from the public HST bucket on AWS (``enable_cloud_dataset(provider='AWS')``),
         falling back to MAST per file. Needs boto3; without it the option is skipped with an
-        error in the log and files come from MAST.
+        error in the log and files come from MAST. ``timeout`` and :meth:`cancel` do not reach
+        that path: astroquery looks up each file's bucket path with a request of its own (no
+        time-out), and boto3 transfers with its own time-outs.
     pagesize : int, optional
         Rows per MAST answer (default: astroquery's ``conf.pagesize``, 50000); the client asks
         for every page.
