@@ -464,16 +464,21 @@ def measure_ramp(
     FrameResult
         ``method`` ``"ir_ramp"``; ``cosmic_rays`` in read order, then label order, with ``read``
         = k (1 = the first read after the zeroth), ``chip`` 1, ``energy`` the jump in electrons;
-        ``integration_time`` the sampled ramp time :math:`t_{n-1} - t_0`.
+        ``integration_time`` the sampled ramp time :math:`t_{n-1} - t_0`; ``fraction_hit`` the
+        science pixels inside a counted CR of any read, each pixel once (a pixel hit in two
+        reads is in two CRs).
     """
     masks, excess, used = ramp_cr_masks(ramp=ramp, instrument=instrument, ksigma=ksigma, source=source)
     b = max(int(instrument.border), 0)
     parts = []
+    # pixels inside a counted CR of any read: a pixel hit in two reads is one pixel hit
+    counted = np.zeros(masks.shape[1:], dtype=bool)
     for j in range(masks.shape[0]):  # one labelling per read (a few tens at most)
         labels, n = label_crs(
             dq=masks[j].view(np.uint8), cr_bit=1, bad_bit=0, min_pixels=3,
             max_pixels=instrument.max_cr_pixels, border=b,
         )
+        counted |= labels > 0
         cols = cr_properties(labels=labels, image=excess[j], n=n).as_columns()
         cols["chip"] = np.full(n, instrument.chips[0])
         cols["read"] = np.full(n, j + 1)
@@ -488,7 +493,7 @@ def measure_ramp(
     return frame_result(
         header=ramp.header, cosmic_rays=cosmic_rays, n_science=n_science, instrument=instrument,
         spt_path=spt_path, method="ir_ramp", group_id=group_id, month=month,
-        integration_time=ramp.integration_time,
+        integration_time=ramp.integration_time, n_hit=int(np.count_nonzero(counted)),
     )
 
 

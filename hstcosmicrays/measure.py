@@ -17,6 +17,9 @@ per-pixel gain). Per frame:
 with :math:`N` the CRs of all chips and :math:`A` the area searched: the instrument's
 ``detector_area`` (cm^2) times the fraction of the detector's science pixels present in the
 frame (1 for a full frame; smaller for a subarray, so that subarray rates are comparable).
+:math:`f_\\mathrm{hit}` counts each pixel once: no two CRs of one image share a pixel, but the
+CRs of different reads of an IR ramp may, so a ramp counts the pixels inside a counted CR of any
+read (:func:`hstcosmicrays.ir.measure_ramp`).
 
 HST positions are sampled over [EXPSTART, EXPEND] (at least one sample a minute, at least 5)
 from the orbit keywords of the SPT (or SHM) header (:mod:`hstcosmicrays.orbit`); the exposure row
@@ -244,6 +247,7 @@ def measure_frame(
 def frame_result(
     *, header: FrameHeader, cosmic_rays: dict, n_science: int, instrument: InstrumentConfig,
     spt_path: Path | None, method: str, group_id: int, month: str, integration_time: float | None = None,
+    n_hit: int | None = None,
 ) -> FrameResult:
     """Assemble a frame's :class:`FrameResult` from its measured CRs: rate over the area searched,
     fraction of pixels hit, pointing, HST orbit samples and SAA keywords.
@@ -267,11 +271,17 @@ def frame_result(
     integration_time : float, optional
         Integration time (s) of the rate; default EXPTIME + FLASHDUR + readout time
         (``instrument.integration_time``). IR ramps pass their sampled ramp time.
+    n_hit : int, optional
+        Science pixels inside a counted CR, each pixel once (the numerator of
+        ``fraction_hit``); default the sum of ``n_pixels``, which it is when no two CRs share a
+        pixel (one image). IR ramps pass their own count: a pixel hit in two reads belongs to
+        two CRs but is one pixel hit.
     """
     warnings: list[str] = []
     b = max(int(instrument.border), 0)
     n_cr = int(cosmic_rays["n_pixels"].shape[0])
-    n_hit = int(cosmic_rays["n_pixels"].sum(dtype=np.int64))
+    if n_hit is None:
+        n_hit = int(cosmic_rays["n_pixels"].sum(dtype=np.int64))
 
     full_pixels = len(instrument.chips) * max(instrument.chip_shape[0] - 2 * b, 0) * max(
         instrument.chip_shape[1] - 2 * b, 0)

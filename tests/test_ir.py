@@ -254,6 +254,9 @@ def test_a_pixel_hit_twice_gives_two_crs(tmp_path, wfc3ir, flags):
     res = measure_ima(p, instrument=wfc3ir)
     assert sorted(res.cosmic_rays["read"].tolist()) == [2, 5]
     assert res.exposure["month"] == "2012-03"
+    # two CRs of 5 pixels each, on the same 5 pixels: 5 science pixels were hit, not 10
+    assert res.cosmic_rays["n_pixels"].tolist() == [5, 5]
+    assert res.exposure["fraction_hit"] == pytest.approx(5 / (30 * 38))
 
 
 def test_cli_measure_reads_an_ima_file_by_its_reads(tmp_path, config, wfc3ir, capsys):
