@@ -624,6 +624,7 @@ class CosmicRayPipeline:
             self._log_unended(unended)
             self._warn_early_commits(store, months)
             todo, skipped = self.pending_months(store)
+            self._remove_downloads_of_committed_months(store, todo)
             if self.options.reprocess:
                 plan = f"{plural(len(todo), 'month')} to reprocess (--reprocess)"
             else:
@@ -685,6 +686,25 @@ class CosmicRayPipeline:
             committed=tuple(committed), failed=tuple(failed),
             skipped=tuple(m.label for m in skipped), interrupted=interrupted,
         )
+
+    def _remove_downloads_of_committed_months(self, store: ResultsStore, todo: list[Month]) -> None:
+        """Delete the work directories of committed months that are not to be processed again.
+
+        A month's downloads are deleted right after its commit; a run killed in between (or
+        during the deletion) leaves them, and nothing else would ever delete them: a committed
+        month is skipped by every later run (unless ``--reprocess``). With ``--keep-downloads``
+        they are kept, as the user asked."""
+        base = self.output_dir / "work" / self.instrument.name
+        if self.options.keep_downloads or not base.is_dir():
+            return
+        committed = store.committed_months() - {m.label for m in todo}
+        stale = sorted(d for d in base.iterdir() if d.is_dir() and d.name in committed)
+        for d in stale:
+            shutil.rmtree(d, ignore_errors=True)
+        if stale:
+            log.info("%s: deleted the downloads of committed %s, left by an interrupted run (%s)",
+                     self.instrument.name, "month" if len(stale) == 1 else "months",
+                     ", ".join(d.name for d in stale))
 
     def _make_executor(self):
         workers = self.options.workers or _cpu_count()

@@ -117,6 +117,32 @@ def test_rerun_skips_committed_months_and_reprocess_redoes_them(reference_store,
     assert len(ex["rootname"]) == len(set(ex["rootname"].tolist())) == 8
 
 
+@pytest.mark.parametrize("keep", [False, True])
+def test_downloads_left_by_a_kill_after_a_commit_are_deleted_by_the_next_run(reference_store, tmp_path, caplog, keep):
+    """A run killed between a month's commit and the deletion of its work directory leaves the
+    month's downloads; no later run processes the month again, so the next run deletes them
+    (unless --keep-downloads), and keeps those of months still to do."""
+    import shutil
+
+    shutil.copy(reference_store, tmp_path / f"{INSTR}.h5")
+    work = tmp_path / "work" / INSTR
+    for month in ("2003-02", "2003-05"):  # committed; not yet processed (outside this window)
+        d = work / month / "mastDownload" / "HST" / "jh3p0000q"
+        d.mkdir(parents=True)
+        (d / "jh3p0000q_flt.fits").write_bytes(b"\0" * 2880)
+    cfg = load_config()
+    opts = RunOptions(archive="simulated", start=parse_month("2003-01"), stop=parse_month("2003-03"),
+                      workers=1, darks_per_month=2, keep_downloads=keep)
+    with caplog.at_level("INFO", logger="hstcosmicrays"):
+        summary = CosmicRayPipeline(instrument=cfg.instrument(INSTR), config=cfg, output_dir=tmp_path,
+                                    options=opts).run()
+    assert summary.skipped == ("2003-01", "2003-02", "2003-03") and not summary.committed
+    assert (work / "2003-05").is_dir()
+    assert (work / "2003-02").is_dir() == keep
+    if not keep:
+        assert f"{INSTR}: deleted the downloads of committed month, left by an interrupted run (2003-02)" in caplog.text
+
+
 def test_compact_drops_what_reprocess_left_and_keeps_what_readers_see(reference_store, tmp_path, capsys):
     import shutil
 
