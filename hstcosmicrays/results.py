@@ -42,7 +42,7 @@ import re
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -458,11 +458,24 @@ def _exposure_columns_hint(where: str, table: str, present) -> str | None:
             + (f" and query {', '.join(renamed)}" if renamed else ""))
 
 
-def _read_part(path: str, table: str, columns: list[str], read: list[str], lookup, where, ranges) -> pd.DataFrame:
+def _read_part(path: str, table: str, columns: list[str], read: list[str], lookup, where, file_id,
+               ranges) -> pd.DataFrame:
     """Read a list of ``(start, stop)`` row ranges into one DataFrame: the function behind each
-    dask partition (picklable)."""
-    data = store.read_rows(path, table, ranges=ranges, columns=read)
+    dask partition (picklable). ``file_id``: of the file whose ledger gave the ranges (a store
+    compacted since raises :class:`~hstcosmicrays.store.StoreRewrittenError`)."""
+    data = store.read_rows(path, table, ranges=ranges, columns=read, file_id=file_id)
     return _frame_from_columns(table, data, store.row_numbers(ranges), columns=columns, lookup=lookup, where=where)
+
+
+def _again_if_rewritten(read: Callable[[], object]):
+    """``read()``, done again from a new ledger snapshot when the store was compacted between its
+    snapshot and its rows (a compaction renumbers the rows)."""
+    for attempt in range(store.REWRITTEN_RETRIES + 1):
+        try:
+            return read()
+        except store.StoreRewrittenError:
+            if attempt == store.REWRITTEN_RETRIES:
+                raise
 
 
 # ----------------------------------------------------------------------------------------------
@@ -567,12 +580,16 @@ class Results:
         """
         columns = self._columns("exposures", columns)
         t0, t1 = to_mjd(start), to_mjd(stop)
-        ranges = self._ranges(("exposures",), t0, t1)["exposures"]
         read = list(dict.fromkeys(
             [c for c in columns if c != "date"] + _stored(_where_columns(where, "exposures"))
             + (["mjd"] if (t0 is not None or t1 is not None or "date" in columns) else [])))
-        data = store.read_rows(self.path, "exposures", ranges=ranges, columns=read)
-        rows = store.row_numbers(ranges)
+
+        def snapshot_rows():
+            ranges, file_id = self._ranges(("exposures",), t0, t1)
+            data = store.read_rows(self.path, "exposures", ranges=ranges["exposures"], columns=read, file_id=file_id)
+            return data, store.row_numbers(ranges["exposures"])
+
+        data, rows = _again_if_rewritten(snapshot_rows)
         if t0 is not None or t1 is not None:
             keep = self._in_window(data["mjd"], t0, t1)
             data = {k: v[keep] for k, v in data.items()}
@@ -823,12 +840,13 @@ class Results:
             keep &= mjd < t1
         return keep
 
-    def _ranges(self, tables, t0, t1) -> dict:
+    def _ranges(self, tables, t0, t1) -> tuple[dict, tuple]:
         """Visible ranges from one ledger read, restricted to the months that can hold frames of
-        [t0, t1) (with a month of margin on each side)."""
+        [t0, t1) (with a month of margin on each side), and the id of the file they are of (for
+        ``store.read_rows(file_id=)``)."""
         first = _month_text(t0, -1) if t0 is not None else None
         last = _month_text(t1, +1) if t1 is not None else None
-        return store.visible_ranges(self.path, tables=tables, first_month=first, last_month=last)
+        return store.visible_ranges(self.path, tables=tables, first_month=first, last_month=last, with_file_id=True)
 
     def _plan(self, table, *, start, stop, columns, where, exposure_columns) -> dict:
         """Everything needed to read ``table`` piece by piece with a consistent exposure lookup."""
@@ -838,13 +856,14 @@ class Results:
         unknown = [c for c in exposure_columns if c not in _table_columns("exposures") and c != "date"]
         if unknown:
             raise KeyError(f"table exposures has no column(s) {unknown}")
-        ranges = self._ranges(("exposures", table), t0, t1)
+        ranges, file_id = self._ranges(("exposures", table), t0, t1)
         lookup = None
         if t0 is not None or t1 is not None or exposure_columns:
             exp_read = list(dict.fromkeys(
                 (["mjd"] if (t0 is not None or t1 is not None or "date" in exposure_columns) else [])
                 + [c for c in exposure_columns if c != "date"]))
-            exp = store.read_rows(self.path, "exposures", ranges=ranges["exposures"], columns=exp_read)
+            exp = store.read_rows(self.path, "exposures", ranges=ranges["exposures"], columns=exp_read,
+                                  file_id=file_id)
             rows = store.row_numbers(ranges["exposures"])
             size = int(rows.max()) + 1 if len(rows) else 0
             selected = np.zeros(size, dtype=bool)
@@ -862,27 +881,34 @@ class Results:
             + (["exposure_index"] if lookup is not None else [])
             + (["mjd"] if "date" in columns else [])
             + _stored(_where_columns(where, table))))
-        reader = partial(_read_part, str(self.path), table, columns, read, lookup, where)
+        reader = partial(_read_part, str(self.path), table, columns, read, lookup, where, file_id)
         meta_data = {c: np.zeros(0, dtype=dict((col.name, col.dtype) for col in TABLES[table])[c]) for c in read}
         meta = _frame_from_columns(table, meta_data, np.zeros(0, dtype=np.int64), columns=columns,
                                    lookup=lookup, where=where)
         return {"ranges": ranges[table], "reader": reader, "meta": meta}
 
     def _per_exposure_table(self, table, *, start, stop, columns, where, lazy, exposure_columns):
-        plan = self._plan(table, start=start, stop=stop, columns=columns, where=where,
-                          exposure_columns=exposure_columns)
-        pieces = _split_ranges(plan["ranges"], PARTITION_ROWS)
-        if lazy:
-            import dask.dataframe as dd
+        def plan():
+            return self._plan(table, start=start, stop=stop, columns=columns, where=where,
+                              exposure_columns=exposure_columns)
 
-            if not pieces:
-                return dd.from_pandas(plan["meta"], npartitions=1)
-            divisions = [a for a, _ in pieces] + [pieces[-1][1] - 1]
-            return dd.from_map(plan["reader"], [[p] for p in pieces], meta=plan["meta"], divisions=divisions,
-                               enforce_metadata=False)
+        if not lazy:
+            def read_now():  # one snapshot, read at once: done again if the store is compacted meanwhile
+                planned = plan()
+                return planned["reader"](planned["ranges"]) if planned["ranges"] else planned["meta"]
+
+            return _again_if_rewritten(read_now)
+        planned = _again_if_rewritten(plan)
+        pieces = _split_ranges(planned["ranges"], PARTITION_ROWS)
+        import dask.dataframe as dd
+
         if not pieces:
-            return plan["meta"]
-        return plan["reader"](plan["ranges"])
+            return dd.from_pandas(planned["meta"], npartitions=1)
+        divisions = [a for a, _ in pieces] + [pieces[-1][1] - 1]
+        # the partitions read the rows when computed: a store compacted since raises
+        # StoreRewrittenError (its rows were renumbered) rather than giving other rows
+        return dd.from_map(planned["reader"], [[p] for p in pieces], meta=planned["meta"], divisions=divisions,
+                           enforce_metadata=False)
 
 
 def open_results(path_or_instrument, output_dir: str | os.PathLike = "data_products") -> Results:

@@ -52,6 +52,7 @@ __all__ = [
     "ResultsStore",
     "StoreError",
     "StoreLockedError",
+    "StoreRewrittenError",
     "store_path",
     "read_committed",
     "read_ledger",
@@ -72,6 +73,10 @@ log = logging.getLogger(__name__)
 CHUNK_ROWS = {"exposures": 4096, "cosmic_rays": 1 << 17, "orbit": 1 << 15, "failures": 1024, "months": 256,
               "configurations": 64}
 
+#: Times a read is done again when the store was compacted between its ledger snapshot and
+#: its rows (:class:`StoreRewrittenError`).
+REWRITTEN_RETRIES = 2
+
 #: Ledger column written last: the commit mark.
 COMMIT_COLUMN = "state"
 
@@ -82,6 +87,11 @@ class StoreError(RuntimeError):
 
 class StoreLockedError(StoreError):
     """Another process is writing this store."""
+
+
+class StoreRewrittenError(StoreError):
+    """The store was rewritten (compacted) after the ledger snapshot whose row ranges are read:
+    its row numbers changed, so the ranges no longer name the same rows."""
 
 
 def store_path(output_dir: str | os.PathLike, instrument) -> Path:
@@ -354,6 +364,13 @@ def open_for_reading(path: str | os.PathLike, *, wait: float = 10.0) -> h5py.Fil
             raise StoreError(f"{path}: cannot open as an HDF5 results store ({exc})") from None
 
 
+def _file_id(f: h5py.File) -> tuple[int, int]:
+    """(device, inode) of the file ``f`` has open: a compaction puts a new file in the store's
+    place, so row ranges taken from one file's ledger are valid only in a file of the same id."""
+    st = os.fstat(f.id.get_vfd_handle())
+    return (st.st_dev, st.st_ino)
+
+
 def _column_length(group: h5py.Group) -> int:
     """Common length of a table's columns (the shortest, while a writer is appending)."""
     lengths = []
@@ -414,13 +431,18 @@ def _column_names(table: str, columns: Iterable[str] | None) -> list[str]:
 
 def read_ledger(path: str | os.PathLike, *, latest: bool = True) -> dict[str, np.ndarray]:
     """The month ledger as columns (``latest``: one row per month, its current state)."""
-    with _reading(path) as f:
-        ledger = _read_ledger_arrays(f)
+    ledger, _ = _read_ledger_snapshot(path)
     if latest:
         rows = _latest_rows(ledger)
         order = np.argsort(ledger["month"][rows], kind="stable")
         ledger = {k: v[rows][order] for k, v in ledger.items()}
     return ledger
+
+
+def _read_ledger_snapshot(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], tuple[int, int]]:
+    """Every ledger row, and the id of the file it was read from (:func:`_file_id`)."""
+    with _reading(path) as f:
+        return _read_ledger_arrays(f), _file_id(f)
 
 
 def read_configurations(path: str | os.PathLike) -> dict[str, str]:
@@ -488,9 +510,15 @@ def read_committed(
         with _reading(path) as f:
             ledger = _read_ledger_arrays(f)
         return {k: ledger[k] for k in names}
-    # committed rows are never removed, so the ranges of one ledger snapshot stay readable
-    ranges = visible_ranges(path, tables=(table,), months=months)[table]
-    return read_rows(path, table, ranges=ranges, columns=names)
+    # committed rows are never removed, so the ranges of one ledger snapshot stay readable (in the
+    # same file: a compaction in between renumbers them, and the read is done again)
+    for attempt in range(REWRITTEN_RETRIES + 1):
+        ranges, file_id = visible_ranges(path, tables=(table,), months=months, with_file_id=True)
+        try:
+            return read_rows(path, table, ranges=ranges[table], columns=names, file_id=file_id)
+        except StoreRewrittenError:
+            if attempt == REWRITTEN_RETRIES:
+                raise
 
 
 def row_numbers(ranges: Iterable[tuple[int, int]]) -> np.ndarray:
@@ -506,8 +534,8 @@ def visible_row_numbers(path: str | os.PathLike, table: str) -> np.ndarray:
 
 def visible_ranges(
     path: str | os.PathLike, *, tables: Iterable[str] = DATA_TABLES, months: Iterable[str] | None = None,
-    first_month: str | None = None, last_month: str | None = None,
-) -> dict[str, list[tuple[int, int]]]:
+    first_month: str | None = None, last_month: str | None = None, with_file_id: bool = False,
+):
     """File row ranges ``[start, stop)`` of the visible rows of several tables, from one ledger read.
 
     Reading the ledger once gives a consistent snapshot: ``exposure_index`` values of the
@@ -524,13 +552,17 @@ def visible_ranges(
         Only these months (``YYYY-MM``).
     first_month, last_month : str, optional
         Only the months from ``first_month`` to ``last_month`` inclusive (``YYYY-MM``).
+    with_file_id : bool
+        Also return the id of the file the ledger was read from, for ``read_rows(file_id=)``:
+        ``hstcosmicrays compact`` puts a new file with renumbered rows in the store's place, and
+        ranges read before then name other rows of the new file.
 
     Returns
     -------
-    dict
+    dict, or (dict, file id) with ``with_file_id``
         ``{table: [(start, stop), ...]}``, ranges sorted and merged where adjacent.
     """
-    ledger = read_ledger(path, latest=False)
+    ledger, file_id = _read_ledger_snapshot(path)
     if months is not None:
         wanted = [m.encode() if isinstance(m, str) else m for m in months]
         keep = np.isin(ledger["month"], wanted)
@@ -547,28 +579,43 @@ def visible_ranges(
         if table not in DATA_TABLES:
             raise KeyError(f"unknown data table {table!r}; tables: {', '.join(DATA_TABLES)}")
         out[table] = _visible_ranges(ledger, table)
-    return out
+    return (out, file_id) if with_file_id else out
 
 
 def read_rows(
     path: str | os.PathLike, table: str, *, ranges: Iterable[tuple[int, int]],
-    columns: Iterable[str] | None = None,
+    columns: Iterable[str] | None = None, file_id: tuple[int, int] | None = None,
 ) -> dict[str, np.ndarray]:
     """Read the file rows ``ranges`` (from :func:`visible_ranges`) of some columns of ``table``.
 
     Safe while a run writes the file (SWMR read, no lock). Use it to read a large table in
     pieces, e.g. one range of ~1e6 rows per dask partition.
 
+    Parameters
+    ----------
+    file_id : optional
+        From ``visible_ranges(with_file_id=True)``: the rows are read only from the file whose
+        ledger gave the ranges.
+
     Returns
     -------
     dict of numpy arrays
         The rows of all ranges, concatenated in the order given.
+
+    Raises
+    ------
+    StoreRewrittenError
+        ``file_id`` is given and the store is another file now (compacted since).
     """
     if table not in DATA_TABLES:
         raise KeyError(f"unknown data table {table!r}; tables: {', '.join(DATA_TABLES)}")
     names = _column_names(table, columns)
     ranges = [(int(a), int(b)) for a, b in ranges if b > a]
     with _reading(path) as f:
+        if file_id is not None and _file_id(f) != tuple(file_id):
+            raise StoreRewrittenError(
+                f"{path} was rewritten (hstcosmicrays compact) after its ledger was read: its row numbers "
+                "changed; read it again")
         grp = f[table]
         out = {}
         for name in names:

@@ -487,6 +487,69 @@ def test_reads_follow_a_writer(tmp_path):
     assert len(res.cosmic_rays(lazy=True).compute()) == 18
 
 
+def _store_with_a_reprocessed_first_month(path):
+    """Four months, the first committed again (its new rows last): compaction renumbers every row."""
+    build_store(path, first="2011-01", last="2011-04", frames_per_month=4, crs_per_frame=3,
+                failures_in=("2011-01", "2011-02", "2011-03"))
+    rng = np.random.default_rng(9)
+    tables, _ = month_frames(month=Month(2011, 1), instrument="wfc3_uvis", n_frames=4, crs_per_frame=3, rng=rng)
+    with ResultsStore.open(path, instrument="wfc3_uvis", **OPEN) as store:
+        store.commit_month(month="2011-01", n_found=4, started=time.time(), **tables)
+
+
+def _compact(path):
+    with ResultsStore.open(path, instrument="wfc3_uvis", **OPEN) as store:
+        store.compact()
+
+
+def test_a_lazy_table_planned_before_a_compaction_is_refused_not_read_from_other_rows(tmp_path):
+    """A compaction puts a file with renumbered rows in the store's place: the row ranges of a
+    lazy DataFrame planned before it name other rows there (here the CRs of 2011-04 for those
+    of 2011-03, with the March rootnames attached). Computing it must fail, naming the cause."""
+    from hstcosmicrays.store import StoreError
+
+    path = tmp_path / "wfc3_uvis.h5"
+    _store_with_a_reprocessed_first_month(path)
+    res = open_results(path)
+    window = dict(start="2011-03-01", stop="2011-04-01", exposure_columns=["rootname"])
+    expected = res.cosmic_rays(**window).reset_index(drop=True)
+    lazy = res.cosmic_rays(lazy=True, **window)
+    _compact(path)
+    with pytest.raises(StoreError, match="rewritten .*compact.*read it again"):
+        lazy.compute()
+    again = res.cosmic_rays(**window).reset_index(drop=True)
+    pd.testing.assert_frame_equal(again.drop(columns="exposure_index"), expected.drop(columns="exposure_index"))
+
+
+@pytest.mark.parametrize("read", ["exposures", "cosmic_rays", "failures"])
+def test_a_read_during_a_compaction_gives_the_rows_of_one_snapshot(tmp_path, monkeypatch, read):
+    """A compaction between a call's ledger snapshot and its rows: the call reads again from
+    the new file, rather than reading its old ranges in the renumbered one."""
+    from hstcosmicrays import store as store_mod
+
+    path = tmp_path / "wfc3_uvis.h5"
+    _store_with_a_reprocessed_first_month(path)
+    res = open_results(path)
+    kwargs = {} if read == "failures" else dict(start="2011-02-01", stop="2011-03-01")
+    expected = getattr(res, read)(**kwargs)
+    real = store_mod.visible_ranges
+    compacted = []
+
+    def snapshot_then_compaction(*args, **kw):
+        out = real(*args, **kw)
+        if not compacted:  # once: the compaction lands between the first snapshot and its rows
+            compacted.append(True)
+            _compact(path)
+        return out
+
+    monkeypatch.setattr(store_mod, "visible_ranges", snapshot_then_compaction)
+    got = getattr(res, read)(**kwargs)
+    assert compacted
+    drop = [c for c in ("exposure_index",) if c in got.columns]
+    pd.testing.assert_frame_equal(got.drop(columns=drop).reset_index(drop=True),
+                                  expected.drop(columns=drop).reset_index(drop=True))
+
+
 # ----------------------------------------------------------------------------------------------
 # rate series
 
