@@ -34,6 +34,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import threading
 import time
 from contextlib import contextmanager
@@ -693,16 +694,49 @@ def _open_swmr_writer(path: Path) -> h5py.File:
 
     (Opening read-write and then switching to SWMR leaves a moment in which SWMR readers are
     refused.) File locking is off: the store's own lock file guarantees a single writer.
+
+    The chunk cache is off: each append writes its chunks at once. With chunks left dirty in
+    the cache by a write that failed (a full disk), HDF5 flushes them again when the file is
+    closed and crashes the process (a segmentation fault in ``H5D__flush_all_cb``, HDF5 2.0).
     """
     fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
     fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
     fapl.set_file_locking(False, True)
     fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)
+    mdc_nelmts, rdcc_nslots, _, rdcc_w0 = fapl.get_cache()
+    fapl.set_cache(mdc_nelmts, rdcc_nslots, 0, rdcc_w0)
     try:
         fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDWR | h5py.h5f.ACC_SWMR_WRITE, fapl=fapl)
     except OSError as exc:
         raise StoreError(f"{path}: cannot open the results store for writing; it may be damaged ({exc})") from None
     return h5py.File(fid)
+
+
+def _hdf5_reason(exc: BaseException) -> str:
+    """The system's reason in an HDF5 error (``error message = '...'``, e.g. "No space left on
+    device"), else the error's text on one line."""
+    text = " ".join(str(exc).split())
+    found = re.search(r"error message = '([^']*)'", text)
+    if found:
+        return found.group(1)
+    if isinstance(exc, OSError) and exc.errno and exc.strerror:
+        return exc.strerror
+    return text or type(exc).__name__
+
+
+@contextmanager
+def _writing(path: Path, failed: str) -> Iterator[h5py.File]:
+    """:func:`_open_swmr_writer`, closed on exit, with a write that fails (a full disk, a file
+    size limit, a file system that became read-only) turned into one :class:`StoreError` line:
+    ``"<path>: <failed> (<reason>)"``. What readers see stays as it was: the rows written so
+    far are not in the ledger, and the next writer drops them."""
+    try:
+        with _open_swmr_writer(path) as f:
+            yield f
+    except StoreError:
+        raise
+    except (OSError, RuntimeError) as exc:  # what h5py raises for a failed write or close
+        raise StoreError(f"{path}: {failed} ({_hdf5_reason(exc)})") from None
 
 
 def _create_tables(f: h5py.File, *, attrs: Mapping) -> None:
@@ -855,7 +889,8 @@ class ResultsStore:
         # in SWMR-write mode like every commit: a kill during the recovery itself must leave a
         # file that readers can still open (a plain read-write open would refuse them until the
         # next run)
-        with _open_swmr_writer(self.path) as f:
+        with _writing(self.path, "cannot drop the rows of the interrupted commit; the committed months "
+                                 "are kept") as f:
             found = f.attrs.get("instrument")
             if found != self.instrument:
                 raise StoreError(f"{self.path} holds results of {found!r}, not {self.instrument!r}")
@@ -1020,7 +1055,9 @@ class ResultsStore:
         if self._lock_fh is None:
             raise StoreError("the store is not open for writing (use ResultsStore.open)")
         rows = {}
-        with _open_swmr_writer(self.path) as f:
+        failed = (f"cannot write {month}; the months committed before are kept, and the next run "
+                  f"does {month} again")
+        with _writing(self.path, failed) as f:
             base_exposures = f["exposures"]["rootname"].shape[0]
             for table in DATA_TABLES:
                 data = dict(tables[table])

@@ -483,3 +483,32 @@ def test_length_check_never_refuses_a_store_that_a_writer_is_extending(tmp_path)
     assert writer.returncode == 0, err
     assert len(out.split()) == 40 and checks > 1000 and reads > 5
     _check_consistent(path)
+
+
+def test_a_commit_that_cannot_be_written_is_one_store_error_not_a_crash(tmp_path):
+    """A write that fails in the middle of a commit (a full disk; here a file size limit, which
+    fails the same way) is a StoreError naming the store, the month and the system's reason.
+    HDF5 crashed the process (segmentation fault) when it closed a file whose cached chunks a
+    failed write had left dirty."""
+    path = tmp_path / "s.h5"
+    with ResultsStore.open(path, **OPEN) as store:
+        store.commit_month(month="2010-01", n_found=3, started=time.time(), **month_tables("2010-01"))
+    code = textwrap.dedent(f"""
+        import resource, signal, sys, time
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_store import OPEN, month_tables
+        from hstcosmicrays.store import ResultsStore, StoreError
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+        limit = {path.stat().st_size} + 1000
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+        with ResultsStore.open({str(path)!r}, **OPEN) as store:
+            try:
+                store.commit_month(month="2010-02", n_found=3, started=time.time(),
+                                   **month_tables("2010-02", n_exp=50, n_cr=200000))
+            except StoreError as exc:
+                print(exc, flush=True)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == (f"{path}: cannot write 2010-02; the months committed before are kept, and the "
+                                   "next run does 2010-02 again (File too large)")
