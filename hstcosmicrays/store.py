@@ -725,18 +725,34 @@ def _hdf5_reason(exc: BaseException) -> str:
 
 
 @contextmanager
-def _writing(path: Path, failed: str) -> Iterator[h5py.File]:
-    """:func:`_open_swmr_writer`, closed on exit, with a write that fails (a full disk, a file
-    size limit, a file system that became read-only) turned into one :class:`StoreError` line:
-    ``"<path>: <failed> (<reason>)"``. What readers see stays as it was: the rows written so
-    far are not in the ledger, and the next writer drops them."""
+def _write_errors(path: Path, failed: str) -> Iterator[None]:
+    """A write of the HDF5 file ``path`` that fails (a full disk, a file size limit, a file
+    system that became read-only) as one :class:`StoreError` line: ``"<path>: <failed>
+    (<reason>)"``."""
     try:
-        with _open_swmr_writer(path) as f:
-            yield f
+        yield
     except StoreError:
         raise
     except (OSError, RuntimeError) as exc:  # what h5py raises for a failed write or close
         raise StoreError(f"{path}: {failed} ({_hdf5_reason(exc)})") from None
+
+
+@contextmanager
+def _writing(path: Path, failed: str) -> Iterator[h5py.File]:
+    """:func:`_open_swmr_writer`, closed on exit, a failed write reported as by
+    :func:`_write_errors`. What readers see stays as it was: the rows written so far are not in
+    the ledger, and the next writer drops them."""
+    with _write_errors(path, failed), _open_swmr_writer(path) as f:
+        yield f
+
+
+@contextmanager
+def _new_file(path: Path, failed: str) -> Iterator[h5py.File]:
+    """A new HDF5 file (``<store>.creating``, ``<store>.compacting``), closed on exit, with the
+    chunk cache off for the reason given in :func:`_open_swmr_writer`, a failed write reported
+    as by :func:`_write_errors`."""
+    with _write_errors(path, failed), h5py.File(path, "w", libver="latest", locking=False, rdcc_nbytes=0) as f:
+        yield f
 
 
 def _create_tables(f: h5py.File, *, attrs: Mapping) -> None:
@@ -874,13 +890,16 @@ class ResultsStore:
 
     def _create(self) -> None:
         tmp = self.path.with_name(self.path.name + ".creating")
-        with h5py.File(tmp, "w", libver="latest", locking=False) as f:
-            _create_tables(f, attrs={
-                "schema_version": SCHEMA_VERSION, "instrument": self.instrument,
-                "software_version": self.software_version, "config_hash": self.config_hash,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            })
-        _fsync_replace(tmp, self.path)
+        try:
+            with _new_file(tmp, "cannot create the results store") as f:
+                _create_tables(f, attrs={
+                    "schema_version": SCHEMA_VERSION, "instrument": self.instrument,
+                    "software_version": self.software_version, "config_hash": self.config_hash,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                })
+            _fsync_replace(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
         log.info("created results store %s", self.path)
 
     def _recover(self) -> None:
@@ -938,7 +957,8 @@ class ResultsStore:
         before = self.path.stat().st_size
         tmp = self.path.with_name(self.path.name + ".compacting")
         try:
-            with _reading(self.path) as src, h5py.File(tmp, "w", libver="latest", locking=False) as dst:
+            with _reading(self.path) as src, \
+                    _new_file(tmp, f"cannot write the compacted copy; {self.path} is left as it was") as dst:
                 _create_tables(dst, attrs=dict(src.attrs))
                 ledger = _read_ledger_arrays(src)
                 keep = _latest_rows(ledger)

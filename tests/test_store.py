@@ -512,3 +512,33 @@ def test_a_commit_that_cannot_be_written_is_one_store_error_not_a_crash(tmp_path
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == (f"{path}: cannot write 2010-02; the months committed before are kept, and the "
                                    "next run does 2010-02 again (File too large)")
+
+
+def test_a_compaction_that_cannot_be_written_leaves_the_store_as_it_was(tmp_path):
+    """The compacted copy cannot be written (a full disk; here a file size limit): one
+    StoreError line naming the copy and the reason, not a crash, and the store unchanged."""
+    path = tmp_path / "s.h5"
+    with ResultsStore.open(path, **OPEN) as store:
+        for label in ("2010-01", "2010-01", "2010-02"):  # 2010-01 reprocessed: something to drop
+            store.commit_month(month=label, n_found=3, started=time.time(),
+                               **month_tables(label, n_exp=20, n_cr=100000))
+    before = path.read_bytes()
+    code = textwrap.dedent(f"""
+        import resource, signal, sys
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_store import OPEN
+        from hstcosmicrays.store import ResultsStore, StoreError
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20000, resource.RLIM_INFINITY))
+        with ResultsStore.open({str(path)!r}, **OPEN) as store:
+            try:
+                store.compact()
+            except StoreError as exc:
+                print(exc, flush=True)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    message = proc.stdout.strip()
+    assert message.startswith(f"{path}.compacting: cannot write the compacted copy; {path} is left as it was (")
+    assert message.lower().endswith("(file too large)")  # HDF5's words or the system's
+    assert path.read_bytes() == before and not (tmp_path / "s.h5.compacting").exists()
