@@ -708,6 +708,8 @@ def _open_swmr_writer(path: Path) -> h5py.File:
     try:
         fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDWR | h5py.h5f.ACC_SWMR_WRITE, fapl=fapl)
     except OSError as exc:
+        if "errno = " in str(exc):  # the system refused (permissions, a read-only file system): not damage
+            raise StoreError(f"{path}: cannot open the results store for writing ({_hdf5_reason(exc)})") from None
         raise StoreError(f"{path}: cannot open the results store for writing; it may be damaged ({exc})") from None
     return h5py.File(fid)
 

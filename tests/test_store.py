@@ -542,3 +542,24 @@ def test_a_compaction_that_cannot_be_written_leaves_the_store_as_it_was(tmp_path
     assert message.startswith(f"{path}.compacting: cannot write the compacted copy; {path} is left as it was (")
     assert message.lower().endswith("(file too large)")  # HDF5's words or the system's
     assert path.read_bytes() == before and not (tmp_path / "s.h5.compacting").exists()
+
+
+def test_a_store_the_system_will_not_open_for_writing_is_named_with_the_reason_not_as_damaged(tmp_path, monkeypatch):
+    """A store that became unwritable (permissions, a file system remounted read-only, an
+    immutable file) is refused with the system's reason, not as "it may be damaged"."""
+    path = tmp_path / "s.h5"
+    with ResultsStore.open(path, **OPEN) as store:
+        store.commit_month(month="2010-01", n_found=3, started=time.time(), **month_tables("2010-01"))
+        real_open = h5py.h5f.open
+
+        def refused(name, flags, fapl=None):
+            if flags & h5py.h5f.ACC_RDWR:
+                raise OSError(1, "Unable to synchronously open file (unable to open file: name = "
+                                 f"'{path}', errno = 1, error message = 'Operation not permitted', "
+                                 "flags = 1, o_flags = 2)")
+            return real_open(name, flags, fapl=fapl)
+
+        monkeypatch.setattr(h5py.h5f, "open", refused)
+        with pytest.raises(StoreError) as info:
+            store.commit_month(month="2010-02", n_found=3, started=time.time(), **month_tables("2010-02"))
+    assert str(info.value) == f"{path}: cannot open the results store for writing (Operation not permitted)"
