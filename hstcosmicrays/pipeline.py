@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import datetime as _dt
+import errno
 import itertools
 import logging
 import shutil
@@ -42,6 +43,9 @@ ORBIT_PRODUCTS = ("SPT", "SHM")
 #: months in a row whose archive query or download failed after which a run stops (the archive
 #: is down or unreachable: every later month would fail too, each after its retries)
 ARCHIVE_FAILURES_TO_STOP = 3
+#: errors of a download that are the local disk's, not the archive's (a full disk, a directory
+#: that cannot be written): every later month would fail the same way, so the run stops at once
+LOCAL_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
 
 
 @dataclass(frozen=True)
@@ -434,6 +438,7 @@ class _MonthWork:
     datasets: list[Dataset] = field(default_factory=list)
     files: dict[str, dict[str, Path]] = field(default_factory=dict)
     error: str | None = None
+    local_error: str | None = None  # the downloads could not be written here (not the archive's fault)
     started: float = 0.0
     n_found: int | None = None  # exposures, once the headers are read (a STIS file may hold several)
 
@@ -650,6 +655,13 @@ class CosmicRayPipeline:
                     pending = prefetch.submit(self._download, todo[i + 1]) if i + 1 < len(todo) else None
                     if self._stop.is_set():
                         break
+                    if work.local_error is not None:
+                        log.error("%s %s: cannot write its downloads: %s; stopping here (the month is not "
+                                  "marked failed); run again once %s can be written", self.instrument.name, month,
+                                  work.local_error, self.workdir(month).parent)
+                        failed.append(month.label)
+                        self._cancel_download()
+                        break
                     ok = self._process_month(work, store=store, executor=executor)
                     if ok is None:  # interrupted
                         break
@@ -665,7 +677,8 @@ class CosmicRayPipeline:
                                   "it answers", self.instrument.name, plural(archive_failures, "month"), work.error)
                         self._cancel_download()
                         break
-                if pending is not None and (self._stop.is_set() or archive_failures >= ARCHIVE_FAILURES_TO_STOP):
+                if pending is not None and (self._stop.is_set() or archive_failures >= ARCHIVE_FAILURES_TO_STOP
+                                            or work.local_error is not None):
                     pending.cancel()
             finally:
                 months_bar.close()
@@ -732,7 +745,11 @@ class CosmicRayPipeline:
             work.error = str(exc)
         except Exception as exc:  # noqa: BLE001 - any archive problem fails the month, not the run
             log.debug("archive failure", exc_info=True)
-            work.error = f"{type(exc).__name__}: {exc}"
+            local = _local_write_error(exc)
+            if local is not None:
+                work.local_error = local
+            else:
+                work.error = f"{type(exc).__name__}: {exc}"
         return work
 
     def _process_month(self, work: _MonthWork, *, store: ResultsStore, executor) -> bool | None:
@@ -863,6 +880,21 @@ class CosmicRayPipeline:
     def _restore_stop_handlers(previous: dict) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _local_write_error(exc: BaseException) -> str | None:
+    """What kept a download from being written on the local disk (a full disk, a read-only or
+    unwritable directory), from ``exc`` or the errors it came from; None for anything else."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError):
+            if exc.errno in LOCAL_WRITE_ERRNOS:
+                return f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else " ".join(str(exc).split())
+            if "Not enough space on disk" in str(exc):  # astropy's words for a full disk, without an errno
+                return f"{' '.join(str(exc).split())[:200]}"
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _cpu_count() -> int:

@@ -1,6 +1,7 @@
 """The month loop end to end on the simulated archive: resume, crash safety, parallel executors."""
 
 import dataclasses
+import errno
 import os
 import signal
 import subprocess
@@ -681,6 +682,46 @@ def test_a_run_stops_when_the_archive_fails_several_months_in_a_row(tmp_path, ca
                                 archive=FlakyArchive(sim, bad)).run()
     assert summary.failed == tuple(sorted(bad))
     assert summary.committed == tuple(f"2003-{m:02d}" for m in range(2 + ARCHIVE_FAILURES_TO_STOP, 13))
+
+
+class UnwritableWorkArchive:
+    """The simulated archive, whose downloads cannot be written from a chosen month on (the
+    output directory became read-only, or the disk is full), as the system reports it."""
+
+    def __init__(self, inner, first_bad, errnum):
+        self.inner, self.first_bad, self.errnum = inner, first_bad, errnum
+
+    def query(self, instrument, month):
+        return self.inner.query(instrument, month)
+
+    def fetch(self, datasets, workdir):
+        if os.path.basename(workdir) >= self.first_bad:
+            raise OSError(self.errnum, os.strerror(self.errnum), str(workdir))
+        return self.inner.fetch(datasets, workdir)
+
+
+@pytest.mark.parametrize("errnum", [errno.EROFS, errno.ENOSPC])
+def test_downloads_that_cannot_be_written_stop_the_run_without_blaming_the_archive(tmp_path, caplog, errnum):
+    """A month whose downloads cannot be written on the local disk is not the archive's failure:
+    the run stops there, naming the directory and the reason, and marks no month failed (the
+    archive-failure path marked three healthy months failed and said to run again "when it
+    answers")."""
+    from hstcosmicrays.archive.simulated import SimulatedArchive
+
+    cfg = load_config()
+    sim = SimulatedArchive(seed=cfg.pipeline.simulation_seed, darks_per_month=2)
+    opts = RunOptions(archive="simulated", start=parse_month("2003-01"), stop=parse_month("2003-06"), workers=1,
+                      darks_per_month=2)
+    with caplog.at_level("ERROR", logger="hstcosmicrays"):
+        summary = CosmicRayPipeline(instrument=cfg.instrument(INSTR), config=cfg, output_dir=tmp_path, options=opts,
+                                    archive=UnwritableWorkArchive(sim, "2003-02", errnum)).run()
+    assert summary.committed == ("2003-01",) and summary.failed == ("2003-02",) and not summary.ok
+    ledger = read_ledger(tmp_path / f"{INSTR}.h5", latest=False)
+    assert ledger["month"].tolist() == [b"2003-01"] and ledger["state"].tolist() == [b"committed"]
+    work = tmp_path / "work" / INSTR
+    assert (f"{INSTR} 2003-02: cannot write its downloads: {work / '2003-02'}: {os.strerror(errnum)}; stopping here "
+            f"(the month is not marked failed); run again once {work} can be written") in caplog.text
+    assert "archive" not in caplog.text
 
 
 def test_months_of_the_window_in_an_inactive_range_are_named(tmp_path, caplog):
