@@ -47,6 +47,38 @@ class _ProgressConsoleHandler(logging.StreamHandler):
             self.handleError(record)
 
 
+class _LogFileHandler(logging.FileHandler):
+    """The debug log file. When it cannot be written (a full disk, a file system that became
+    read-only), one line on standard error says so and the file is left alone from then on:
+    logging's default printed a traceback of some 30 lines for every log line of the run."""
+
+    def __init__(self, filename: Path):
+        self._given_up = False
+        super().__init__(filename)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self._given_up:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if self._given_up:
+            return
+        self._given_up = True
+        exc = sys.exc_info()[1]
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else " ".join(str(exc).split())
+        try:
+            sys.stderr.write(f"{Path(sys.argv[0]).name}: cannot write the log file {self.baseFilename} "
+                             f"({reason}); the rest of this run's log goes to the terminal only\n")
+        except Exception:  # noqa: BLE001 - nowhere left to say it
+            pass
+        stream, self.stream = self.stream, None
+        try:
+            if stream is not None:
+                stream.close()
+        except OSError:  # its buffered lines cannot be written either
+            pass
+
+
 def setup_logging(*, verbosity: int, logfile: Path | None = None, progress: bool = False) -> None:
     """Console handler at WARNING/INFO/DEBUG (``-q``/default/``-v``), plus a DEBUG log file.
 
@@ -65,7 +97,7 @@ def setup_logging(*, verbosity: int, logfile: Path | None = None, progress: bool
     root.addHandler(console)
     if logfile is not None:
         logfile.parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(logfile)
+        fh = _LogFileHandler(logfile)
         fh.setLevel(logging.DEBUG)
         fh.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"))
         root.addHandler(fh)

@@ -1,5 +1,6 @@
 """Command-line behaviour that does not need the stage modules."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -497,3 +498,42 @@ def test_no_astropy_warning_about_a_truncated_file_reaches_the_console(two_flts,
     assert proc.returncode == 2
     assert proc.stderr == (f"hstcosmicrays crreject: error: {cut}: truncated: {cut.stat().st_size:,} bytes, "
                            "ending inside the header of extension 3\n")
+
+
+def test_a_log_file_that_cannot_be_written_is_one_line_not_a_traceback_per_log_line(tmp_path, capsys):
+    """The debug log on a full disk: logging printed '--- Logging error ---' and a traceback of
+    about 30 lines for every log line of the run; now one line names the file and the reason,
+    the console keeps every line, and the log file is left alone."""
+    import logging
+
+    from hstcosmicrays.cli import setup_logging
+
+    logfile = tmp_path / "logs" / "acs_hrc-1.log"
+    setup_logging(verbosity=0, logfile=logfile)
+    log = logging.getLogger("hstcosmicrays.pipeline")
+    (handler,) = [h for h in logging.getLogger("hstcosmicrays").handlers if isinstance(h, logging.FileHandler)]
+
+    class FullDisk:
+        def write(self, text):
+            raise OSError(28, "No space left on device")
+
+        def flush(self):
+            raise OSError(28, "No space left on device")
+
+        def close(self):
+            raise OSError(28, "No space left on device")
+
+    try:
+        handler.stream.close()  # the real file, replaced by one on a full disk
+        handler.stream = FullDisk()
+        for k in range(3):
+            log.info("month %d committed", k)
+        err = capsys.readouterr().err.splitlines()
+    finally:
+        setup_logging(verbosity=-1)
+    assert [line for line in err if "log file" in line] == [
+        f"{os.path.basename(sys.argv[0])}: cannot write the log file {logfile} (No space left on device); "
+        "the rest of this run's log goes to the terminal only"]
+    assert [line.split(" ", 1)[1] for line in err if "committed" in line] == [
+        f"INFO month {k} committed" for k in range(3)]
+    assert len(err) == 4 and "Traceback" not in "\n".join(err)
