@@ -572,6 +572,26 @@ class CosmicRayPipeline:
                         "--reprocess --start M --stop M for each to add the late ones",
                         self.instrument.name, ", ".join(early))
 
+    def _warn_other_configurations(self, store: ResultsStore, todo: list[Month]) -> None:
+        """Name the committed months, not redone by this run, that another configuration made:
+        the months this run commits will sit beside them in the store, made with other
+        parameters (a ``--config`` added, changed or forgotten between runs)."""
+        if not todo:
+            return
+        ledger = store.ledger()
+        redone = {m.label for m in todo}
+        other: dict[str, list[str]] = {}
+        for label, state, digest in zip(ledger["month"], ledger["state"], ledger["config_hash"]):
+            if state == b"committed" and digest.decode() != self.config.digest and label.decode() not in redone:
+                other.setdefault(digest.decode(), []).append(label.decode())
+        if not other:
+            return
+        made = "; ".join(f"{_month_runs(labels)} with {digest}" for digest, labels in sorted(other.items()))
+        log.warning("%s: committed months of the store were made with another configuration than this run's "
+                    "(%s): %s. The store will hold results of both (hstcosmicrays status --show-config DIGEST "
+                    "prints each); to make them alike, run with the same --config, or with --reprocess",
+                    self.instrument.name, self.config.digest, made)
+
     def pending_months(self, store: ResultsStore) -> tuple[list[Month], list[Month]]:
         """(months to process, committed months skipped)."""
         months = self.months()
@@ -630,6 +650,7 @@ class CosmicRayPipeline:
             self._warn_early_commits(store, months)
             todo, skipped = self.pending_months(store)
             self._remove_downloads_of_committed_months(store, todo)
+            self._warn_other_configurations(store, todo)
             if self.options.reprocess:
                 plan = f"{plural(len(todo), 'month')} to reprocess (--reprocess)"
             else:
@@ -895,6 +916,20 @@ def _local_write_error(exc: BaseException) -> str | None:
                 return f"{' '.join(str(exc).split())[:200]}"
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def _month_runs(labels: Iterable[str]) -> str:
+    """Month labels as spans of consecutive months: ``2004-01 to 2004-03, 2004-06``."""
+    from .intervals import parse_month
+
+    months = sorted({parse_month(label) for label in labels})
+    runs: list[list[Month]] = []
+    for month in months:
+        if runs and runs[-1][-1].next() == month:
+            runs[-1].append(month)
+        else:
+            runs.append([month])
+    return ", ".join(span_label(r[0], r[-1]) for r in runs)
 
 
 def _cpu_count() -> int:

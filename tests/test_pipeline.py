@@ -144,6 +144,33 @@ def test_downloads_left_by_a_kill_after_a_commit_are_deleted_by_the_next_run(ref
         assert f"{INSTR}: deleted the downloads of committed month, left by an interrupted run (2003-02)" in caplog.text
 
 
+def test_a_run_with_another_configuration_than_the_committed_months_says_so(reference_store, tmp_path, caplog):
+    """A --config added, changed or forgotten between runs: the new months sit beside months
+    made with other parameters, with nothing on the terminal to say so (status lists digests,
+    not which months). The run names the months and their configuration; a run that redoes
+    them all (--reprocess) does not."""
+    import shutil
+
+    shutil.copy(reference_store, tmp_path / f"{INSTR}.h5")
+    user = tmp_path / "user.yaml"
+    user.write_text(f"instruments:\n  {INSTR}:\n    crreject:\n      crsigmas: [8.0, 6.0, 4.0]\n")
+    default, cfg = load_config(), load_config(user)
+    assert cfg.digest != default.digest
+
+    def run(start, stop, reprocess=False):
+        opts = RunOptions(archive="simulated", start=parse_month(start), stop=parse_month(stop), workers=1,
+                          darks_per_month=2, reprocess=reprocess)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="hstcosmicrays"):
+            CosmicRayPipeline(instrument=cfg.instrument(INSTR), config=cfg, output_dir=tmp_path, options=opts).run()
+        return caplog.text
+
+    text = run("2003-01", "2003-04")
+    assert (f"{INSTR}: committed months of the store were made with another configuration than this run's "
+            f"({cfg.digest}): 2003-01 to 2003-03 with {default.digest}.") in text
+    assert "another configuration" not in run("2003-01", "2003-03", reprocess=True)
+
+
 def test_compact_drops_what_reprocess_left_and_keeps_what_readers_see(reference_store, tmp_path, capsys):
     import shutil
 
