@@ -649,7 +649,6 @@ class CosmicRayPipeline:
             self._log_unended(unended)
             self._warn_early_commits(store, months)
             todo, skipped = self.pending_months(store)
-            self._remove_downloads_of_committed_months(store, todo)
             self._warn_other_configurations(store, todo)
             if self.options.reprocess:
                 plan = f"{plural(len(todo), 'month')} to reprocess (--reprocess)"
@@ -721,25 +720,6 @@ class CosmicRayPipeline:
             skipped=tuple(m.label for m in skipped), interrupted=interrupted,
         )
 
-    def _remove_downloads_of_committed_months(self, store: ResultsStore, todo: list[Month]) -> None:
-        """Delete the work directories of committed months that are not to be processed again.
-
-        A month's downloads are deleted right after its commit; a run killed in between (or
-        during the deletion) leaves them, and nothing else would ever delete them: a committed
-        month is skipped by every later run (unless ``--reprocess``). With ``--keep-downloads``
-        they are kept, as the user asked."""
-        base = self.output_dir / "work" / self.instrument.name
-        if self.options.keep_downloads or not base.is_dir():
-            return
-        committed = store.committed_months() - {m.label for m in todo}
-        stale = sorted(d for d in base.iterdir() if d.is_dir() and d.name in committed)
-        for d in stale:
-            shutil.rmtree(d, ignore_errors=True)
-        if stale:
-            log.info("%s: deleted the downloads of committed %s, left by an interrupted run (%s)",
-                     self.instrument.name, "month" if len(stale) == 1 else "months",
-                     ", ".join(d.name for d in stale))
-
     def _make_executor(self):
         workers = self.options.workers or _cpu_count()
         if self.options.scheduler:
@@ -808,14 +788,17 @@ class CosmicRayPipeline:
             for text in result.warnings:  # e.g. a missing SPT: NaN positions, frame kept
                 log.warning("%s %s: %s: %s", self.instrument.name, month, result.exposure["rootname"], text)
         tables = _month_tables(results, failures, month=month.label)
+        if not self.options.keep_downloads:
+            # before the commit, as the results are in memory: a run killed between the commit and
+            # the deletion would leave the month's downloads for good (no later run processes a
+            # committed month); killed before the commit, the next run downloads the month again
+            shutil.rmtree(self.workdir(month), ignore_errors=True)
         store.commit_month(month=month.label, n_found=work.found, started=work.started, **tables)
         n_cr = int(tables["exposures"]["n_cr"].sum()) if len(tables["exposures"]["n_cr"]) else 0
         log.info(
             "%s %s: committed %s, %d failed, %s", self.instrument.name, month,
             plural(len(results), "frame"), len(failures), plural(n_cr, "CR"),
         )
-        if not self.options.keep_downloads:
-            shutil.rmtree(self.workdir(month), ignore_errors=True)
         return True
 
     def _plan_groups(self, work: _MonthWork, failures: list[FrameFailure]) -> list[GroupTask]:

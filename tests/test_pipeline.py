@@ -119,29 +119,35 @@ def test_rerun_skips_committed_months_and_reprocess_redoes_them(reference_store,
 
 
 @pytest.mark.parametrize("keep", [False, True])
-def test_downloads_left_by_a_kill_after_a_commit_are_deleted_by_the_next_run(reference_store, tmp_path, caplog, keep):
-    """A run killed between a month's commit and the deletion of its work directory leaves the
-    month's downloads; no later run processes the month again, so the next run deletes them
-    (unless --keep-downloads), and keeps those of months still to do."""
+def test_a_months_downloads_are_deleted_before_its_commit_and_kept_downloads_stay(reference_store, tmp_path,
+                                                                                   monkeypatch, keep):
+    """A month's downloads are gone by the time it is committed (unless --keep-downloads): a run
+    killed between the commit and their deletion left them for good, as no later run processes
+    a committed month. Downloads kept by an earlier --keep-downloads run stay."""
     import shutil
 
-    shutil.copy(reference_store, tmp_path / f"{INSTR}.h5")
-    work = tmp_path / "work" / INSTR
-    for month in ("2003-02", "2003-05"):  # committed; not yet processed (outside this window)
-        d = work / month / "mastDownload" / "HST" / "jh3p0000q"
-        d.mkdir(parents=True)
-        (d / "jh3p0000q_flt.fits").write_bytes(b"\0" * 2880)
+    from hstcosmicrays.store import ResultsStore
+
+    shutil.copy(reference_store, tmp_path / f"{INSTR}.h5")  # 2003-01 to 2003-03 committed
     cfg = load_config()
-    opts = RunOptions(archive="simulated", start=parse_month("2003-01"), stop=parse_month("2003-03"),
+    kept = tmp_path / "work" / INSTR / "2003-01"
+    kept.mkdir(parents=True)
+    (kept / "jh3o0000q_flt.fits").write_bytes(b"\0" * 2880)  # of a --keep-downloads run
+    present_at_commit = {}
+    commit = ResultsStore.commit_month
+
+    def watched(self, *, month, **kwargs):
+        present_at_commit[month] = (tmp_path / "work" / INSTR / month).exists()
+        return commit(self, month=month, **kwargs)
+
+    monkeypatch.setattr(ResultsStore, "commit_month", watched)
+    opts = RunOptions(archive="simulated", start=parse_month("2003-01"), stop=parse_month("2003-05"),
                       workers=1, darks_per_month=2, keep_downloads=keep)
-    with caplog.at_level("INFO", logger="hstcosmicrays"):
-        summary = CosmicRayPipeline(instrument=cfg.instrument(INSTR), config=cfg, output_dir=tmp_path,
-                                    options=opts).run()
-    assert summary.skipped == ("2003-01", "2003-02", "2003-03") and not summary.committed
-    assert (work / "2003-05").is_dir()
-    assert (work / "2003-02").is_dir() == keep
-    if not keep:
-        assert f"{INSTR}: deleted the downloads of committed month, left by an interrupted run (2003-02)" in caplog.text
+    summary = CosmicRayPipeline(instrument=cfg.instrument(INSTR), config=cfg, output_dir=tmp_path,
+                                options=opts).run()
+    assert summary.committed == ("2003-04", "2003-05")
+    assert present_at_commit == {"2003-04": keep, "2003-05": keep}
+    assert (kept / "jh3o0000q_flt.fits").exists()
 
 
 def test_a_run_with_another_configuration_than_the_committed_months_says_so(reference_store, tmp_path, caplog):
