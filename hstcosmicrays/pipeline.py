@@ -28,7 +28,7 @@ from ._text import plural
 from ._version import __version__
 from .archive.base import Archive, ArchiveError, Dataset, make_archive
 from .config import Config, InstrumentConfig
-from .intervals import Month, active_time_label, month_windows, span_label, unended_months
+from .intervals import Month, active_time_label, month_windows, parse_month, span_label, unended_months
 from .schema import TABLES, exposure_name
 from .store import ResultsStore, store_path
 
@@ -903,8 +903,6 @@ def _local_write_error(exc: BaseException) -> str | None:
 
 def _month_runs(labels: Iterable[str]) -> str:
     """Month labels as spans of consecutive months: ``2004-01 to 2004-03, 2004-06``."""
-    from .intervals import parse_month
-
     months = sorted({parse_month(label) for label in labels})
     runs: list[list[Month]] = []
     for month in months:
