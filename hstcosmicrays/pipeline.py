@@ -11,7 +11,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import datetime as _dt
-import errno
 import itertools
 import logging
 import shutil
@@ -26,7 +25,7 @@ import numpy as np
 
 from ._text import plural
 from ._version import __version__
-from .archive.base import Archive, ArchiveError, Dataset, make_archive
+from .archive.base import Archive, ArchiveError, Dataset, is_local_write_error, make_archive
 from .config import Config, InstrumentConfig
 from .intervals import Month, active_time_label, month_windows, parse_month, span_label, unended_months
 from .schema import TABLES, exposure_name
@@ -43,9 +42,6 @@ ORBIT_PRODUCTS = ("SPT", "SHM")
 #: months in a row whose archive query or download failed after which a run stops (the archive
 #: is down or unreachable: every later month would fail too, each after its retries)
 ARCHIVE_FAILURES_TO_STOP = 3
-#: errors of a download that are the local disk's, not the archive's (a full disk, a directory
-#: that cannot be written): every later month would fail the same way, so the run stops at once
-LOCAL_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
 
 
 @dataclass(frozen=True)
@@ -893,7 +889,7 @@ def _local_write_error(exc: BaseException) -> str | None:
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, OSError):
-            if exc.errno in LOCAL_WRITE_ERRNOS:
+            if is_local_write_error(exc):
                 return f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else " ".join(str(exc).split())
             if "Not enough space on disk" in str(exc):  # astropy's words for a full disk, without an errno
                 return f"{' '.join(str(exc).split())[:200]}"

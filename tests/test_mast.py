@@ -777,3 +777,30 @@ def test_a_connection_failure_is_described_by_its_cause_in_one_short_line():
     # exceptions without a wrapped cause keep their first line
     assert _describe(requests.ReadTimeout("read timed out (600 s)\nmore")) == "ReadTimeout: read timed out (600 s)"
     assert _describe(TimeoutError()) == "TimeoutError"
+
+
+def test_a_download_the_local_disk_cannot_write_is_raised_at_once_not_blamed_on_mast(tmp_path):
+    """A full disk (ENOSPC while astroquery writes the file) is the local disk's problem: no
+    retry round, no ArchiveError that the pipeline would record as MAST failing the month, and no
+    part file left."""
+    import errno
+
+    from hstcosmicrays.archive.mast import MastArchive
+
+    calls = []
+
+    class FullDiskClient:  # stands in for the astroquery client: what its download does on a full disk
+        def download_file(self, uri, *, local_path, cache, verbose):
+            calls.append(uri)
+            Path(local_path).write_bytes(b"\0" * 100)
+            raise OSError(errno.ENOSPC, "No space left on device", local_path)
+
+    archive = MastArchive(retries=3, backoff=0.0, sleep=lambda s: None)
+    archive._client = FullDiskClient()
+    ds = Dataset(obs_id="jabc01abq", instrument="acs_hrc", t_min=53000.0, exptime=1000.0, products=(
+        ProductFile(filename="jabc01abq_flt.fits", suffix="FLT", size=None, uri="mast:HST/product/jabc01abq_flt.fits"),))
+    with pytest.raises(OSError) as info:
+        archive.fetch([ds], tmp_path)
+    assert info.value.errno == errno.ENOSPC
+    assert len(calls) == 1
+    assert not list(tmp_path.rglob("*.part"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,18 @@ from typing import Protocol, Sequence, runtime_checkable
 from ..config import InstrumentConfig, PipelineSettings
 from ..intervals import Month
 
-__all__ = ["Archive", "ArchiveError", "Dataset", "ProductFile", "make_archive", "safe_filename"]
+__all__ = ["Archive", "ArchiveError", "Dataset", "LOCAL_WRITE_ERRNOS", "ProductFile", "is_local_write_error",
+           "make_archive", "safe_filename"]
+
+#: errnos of a failed write that are the local disk's, not the archive's (a full disk or quota,
+#: a read-only file system, a directory that cannot be written, a file size limit): every later
+#: download would fail the same way, so retrying or blaming the archive is wrong
+LOCAL_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
+
+
+def is_local_write_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is an :class:`OSError` of :data:`LOCAL_WRITE_ERRNOS`."""
+    return isinstance(exc, OSError) and exc.errno in LOCAL_WRITE_ERRNOS
 
 
 class ArchiveError(RuntimeError):

@@ -67,7 +67,7 @@ import numpy as np
 from .._text import plural
 from ..config import InstrumentConfig
 from ..intervals import Month
-from .base import ArchiveError, Dataset, ProductFile, safe_filename
+from .base import ArchiveError, Dataset, ProductFile, is_local_write_error, safe_filename
 from .fitsfile import fits_structure_warnings_quieted, fits_trailing_bytes, fits_truncation
 
 __all__ = ["MastArchive", "MastQuery", "dark_criteria", "verify_product"]
@@ -579,6 +579,8 @@ class MastArchive:
                     prod.uri, local_path=str(part), cache=False, verbose=False)
         except Exception as exc:  # noqa: BLE001 - time-outs, cut connections, ...
             _unlink(part)
+            if is_local_write_error(exc):  # a full disk here, not MAST: no retry, no ArchiveError
+                raise
             return _describe(exc)
         if status != "COMPLETE":
             _unlink(part)
