@@ -42,7 +42,7 @@ import re
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -467,17 +467,6 @@ def _read_part(path: str, table: str, columns: list[str], read: list[str], looku
     return _frame_from_columns(table, data, store.row_numbers(ranges), columns=columns, lookup=lookup, where=where)
 
 
-def _again_if_rewritten(read: Callable[[], object]):
-    """``read()``, done again from a new ledger snapshot when the store was compacted between its
-    snapshot and its rows (a compaction renumbers the rows)."""
-    for attempt in range(store.REWRITTEN_RETRIES + 1):
-        try:
-            return read()
-        except store.StoreRewrittenError:
-            if attempt == store.REWRITTEN_RETRIES:
-                raise
-
-
 # ----------------------------------------------------------------------------------------------
 # the reader
 
@@ -589,7 +578,7 @@ class Results:
             data = store.read_rows(self.path, "exposures", ranges=ranges["exposures"], columns=read, file_id=file_id)
             return data, store.row_numbers(ranges["exposures"])
 
-        data, rows = _again_if_rewritten(snapshot_rows)
+        data, rows = store.read_again_if_rewritten(snapshot_rows)
         if t0 is not None or t1 is not None:
             keep = self._in_window(data["mjd"], t0, t1)
             data = {k: v[keep] for k, v in data.items()}
@@ -897,8 +886,8 @@ class Results:
                 planned = plan()
                 return planned["reader"](planned["ranges"]) if planned["ranges"] else planned["meta"]
 
-            return _again_if_rewritten(read_now)
-        planned = _again_if_rewritten(plan)
+            return store.read_again_if_rewritten(read_now)
+        planned = store.read_again_if_rewritten(plan)
         pieces = _split_ranges(planned["ranges"], PARTITION_ROWS)
         import dask.dataframe as dd
 

@@ -40,7 +40,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping, TypeVar
 
 import h5py
 import numpy as np
@@ -54,6 +54,7 @@ __all__ = [
     "StoreError",
     "StoreLockedError",
     "StoreRewrittenError",
+    "read_again_if_rewritten",
     "store_path",
     "read_committed",
     "read_ledger",
@@ -77,6 +78,8 @@ CHUNK_ROWS = {"exposures": 4096, "cosmic_rays": 1 << 17, "orbit": 1 << 15, "fail
 #: Times a read is done again when the store was compacted between its ledger snapshot and
 #: its rows (:class:`StoreRewrittenError`).
 REWRITTEN_RETRIES = 2
+
+_T = TypeVar("_T")
 
 #: Ledger column written last: the commit mark.
 COMMIT_COLUMN = "state"
@@ -513,13 +516,23 @@ def read_committed(
         return {k: ledger[k] for k in names}
     # committed rows are never removed, so the ranges of one ledger snapshot stay readable (in the
     # same file: a compaction in between renumbers them, and the read is done again)
-    for attempt in range(REWRITTEN_RETRIES + 1):
+    def snapshot_rows():
         ranges, file_id = visible_ranges(path, tables=(table,), months=months, with_file_id=True)
+        return read_rows(path, table, ranges=ranges[table], columns=names, file_id=file_id)
+
+    return read_again_if_rewritten(snapshot_rows)
+
+
+def read_again_if_rewritten(read: Callable[[], _T]) -> _T:
+    """``read()``, done again (up to :data:`REWRITTEN_RETRIES` times) when it raises
+    :class:`StoreRewrittenError`: ``read`` takes a new ledger snapshot and reads its rows, and a
+    compaction came between the two (it renumbers the rows)."""
+    for _ in range(REWRITTEN_RETRIES):
         try:
-            return read_rows(path, table, ranges=ranges[table], columns=names, file_id=file_id)
+            return read()
         except StoreRewrittenError:
-            if attempt == REWRITTEN_RETRIES:
-                raise
+            pass
+    return read()
 
 
 def row_numbers(ranges: Iterable[tuple[int, int]]) -> np.ndarray:
