@@ -386,6 +386,8 @@ def _column_length(group: h5py.Group) -> int:
 
 
 def _read_ledger_arrays(f: h5py.File) -> dict[str, np.ndarray]:
+    if "months" not in f:  # an HDF5 file, but not a store: h5py's KeyError was a traceback
+        raise StoreError(f"{f.filename} is not a results store (no /months ledger)")
     grp = f["months"]
     n = _column_length(grp)
     state = grp[COMMIT_COLUMN][:n]

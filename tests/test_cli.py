@@ -537,3 +537,17 @@ def test_a_log_file_that_cannot_be_written_is_one_line_not_a_traceback_per_log_l
     assert [line.split(" ", 1)[1] for line in err if "committed" in line] == [
         f"INFO month {k} committed" for k in range(3)]
     assert len(err) == 4 and "Traceback" not in "\n".join(err)
+
+
+def test_status_of_an_hdf5_file_that_is_no_store_is_one_line(tmp_path, capsys):
+    """An HDF5 file without the /months ledger where the store should be: status gave h5py's
+    KeyError as a traceback (plot and export already said what it is)."""
+    import h5py
+
+    from hstcosmicrays.cli import setup_logging
+
+    setup_logging(verbosity=-1)  # no handler left on an earlier test's captured stream
+    h5py.File(tmp_path / "wfc3_uvis.h5", "w").close()
+    assert main(["status", "--instr", "wfc3uvis", "--output", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (f"hstcosmicrays status: error: {tmp_path / 'wfc3_uvis.h5'} is not a results "
+                                       "store (no /months ledger)\n")
