@@ -268,6 +268,15 @@ def _check_output_file(path: Path, option: str, *, make_parents: bool = True) ->
     return path
 
 
+def _check_input_files(paths) -> None:
+    """Refuse, before any work, an input file name that is a directory: ``measure`` and
+    ``split-ima`` stopped with exit status 1 (as for a file that cannot be read during the work)
+    and ``crreject`` with Python's ``[Errno 21]`` text. A missing file is named by the readers."""
+    for path in paths:
+        if Path(path).is_dir():
+            raise CLIError(f"{path}: is a directory; expected a FITS file")
+
+
 def _check_output_dir(path: Path, option: str) -> Path:
     """Refuse, before any work, an output directory that exists as something else (or lies under
     a file), or that cannot be created or written in (with the system's reason). A missing
@@ -533,6 +542,7 @@ def _add_crreject(sub) -> None:
 def _cmd_crreject(args) -> int:
     from .crreject import crreject_files
 
+    _check_input_files(args.inputs)
     if not args.crmask and args.output is None:
         raise CLIError("--no-crmask leaves the inputs' DQ untouched, so --output (the combined crj image) is needed")
     overrides = {
@@ -573,6 +583,7 @@ def _cmd_measure(args) -> int:
     from .frames import identify_instrument
     from .measure import measure_file
 
+    _check_input_files([args.file])
     if args.out is not None:
         suffix = args.out.suffix.lower()
         if suffix not in (".csv", ".parquet"):
@@ -617,6 +628,7 @@ def _add_split_ima(sub) -> None:
 def _cmd_split_ima(args) -> int:
     from .ir import split_ima
 
+    _check_input_files([args.file])
     written = split_ima(args.file, out_dir=_check_output_dir(args.out, "--out"))
     print(f"wrote {plural(len(written), 'read')} to {args.out}")
     return EXIT_OK

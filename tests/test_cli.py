@@ -551,3 +551,19 @@ def test_status_of_an_hdf5_file_that_is_no_store_is_one_line(tmp_path, capsys):
     assert main(["status", "--instr", "wfc3uvis", "--output", str(tmp_path)]) == 1
     assert capsys.readouterr().err == (f"hstcosmicrays status: error: {tmp_path / 'wfc3_uvis.h5'} is not a results "
                                        "store (no /months ledger)\n")
+
+
+@pytest.mark.parametrize("command", [["measure"], ["split-ima", "--out", "reads"], ["crreject", "--no-crmask",
+                                                                                     "--output", "crj.fits"]])
+def test_a_directory_given_as_input_file_is_a_usage_error_naming_it(tmp_path, capsys, monkeypatch, command):
+    """measure and split-ima exited 1 ('Is a directory', as for a file unreadable during the
+    work), crreject 2 with Python's '[Errno 21]' text; the command line is what is wrong."""
+    from hstcosmicrays.cli import setup_logging
+
+    setup_logging(verbosity=-1)  # no handler left on an earlier test's captured stream
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "darks").mkdir()
+    inputs = ["darks", "darks"] if command[0] == "crreject" else ["darks"]
+    assert main(command + inputs) == 2
+    assert capsys.readouterr().err == f"hstcosmicrays {command[0]}: error: darks: is a directory; expected a FITS file\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["darks"]
