@@ -292,6 +292,16 @@ def _check_output_dir(path: Path, option: str) -> Path:
     return path
 
 
+def _check_parquet_writer(path: Path, option: str) -> None:
+    """Refuse, before any work, a Parquet output when pyarrow is missing: it is not among the
+    package's requirements (only its test extras), and its ImportError was a traceback."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise CLIError(f"{option} {path}: writing Parquet needs pyarrow, which is not installed "
+                       "(pip install pyarrow); or write a .csv file") from None
+
+
 def _output_written(out: Path, exc: OSError) -> OSError:
     """``exc`` about ``out`` or its temporary ``<out>.part``, told about ``out``: the name the
     user gave, not one they never saw."""
@@ -589,6 +599,8 @@ def _cmd_measure(args) -> int:
         if suffix not in (".csv", ".parquet"):
             raise CLIError(f"--out: expected a .csv or .parquet file name, got {args.out}")
         summary_path = args.out.with_name(args.out.stem + "_frame" + args.out.suffix)
+        if suffix == ".parquet":
+            _check_parquet_writer(args.out, "--out")
         _check_output_file(args.out, "--out")
         _check_output_file(summary_path, "--out")
     config = _load_config(args.config)
@@ -711,6 +723,8 @@ def _cmd_export(args) -> int:
     from .results import open_results
 
     fmt = _export_format(args.format, args.out)
+    if fmt == "parquet":
+        _check_parquet_writer(args.out, "--out")
     _check_output_file(args.out, "--out")
     config = _load_config(args.config)
     output = _stores_dir(args, config)

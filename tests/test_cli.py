@@ -567,3 +567,24 @@ def test_a_directory_given_as_input_file_is_a_usage_error_naming_it(tmp_path, ca
     assert main(command + inputs) == 2
     assert capsys.readouterr().err == f"hstcosmicrays {command[0]}: error: darks: is a directory; expected a FITS file\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["darks"]
+
+
+@pytest.mark.parametrize("command", [["export", "--instr", "wfc3uvis", "--table", "months", "--output", "stores"],
+                                     ["measure", "dark_flt.fits"]])
+def test_parquet_without_pyarrow_is_one_line_before_the_work(tmp_path, capsys, monkeypatch, command):
+    """pyarrow is only in the test extras, so a plain install may lack it: export gave a
+    ModuleNotFoundError traceback after reading the store (measure pandas' ImportError)."""
+    from hstcosmicrays.cli import setup_logging
+    from hstcosmicrays.store import ResultsStore
+
+    setup_logging(verbosity=-1)  # no handler left on an earlier test's captured stream
+    monkeypatch.chdir(tmp_path)
+    with ResultsStore.open(tmp_path / "stores" / "wfc3_uvis.h5", instrument="wfc3_uvis", software_version="0",
+                           config_hash="x"):
+        pass
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ImportError
+    assert main(command + ["--out", "crs.parquet"]) == 2
+    assert capsys.readouterr().err == (f"hstcosmicrays {command[0]}: error: --out crs.parquet: writing Parquet "
+                                       "needs pyarrow, which is not installed (pip install pyarrow); or write a "
+                                       ".csv file\n")
+    assert not (tmp_path / "crs.parquet").exists() and not (tmp_path / "crs.parquet.part").exists()
