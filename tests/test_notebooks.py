@@ -133,3 +133,20 @@ def test_rate_vs_time_recovers_the_injected_cycle_and_saa(tmp_path, monkeypatch)
     assert anti < -0.9
     assert _images(nb) == 3
     assert np.isfinite(float(m[4]))
+
+
+def test_rate_vs_time_reads_by_default_the_store_of_the_readme_demo():
+    """Jupyter (and nbconvert) run a notebook in its own folder, so the default store path is
+    taken from notebooks/: it was ``data_products/wfc3_uvis.h5``, i.e. notebooks/data_products/,
+    where nothing writes a store, and the notebook stopped at once after the README's demo."""
+    from hstcosmicrays.config import load_config
+
+    nb = nbformat.read(NOTEBOOKS / "rate_vs_time.ipynb", as_version=4)
+    source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    default = re.search(r'os\.environ\.get\("HSTCOSMICRAYS_STORE", "([^"]+)"\)', source)[1]
+    root = NOTEBOOKS.parent
+    # the README's demo runs run_pipeline for WFC3/UVIS from the repository's root, default --output
+    demo = re.search(r"^\s*python -m pip install -e \. && (run_pipeline [^\n]*)$",
+                     (root / "README.md").read_text(), re.M)[1]
+    assert "--instr wfc3uvis" in demo and "--output" not in demo
+    assert (NOTEBOOKS / default).resolve() == (root / load_config().pipeline.output_dir / "wfc3_uvis.h5").resolve()
