@@ -721,7 +721,8 @@ class Results:
         snapshot of the ledger, taken when iteration starts).
 
         ``exposures`` and the small tables ``months`` (:meth:`months`) and ``failures``
-        (:meth:`failures`) come as one piece. ``start``/``stop`` select by exposure time and do
+        (:meth:`failures`) come as one piece, and so does a selection of no row (an empty
+        DataFrame with the columns). ``start``/``stop`` select by exposure time and do
         not apply to ``months`` and ``failures`` (select their months with ``where``).
         """
         for read in self._chunk_readers(table, start=start, stop=stop, columns=columns, where=where, rows=rows):
@@ -752,7 +753,11 @@ class Results:
             raise KeyError(f"iter_chunks: table must be exposures, cosmic_rays, orbit, months or failures, "
                            f"not {table!r}")
         plan = self._plan(table, start=start, stop=stop, columns=columns, where=where, exposure_columns=None)
-        return [partial(plan["reader"], [piece]) for piece in _split_ranges(plan["ranges"], rows)]
+        pieces = _split_ranges(plan["ranges"], rows)
+        if not pieces:  # no row: one empty piece with the columns, as exposures gives (an export writes them)
+            meta = plan["meta"]
+            return [lambda: meta]
+        return [partial(plan["reader"], [piece]) for piece in pieces]
 
     def export(self, *, table: str, fmt: str, out, start=None, stop=None, columns: Iterable[str] | None = None,
                where: str | None = None) -> int:

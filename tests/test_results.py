@@ -736,6 +736,33 @@ def test_export_months_and_failures(small, tmp_path, capsys, fmt):
         res.export(table="months", fmt=fmt, out=tmp_path / f"m.{fmt}", start="2010-01-01")
 
 
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_an_export_of_no_rows_writes_the_columns(small, tmp_path, capsys, fmt):
+    """cosmic_rays or orbit with no row (an empty store, a window of no month) wrote nothing and
+    ended with '<out>: No such file or directory' (its temporary file was never made)."""
+    from hstcosmicrays.cli import main
+    from hstcosmicrays.store import ResultsStore
+
+    path, _ = small
+    res = open_results(path)
+    for table in ("cosmic_rays", "orbit"):
+        out = tmp_path / f"{table}.{fmt}"
+        assert res.export(table=table, fmt=fmt, out=out, start="2030-01-01") == 0
+        back = pd.read_csv(out) if fmt == "csv" else pd.read_parquet(out)
+        assert len(back) == 0
+        assert list(back.columns) == list(getattr(res, table)(start="2030-01-01").reset_index().columns)
+    assert [len(piece) for piece in res.iter_chunks("orbit", stop="2000-01-01")] == [0]
+    with ResultsStore.open(tmp_path / "empty" / "acs_hrc.h5", instrument="acs_hrc", software_version="0",
+                           config_hash="x"):
+        pass
+    out = tmp_path / f"empty.{fmt}"
+    assert main(["-q", "export", "--instr", "acs_hrc", "--table", "cosmic_rays", "--out", str(out),
+                 "--output", str(tmp_path / "empty")]) == 0
+    assert capsys.readouterr().out == f"wrote 0 rows of cosmic_rays to {out}\n"
+    back = pd.read_csv(out) if fmt == "csv" else pd.read_parquet(out)
+    assert len(back) == 0 and list(back.columns)[:3] == ["cr_index", "exposure_index", "chip"]
+
+
 def test_export_to_a_directory_is_refused_before_the_work(small, tmp_path, capsys):
     """--out naming an existing directory: one line naming it, exit 2, the directory untouched."""
     from hstcosmicrays.cli import main
