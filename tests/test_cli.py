@@ -588,3 +588,16 @@ def test_parquet_without_pyarrow_is_one_line_before_the_work(tmp_path, capsys, m
                                        "needs pyarrow, which is not installed (pip install pyarrow); or write a "
                                        ".csv file\n")
     assert not (tmp_path / "crs.parquet").exists() and not (tmp_path / "crs.parquet.part").exists()
+
+
+def test_the_readme_names_every_subcommand():
+    """The README's tour and its table of other commands cover what `hstcosmicrays --help`
+    lists (mast-server was missing)."""
+    import argparse
+
+    from hstcosmicrays.cli import _main_parser
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (subparsers,) = [a for a in _main_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    missing = [name for name in subparsers.choices if f"hstcosmicrays {name} " not in readme]
+    assert not missing, f"README.md does not show: {missing}"
