@@ -347,7 +347,8 @@ def _run_pipeline_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, help="output directory (default: data_products)")
     p.add_argument("--config", type=Path, help="YAML file overriding the default configuration")
     p.add_argument("--workers", type=_nonnegative_int,
-                   help="processes for the frames of a month (default: number of cores; 1 = in-process)")
+                   help="processes for the frames of a month (default: number of cores; 1 = in-process, "
+                        "0 = number of cores)")
     p.add_argument("--scheduler", type=_scheduler_address,
                    help="address of a dask.distributed scheduler, tcp://HOST:PORT")
     p.add_argument("--reprocess", action="store_true", help="process committed months again")
@@ -654,7 +655,8 @@ def _add_plot(sub) -> None:
     p.add_argument("--instr", required=True,
                    help="instrument; comma-separated to overlay several (rate and morphology; map takes one)")
     p.add_argument("--output", type=Path, help="directory of the stores (default: data_products)")
-    p.add_argument("--out", type=Path, help="image file (.png or .pdf); default <output>/<instr>_<kind>.png")
+    p.add_argument("--out", type=Path, help="image file (.png or .pdf); default <output>/<instrument>_<kind>.png, "
+                   "the instruments' names joined by _, e.g. data_products/wfc3_uvis_acs_wfc_rate.png")
     p.add_argument("--solar", type=Path, help="rate plot: CSV of solar activity (date, value columns)")
     p.add_argument("--config", type=Path, help="YAML file overriding the default configuration")
     p.set_defaults(func=_cmd_plot)
