@@ -33,7 +33,8 @@ EXPOSURES = _cols(
     ("rootname", "S16", "", "HST rootname (IPPPSSOOT); <rootname>_<k> for imset k of a STIS CR-SPLIT file"),
     ("month", "S7", "", "month window YYYY-MM"),
     ("group_id", "i4", "", "CR-SPLIT group within the month (-1: none)"),
-    ("method", "S12", "", "how CRs were found: crsplit, ir_ramp, threshold"),
+    ("method", "S12", "", "how CRs were found: crsplit, ir_ramp, threshold; "
+                          "given (hstcosmicrays measure: the file's own flags)"),
     ("date_obs", "S23", "", "DATE-OBS and TIME-OBS as ISO UTC"),
     ("mjd", "f8", "d", "MJD (UTC) of the exposure start (EXPSTART)"),
     ("expstart", "f8", "d", "EXPSTART (MJD)"),
