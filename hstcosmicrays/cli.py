@@ -742,7 +742,7 @@ def _cmd_export(args) -> int:
 def _add_mast_server(sub) -> None:
     p = sub.add_parser("mast-server", help="serve the simulated archive as a local MAST stand-in (for trying --archive mast offline)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=0, help="0: any free port")
+    p.add_argument("--port", type=int, default=0, help="port to listen on (default: 0, any free port)")
     p.add_argument("--seed", type=int, help="simulation seed (default: the configured one)")
     p.add_argument("--darks-per-month", type=_positive_int, help="darks per month, 1 or more (default: the instrument's)")
     p.add_argument("--config-home", type=Path,
