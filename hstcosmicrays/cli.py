@@ -742,7 +742,7 @@ def _cmd_export(args) -> int:
 def _add_mast_server(sub) -> None:
     p = sub.add_parser("mast-server", help="serve the simulated archive as a local MAST stand-in (for trying --archive mast offline)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=0, help="port to listen on (default: 0, any free port)")
+    p.add_argument("--port", type=_port_number, default=0, help="port to listen on (default: 0, any free port)")
     p.add_argument("--seed", type=int, help="simulation seed (default: the configured one)")
     p.add_argument("--darks-per-month", type=_positive_int, help="darks per month, 1 or more (default: the instrument's)")
     p.add_argument("--config-home", type=Path,
@@ -751,16 +751,39 @@ def _add_mast_server(sub) -> None:
     p.set_defaults(func=_cmd_mast_server)
 
 
+def _port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free port) to 65535 (a larger one was an
+    OverflowError traceback from the socket)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, 0 to 65535, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number, 0 to 65535, got {value}")
+    return value
+
+
 def _cmd_mast_server(args) -> int:
     from .testing.mast_server import serve_simulated
 
     if args.config_home is not None:
         _check_output_dir(args.config_home, "--config-home")
-    serve_simulated(
-        config=_load_config(args.config), host=args.host, port=args.port, seed=args.seed,
-        darks_per_month=args.darks_per_month, config_home=args.config_home,
-        ready=lambda url: print(f"MAST stand-in at {url} (Ctrl-C to stop)", flush=True),
-    )
+    listening = []
+
+    def ready(url):
+        listening.append(url)
+        print(f"MAST stand-in at {url} (Ctrl-C to stop)", flush=True)
+
+    try:
+        serve_simulated(
+            config=_load_config(args.config), host=args.host, port=args.port, seed=args.seed,
+            darks_per_month=args.darks_per_month, config_home=args.config_home, ready=ready,
+        )
+    except OSError as exc:  # the socket refused (a port in use, an address not of this host): name them
+        if listening or exc.filename is not None:
+            raise
+        reason = exc.strerror or " ".join(str(exc).split())
+        raise CLIError(f"--host {args.host} --port {args.port}: cannot listen there ({reason})") from None
     return EXIT_OK
 
 

@@ -601,3 +601,25 @@ def test_the_readme_names_every_subcommand():
     (subparsers,) = [a for a in _main_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     missing = [name for name in subparsers.choices if f"hstcosmicrays {name} " not in readme]
     assert not missing, f"README.md does not show: {missing}"
+
+
+def test_a_mast_server_port_that_cannot_be_used_names_host_and_port(tmp_path, capsys):
+    """A port in use gave '[Errno 98] Address already in use' without naming it, exit 1; a
+    port above 65535 the socket's OverflowError traceback."""
+    import socket
+
+    from hstcosmicrays.cli import setup_logging
+
+    setup_logging(verbosity=-1)  # no handler left on an earlier test's captured stream
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["mast-server", "--port", str(port)]) == 2
+    assert capsys.readouterr().err == (f"hstcosmicrays mast-server: error: --host 127.0.0.1 --port {port}: "
+                                       "cannot listen there (Address already in use)\n")
+    with pytest.raises(SystemExit) as exc:
+        main(["mast-server", "--port", "99999"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "hstcosmicrays mast-server: error: argument --port: expected a port number, 0 to 65535, got 99999")

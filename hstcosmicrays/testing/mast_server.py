@@ -568,7 +568,12 @@ class MastServer:
         self._generation = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
+        try:
+            self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
+        except BaseException:  # cannot listen there (a port in use): no cache directory left behind
+            if self._tmp is not None:
+                self._tmp.cleanup()
+            raise
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
