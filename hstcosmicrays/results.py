@@ -328,7 +328,11 @@ def read_activity_csv(path) -> pd.Series:
     pandas.Series
         Values indexed by naive UTC datetimes, sorted; the name is the value column's name.
     """
-    frame = pd.read_csv(path, comment="#", skipinitialspace=True)
+    try:
+        frame = pd.read_csv(path, comment="#", skipinitialspace=True)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        # pandas' own text names no file ("No columns to parse from file", a codec's complaint)
+        raise ValueError(f"{path}: not a CSV file of dates and values ({' '.join(str(exc).split())})") from None
     if frame.shape[1] < 2:
         raise ValueError(f"{path}: expected at least two columns (date, value), found {list(frame.columns)}")
     lower = {str(c).strip().lower(): c for c in frame.columns}

@@ -152,6 +152,17 @@ def test_read_activity_csv_columns_and_missing(tmp_path):
     assert read_activity_csv(q).name == "ssn"
 
 
+@pytest.mark.parametrize("content, why", [(b"", "No columns to parse from file"),
+                                          (b"date,value\n2012-01-01,\xf3\xff\n", "'utf-8' codec can't decode")])
+def test_an_activity_file_that_is_no_csv_is_named(tmp_path, content, why):
+    """An empty or binary --solar file gave pandas' message alone, naming no file."""
+    path = tmp_path / "sunspots.csv"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as exc:
+        read_activity_csv(path)
+    assert str(exc.value).startswith(f"{path}: not a CSV file of dates and values ({why}")
+
+
 def test_plot_rate_map_bins_and_saa(stores, tmp_path):
     out, _, _ = stores
     res = open_results(out / "wfc3_uvis.h5")
