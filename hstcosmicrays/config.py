@@ -491,9 +491,12 @@ def load_config(path: str | Path | None = None) -> Config:
     if path is not None:
         path = Path(path)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read configuration ({exc.strerror})") from None
+        except UnicodeDecodeError as exc:  # e.g. a FITS file given by mistake: the codec's text named no file
+            raise ConfigError(f"{path}: cannot read configuration (not UTF-8 text: byte {exc.start} "
+                              f"is {exc.object[exc.start:exc.start + 1]!r})") from None
         user = _read_yaml(text, str(path))
         data = _merge(data, user, str(path))
         source = str(path)

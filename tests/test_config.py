@@ -105,6 +105,16 @@ def test_bad_choice_and_bad_yaml(tmp_path):
         load_config(tmp_path / "absent.yaml")
 
 
+def test_a_binary_file_given_as_configuration_is_named(tmp_path):
+    """A FITS file given to --config by mistake gave only the codec's "'utf-8' codec can't
+    decode byte 0xf3 in position ...", naming no file."""
+    fits_file = tmp_path / "dark_flt.fits"
+    fits_file.write_bytes(b"SIMPLE  =                    T" + b"\xf3\xff" + b" " * 40)
+    with pytest.raises(ConfigError) as exc:
+        load_config(fits_file)
+    assert str(exc.value) == f"{fits_file}: cannot read configuration (not UTF-8 text: byte 30 is b'\\xf3')"
+
+
 def test_crreject_keys_shadowed_by_crreject_rows_are_named_once(tmp_path, caplog):
     """STIS/CCD's crreject_rows set crsigmas, crthresh and initgues in every row, so a user's
     crreject of those keys is never used unless crreject_rows is emptied: one warning naming
