@@ -661,8 +661,8 @@ class CosmicRayPipeline:
             try:
                 pending = prefetch.submit(self._download, todo[0])
                 # months in a row whose query or download failed; a month that failed on an earlier
-                # run is retried first and does not count (its problem may be its own, e.g. a
-                # product that is never delivered: it must not stop every later run there)
+                # run (tried again in its place in time order) does not count (its problem may be its
+                # own, e.g. a product that is never delivered: it must not stop every later run there)
                 archive_failures = 0
                 retried = store.failed_months()
                 for i, month in enumerate(todo):
