@@ -134,3 +134,26 @@ def test_a_month_without_files_in_a_local_archive_is_named(library, tmp_path, ca
         assert run_pipeline_main(args) == 0
     assert "wfc3_uvis 2012-05: no dark of the month in" in caplog.text
     assert "run again with --reprocess --start 2012-05 --stop 2012-05" in caplog.text
+
+
+def test_a_product_found_twice_is_named_with_the_copy_used(library, tmp_path, caplog):
+    """The same rootname and suffix in two folders (downloaded twice): the first path in sorted
+    order is used, and a warning names every copy, so that a stale copy is not taken silently."""
+    root, config, expected = library
+    uvis = config.instruments["wfc3_uvis"]
+    month = Month(2012, 3)
+    first = expected[("wfc3_uvis", month)][0]
+    src = next(p for p in (root / "mast").rglob(f"{first.obs_id}_flt.fits"))
+    lib = tmp_path / "lib"
+    shutil.copytree(root / "mast", lib / "a")
+    (lib / "b").mkdir()
+    shutil.copy(src, lib / "b" / src.name)
+    with caplog.at_level("WARNING", logger="hstcosmicrays.archive.local"):
+        found = LocalArchive(lib).query(uvis, month)
+    used = {p.suffix: Path(p.uri) for d in found if d.obs_id == first.obs_id for p in d.products}
+    assert used["FLT"].relative_to(lib).parts[0] == "a"
+    warned = [r.getMessage() for r in caplog.records if "2 times" in r.getMessage()]
+    assert len(warned) == 1
+    assert f"{first.obs_id}_flt" in warned[0] and str(lib / "b" / src.name) in warned[0]
+    assert warned[0].endswith(f"using {used['FLT']}")
+    assert [d.obs_id for d in found] == [d.obs_id for d in expected[("wfc3_uvis", month)]]

@@ -5,7 +5,9 @@ Any layout works (``mastDownload/HST/<obs_id>/...``, one flat directory, ...): e
 INSTRUME, DETECTOR or CAMERA, EXPSTART, EXPTIME; TEXPSTRT and TEXPTIME where those are absent,
 as in a STIS CR-SPLIT file, whose primary header gives the totals of its imsets). ``query``
 lists the rootnames of an instrument whose EXPSTART falls in the month; ``fetch`` copies their
-product files into the work directory in MAST's layout. The user's files are never modified:
+product files into the work directory in MAST's layout. A product found more than once (the same
+rootname and suffix in two folders) is taken from the first path in sorted order, with a warning
+naming every copy. The user's files are never modified:
 they are copied, not linked, because later stages (CR rejection) write DQ flags into the files
 they are given.
 """
@@ -143,12 +145,21 @@ class LocalArchive:
             if not starts or not lo <= starts[0] < hi:
                 continue
             products = {}
+            copies: dict[str, list[Path]] = {}
             for e in sorted(files, key=lambda e: str(e.path)):
-                if e.suffix in wanted and e.suffix not in products:
+                if e.suffix not in wanted:
+                    continue
+                copies.setdefault(e.suffix, []).append(e.path)
+                if e.suffix not in products:
                     products[e.suffix] = ProductFile(
                         filename=f"{root}_{e.suffix.lower()}.fits", suffix=e.suffix, size=e.size,
                         uri=str(e.path),
                     )
+            for suffix, paths in copies.items():
+                if len(paths) > 1:  # e.g. downloaded twice into two folders: say which one is used
+                    log.warning("local archive: %s_%s of %s is there %s (%s); using %s",
+                                root, suffix.lower(), plural(len(paths), "time"), month.label,
+                                ", ".join(str(q) for q in paths), paths[0])
             if not products:
                 continue
             exptime = next((e.exptime for e in ours if e.exptime is not None), 0.0)
