@@ -2,7 +2,10 @@
 
 The defaults ship inside the package (``config/hstcosmicrays.yaml`` in the source tree, installed
 as the package data ``hstcosmicrays.config_files``). A user file given with ``--config`` overrides
-any subset of keys: mappings are merged key by key, every other value replaces the default.
+any subset of keys: mappings are merged key by key, every other value replaces the default. It
+may also give an optional key that the defaults leave out (a dataclass field with a default
+value, e.g. the opt-in features of :class:`SimulationConfig`); the defaults' text, and so the
+digest of a run without a user file, stays that of the packaged file.
 
 Every value is checked against the type annotation of its dataclass field. A missing key, an
 unknown key or a value of the wrong type raises :class:`ConfigError` with a one-line message that
@@ -164,6 +167,27 @@ class SimulationConfig:
         depletion layer.
     saa_pass_fraction : float
         Fraction of sets scheduled to cross the SAA contour.
+
+    The knobs below are opt-in features, off by default; the packaged configuration leaves them
+    out (a ``--config`` file may set them), so that the default simulated archive does not
+    change. They make the data that only some real darks have:
+
+    dn_frames : bool
+        CCDs whose FLT files are in electrons (ACS, WFC3/UVIS): write SCI and ERR in DN instead
+        (BUNIT ``COUNTS``), each pixel divided by the gain of the amplifier that read it (its
+        ``ATODGN[A-D]``), as a reader must convert them back amplifier by amplifier. No effect
+        on an instrument already in DN. CCDs only.
+    amp_gain_factors : tuple of float
+        Gain of amplifiers A, B, C, D relative to CCDGAIN (four values); empty: each within
+        +-2 % of it at random.
+    subarray_fraction : float
+        Fraction of CR-SPLIT sets taken as subarrays (SUBARRAY = T, LTV1/LTV2 offsets, one chip).
+        CCDs only.
+    subarray_shape : tuple of int
+        (rows, columns) of a subarray; within the instrument's ``chip_shape``.
+    reed_solomon_fraction : float
+        Fraction of frames with Reed-Solomon decoding errors of the on-board compression (runs
+        of pixels replaced by fill, DQ 2), as in early ACS data. ACS only.
     """
 
     darks_per_month: int
@@ -192,12 +216,31 @@ class SimulationConfig:
     diffusion_min: float
     diffusion_max: float
     saa_pass_fraction: float
+    dn_frames: bool = False
+    amp_gain_factors: tuple[float, ...] = ()
+    subarray_fraction: float = 0.0
+    subarray_shape: tuple[int, int] = (512, 512)
+    reed_solomon_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if self.darks_per_month < 0 or self.crsplit < 1 or not self.gains:
             raise ConfigError("simulation: darks_per_month >= 0, crsplit >= 1 and one or more gains expected")
         if not 0.0 <= self.single_fraction <= 1.0 or not 0.0 <= self.saa_pass_fraction <= 1.0:
             raise ConfigError("simulation: single_fraction and saa_pass_fraction must be within [0, 1]")
+        if not (0.0 <= self.subarray_fraction <= 1.0 and 0.0 <= self.reed_solomon_fraction <= 1.0):
+            raise ConfigError("simulation: subarray_fraction and reed_solomon_fraction must be within [0, 1]")
+        if self.amp_gain_factors and (len(self.amp_gain_factors) != 4 or min(self.amp_gain_factors) <= 0):
+            raise ConfigError(f"simulation.amp_gain_factors: expected 4 positive values (amplifiers A-D) or [], "
+                              f"got {list(self.amp_gain_factors)}")
+        if min(self.subarray_shape) < 1:
+            raise ConfigError(f"simulation.subarray_shape: expected 2 positive values, got {list(self.subarray_shape)}")
+
+    @property
+    def opt_in_features(self) -> tuple[str, ...]:
+        """Names of the opt-in features that are on (see the class docstring)."""
+        on = {"dn_frames": self.dn_frames, "amp_gain_factors": bool(self.amp_gain_factors),
+              "subarray_fraction": self.subarray_fraction > 0, "reed_solomon_fraction": self.reed_solomon_fraction > 0}
+        return tuple(k for k, v in on.items() if v)
 
 
 @dataclass(frozen=True)
@@ -337,6 +380,17 @@ class InstrumentConfig:
                 row.params(self.crreject)
             except ConfigError as exc:
                 raise ConfigError(f"{key}: {exc}") from None
+        sim = self.simulation
+        if sim is not None:
+            if (sim.dn_frames or sim.subarray_fraction > 0) and self.kind != "ccd":
+                raise ConfigError(f"{where}.simulation: dn_frames and subarray_fraction are for CCD FLT files "
+                                  f"(kind 'ccd'), not {self.kind!r}")
+            if sim.reed_solomon_fraction > 0 and self.instrume.upper() != "ACS":
+                raise ConfigError(f"{where}.simulation.reed_solomon_fraction: Reed-Solomon artefacts (DQ 2) are "
+                                  f"simulated for ACS only, not {self.instrume}")
+            if sim.subarray_fraction > 0 and any(s > c for s, c in zip(sim.subarray_shape, self.chip_shape)):
+                raise ConfigError(f"{where}.simulation.subarray_shape: {list(sim.subarray_shape)} does not fit "
+                                  f"in a chip of {list(self.chip_shape)}")
 
     def integration_time(self, *, exptime: float, flashdur: float = 0.0) -> float:
         """Integration time (s) of a frame: EXPTIME + FLASHDUR + detector readout time.
@@ -449,14 +503,32 @@ def _read_yaml(text: str, source: str) -> dict:
     return data
 
 
+def _optional_keys(path: str) -> frozenset[str]:
+    """Keys that a user file may give at ``path`` although the packaged defaults leave them out:
+    the fields with a default value of the dataclass read there (e.g. the opt-in features of
+    ``SimulationConfig``, ``imset_exposures`` of an instrument)."""
+    parts = path.split(".")
+    if parts == ["pipeline"]:
+        cls: Any = PipelineSettings
+    elif len(parts) == 2 and parts[0] == "instruments":
+        cls = InstrumentConfig
+    elif len(parts) == 3 and parts[0] == "instruments" and parts[2] == "simulation":
+        cls = SimulationConfig
+    else:
+        return frozenset()
+    return frozenset(f.name for f in dataclasses.fields(cls) if f.init and (
+        f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING))
+
+
 def _merge(base: dict, override: dict, source: str, path: str = "") -> dict:
     """Merge ``override`` into ``base`` key by key; unknown keys are an error."""
     out = dict(base)
     for key, value in override.items():
         dotted = f"{path}.{key}" if path else str(key)
         if key not in base:
-            # a new instrument may be added as a whole; anything else must exist
-            if path == "instruments":
+            # a new instrument may be added as a whole, and an optional key (a dataclass field
+            # with a default) may be given where the defaults leave it out; anything else must exist
+            if path == "instruments" or key in _optional_keys(path):
                 out[key] = value
                 continue
             raise ConfigError(f"{source}: unknown key '{dotted}'")
@@ -616,7 +688,10 @@ def _convert(tp: Any, value: Any, source: str, key: str) -> Any:
             try:
                 return _convert(arg, value, source, key)
             except ConfigError:
-                pass
+                # a mapping for an optional dataclass (e.g. simulation): its own message says
+                # which key inside is wrong, where "expected a mapping or null" would not
+                if isinstance(value, dict) and dataclasses.is_dataclass(arg) and len(args) == 2:
+                    raise
         fail()
     if origin is tuple:
         if not isinstance(value, (list, tuple)):

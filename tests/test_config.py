@@ -141,3 +141,42 @@ def test_crreject_keys_shadowed_by_crreject_rows_are_named_once(tmp_path, caplog
         with caplog.at_level("WARNING", logger="hstcosmicrays"):
             load_config(user)
         assert caplog.records == []
+
+
+def test_opt_in_simulation_keys_are_off_by_default_and_a_user_file_may_set_them(tmp_path):
+    """The opt-in features of the simulated archive (SimulationConfig fields with a default) are
+    not in the packaged file, so that its digest, and the default archive, do not change; a
+    --config file may still set them, and other optional keys the defaults leave out."""
+    cfg = load_config()
+    for inst in cfg.instruments.values():
+        assert inst.simulation.opt_in_features == ()
+    user = tmp_path / "sim.yaml"
+    user.write_text("instruments:\n  acs_wfc:\n    jump_sigma: 5.0\n    simulation:\n      dn_frames: true\n"
+                    "      amp_gain_factors: [0.9, 1.0, 1.1, 1.2]\n      subarray_fraction: 0.5\n"
+                    "      subarray_shape: [64, 2100]\n      reed_solomon_fraction: 0.25\n")
+    mine = load_config(user)
+    sim = mine.instruments["acs_wfc"].simulation
+    assert (sim.dn_frames, sim.amp_gain_factors, sim.subarray_fraction, sim.subarray_shape,
+            sim.reed_solomon_fraction) == (True, (0.9, 1.0, 1.1, 1.2), 0.5, (64, 2100), 0.25)
+    assert sim.opt_in_features == ("dn_frames", "amp_gain_factors", "subarray_fraction", "reed_solomon_fraction")
+    assert mine.instruments["acs_wfc"].jump_sigma == 5.0
+    assert mine.digest != cfg.digest and mine.instruments["acs_hrc"] == cfg.instruments["acs_hrc"]
+    user.write_text("instruments:\n  acs_wfc:\n    simulation:\n      dn_frame: true\n")
+    with pytest.raises(ConfigError, match="unknown key 'instruments.acs_wfc.simulation.dn_frame'"):
+        load_config(user)
+
+
+@pytest.mark.parametrize("name, text, match", [
+    ("wfc3_uvis", "reed_solomon_fraction: 0.5", "ACS only, not WFC3"),
+    ("wfpc2", "subarray_fraction: 0.5", "CCD FLT files"),
+    ("wfc3_ir", "dn_frames: true", "CCD FLT files"),
+    ("acs_hrc", "subarray_fraction: 0.5\n      subarray_shape: [2000, 64]", "does not fit"),
+    ("acs_hrc", "amp_gain_factors: [1.0, 2.0]", "4 positive values"),
+    ("acs_hrc", "subarray_fraction: 1.5", "within \\[0, 1\\]"),
+])
+def test_opt_in_simulation_keys_are_checked(tmp_path, name, text, match):
+    user = tmp_path / "bad.yaml"
+    user.write_text(f"instruments:\n  {name}:\n    simulation:\n      {text}\n")
+    with pytest.raises(ConfigError, match=match) as err:
+        load_config(user)
+    assert str(user) in str(err.value) and "\n" not in str(err.value)
