@@ -71,6 +71,28 @@ Per instrument, in the ``simulation`` section of ``config/hstcosmicrays.yaml``
 module constants above. ``shape`` arguments simulate smaller chips (same pixel pitch; the truth
 rate uses the simulated area, also written as SIMAREA in the primary header).
 
+Opt-in features (off unless a ``--config`` file sets them; the default archive does not change)
+make the data that only some real darks have, each with its real header keywords:
+
+* ``dn_frames`` (CCDs in electrons: ACS, WFC3/UVIS): FLT SCI and ERR in DN, BUNIT ``COUNTS``,
+  each pixel divided by the gain of the amplifier that read it, the ``ATODGN[A-D]`` of the
+  header (the quadrants of :func:`_amp_columns`); ``amp_gain_factors`` sets those gains
+  relative to CCDGAIN (default: each within +-2 % of it at random).
+* ``subarray_fraction``, ``subarray_shape`` (CCDs): a set is a subarray set with that
+  probability: ``SUBARRAY = T``, SIZAXIS1/2, CENTERA1/2, one imset (EXTVER 1, the CCDCHIP of
+  its chip), LTV1 = -column and LTV2 = -row of its first pixel on a chip of the instrument's
+  ``chip_shape`` (whatever ``shape`` argument), CCDAMP the amplifier whose half it lies in (both
+  amplifiers of the chip for one wider than half the chip, split at the chip's middle column;
+  one-chip detectors: their amplifier), ATODGN/READNSE 0 for the amplifiers it does not use. Its
+  hot pixels and bad columns are those of the full chips inside its window.
+* ``reed_solomon_fraction`` (ACS): a frame has Reed-Solomon decoding errors of the on-board
+  compression (early ACS data) with that probability: one to three runs of consecutive pixels
+  (a quarter row to four rows) replaced by fill (SCI and ERR 0) and flagged DQ 2
+  (:data:`DQ_REED_SOLOMON`).
+
+Subarray sets and Reed-Solomon frames are drawn from random streams of their own, so that every
+other property of the schedule and of the frames is the same with the features on or off.
+
 Schedule and names
 ------------------
 A month's darks are CR-SPLIT sets (``crsplit`` frames with the same EXPTIME, CCDAMP and gain,
@@ -114,6 +136,15 @@ charge from this CR exceeds the threshold, 5 sigma of the read noise of one read
 the chip), charge_total, z (nuclear charge), path_um, length_px, theta_deg, phi_deg, time_s
 (arrival, s after EXPSTART); in a set's file an ``imset`` column first, 1..N, the frame of the
 CR). Read them with :func:`read_truth`, which names each CR's frame in its ``obs_id`` column.
+A subarray's CRs are in its own pixels (x, y of its array; on its chip: x - ltv1, y - ltv2),
+on chip 1 (its one imset), as charge in electrons whatever the FLT's units.
+
+When an opt-in feature is on, FRAME has these columns too (:func:`_feature_truth`):
+``subarray``, ``ccdchip`` (of a subarray, 0 for a full frame), ``ltv1``, ``ltv2``, ``bunit`` (of
+the FLT), ``rs_pixels`` (pixels with DQ 2) and ``pipeline_exclusion``, what the pipeline must do
+with the frame: ``subarray`` (left out at stage ``select``: subarrays are not rejected),
+``reed_solomon`` (left out at ``select`` by ``crreject.screen_frame``), or empty (measured,
+unless all its CR-SPLIT partners are left out).
 
 Per-pixel truth is not written to any file: :func:`simulate_frame` returns it in memory as
 ``SimulatedFrame.cr_charge``, the CR charge (e-) deposited in every pixel (what the tests of CR
@@ -128,7 +159,7 @@ import io
 import logging
 import math
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -222,7 +253,12 @@ DETECTOR_CODES = {
 SET_LAST = "0"
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 _MONTH_ZERO = 1990 * 12  # months since 1990-01 are encoded in rootnames
-_TAGS = {"schedule": 1, "frame": 2, "hot": 3, "cycle": 4, "badcol": 5, "amps": 6}
+_TAGS = {"schedule": 1, "frame": 2, "hot": 3, "cycle": 4, "badcol": 5, "amps": 6, "subarray": 7, "rs": 8}
+#: DQ flag of pixels lost to Reed-Solomon decoding errors and replaced by fill (ACS; what
+#: ``crreject.DQ_REED_SOLOMON`` screens for).
+DQ_REED_SOLOMON = 2
+#: BUNIT of a CCD FLT written in DN by the opt-in ``dn_frames`` (as HST names DN).
+BUNIT_COUNTS = "COUNTS"
 
 # reference-file names written in the headers (simulated names in the real style)
 _REFFILES = {
@@ -369,6 +405,12 @@ class FrameSpec:
     ``amp_gains`` and ``amp_readnoise`` hold amplifiers A-D (0 for amplifiers not used).
     ``shape`` is the (rows, columns) of one chip; ``hot_epoch`` the MJD at which the hot-pixel
     population is evaluated (the set's start, shared by its frames).
+
+    The opt-in features of ``SimulationConfig`` add: ``subarray`` (the frame is a subarray of
+    ``shape`` on the chip whose CCDCHIP is ``ccdchip``, its first pixel at the 0-based column and
+    row ``origin`` of the full chip of ``instrument.chip_shape``: LTV1 = -origin[0],
+    LTV2 = -origin[1]) and ``reed_solomon`` (runs of its pixels are lost to Reed-Solomon
+    decoding errors).
     """
 
     instrument: str
@@ -399,6 +441,10 @@ class FrameSpec:
     sample_time: float
     proposid: int
     seed: tuple[int, ...]
+    subarray: bool = False
+    ccdchip: int = 0
+    origin: tuple[int, int] = (0, 0)
+    reed_solomon: bool = False
 
 
 def _sim(instrument: InstrumentConfig) -> SimulationConfig:
@@ -462,6 +508,38 @@ def _amp_letters(instrument: InstrumentConfig) -> str:
     return "C" if instrument.instrume.upper() == "ACS" else "D"
 
 
+def _subarray_placement(instrument: InstrumentConfig, rng: np.random.Generator) -> tuple[int, str, tuple[int, int]]:
+    """CCDCHIP, CCDAMP and origin (0-based column, row on the full chip) of a subarray of
+    ``simulation.subarray_shape``.
+
+    Two-chip detectors: an amplifier at random; a subarray no wider than half the chip lies in
+    that amplifier's half (CCDAMP one letter), a wider one across the middle of the amplifier's
+    chip, read by both its amplifiers (CCDAMP ``AB`` on CCDCHIP 1, ``CD`` on CCDCHIP 2; the
+    layout of :mod:`hstcosmicrays.frames`). One-chip detectors: the full frame's amplifier.
+    The position is uniform over the places allowed.
+    """
+    rows, cols = instrument.chip_shape
+    ny, nx = _sim(instrument).subarray_shape
+    amp = "ABCD"[int(rng.integers(4))]
+    x_draw, y_draw = rng.random(2)
+    if len(instrument.chips) == 2:
+        ccdchip = 1 if amp in "AB" else 2
+        half = cols // 2
+        if nx <= half:
+            lo, hi = (0, half - nx) if amp in "AC" else (half, cols - nx)
+            ccdamp = amp
+        else:
+            lo, hi = max(0, half - nx + 1), min(half - 1, cols - nx)
+            ccdamp = "AB" if ccdchip == 1 else "CD"
+    else:
+        ccdchip = int(instrument.ccdchip[0])
+        ccdamp = _amp_letters(instrument)
+        lo, hi = 0, cols - nx
+    x0 = lo + min(int(x_draw * (hi - lo + 1)), hi - lo)
+    y0 = min(int(y_draw * (rows - ny + 1)), rows - ny)
+    return ccdchip, ccdamp, (x0, y0)
+
+
 def _saa_exit(elements: OrbitalElements, expstart: float) -> tuple[float, float]:
     """MJD of the last exit from the SAA contour before ``expstart`` and seconds since then."""
     step = 30.0 / 86400.0
@@ -498,6 +576,14 @@ def month_schedule(
     -------
     list of FrameSpec
         Empty when the instrument was not active in the month.
+
+    Notes
+    -----
+    With ``simulation.subarray_fraction`` a set is a subarray set with that probability
+    (:func:`_subarray_placement`; its frames have ``shape`` = ``subarray_shape`` whatever the
+    ``shape`` argument), and with ``reed_solomon_fraction`` a frame has Reed-Solomon errors with
+    that probability; both are drawn from random streams of their own, so that the rest of the
+    schedule is the same with the features on or off.
     """
     sim = _sim(instrument)
     n_frames = sim.darks_per_month if darks_per_month is None else int(darks_per_month)
@@ -520,8 +606,13 @@ def month_schedule(
     amp_rng = _rng(seed, instrument, "amps")
     gain_scatter = 1.0 + 0.02 * amp_rng.standard_normal(4)
     rn_scatter = 1.0 + 0.03 * amp_rng.standard_normal(4)
+    if sim.amp_gain_factors:
+        gain_scatter = np.asarray(sim.amp_gain_factors, dtype=np.float64)
     letters = _amp_letters(instrument)
-    used = [a in letters for a in "ABCD"] if letters else [True] * 4
+    sub_rng = (_rng(seed, instrument, "subarray", month.year, month.month, n_frames)
+               if sim.subarray_fraction > 0 else None)
+    rs_rng = (_rng(seed, instrument, "rs", month.year, month.month, n_frames)
+              if sim.reed_solomon_fraction > 0 else None)
     month_code = (month.year * 12 + month.month) % 100000
     specs: list[FrameSpec] = []
     n_sets = len(sizes)
@@ -548,8 +639,17 @@ def month_schedule(
         dec = float(np.degrees(np.arcsin(rng.uniform(-1.0, 1.0))))
         orientat = float(rng.uniform(-180.0, 180.0))
         proposid = int(rng.integers(8000, 17999))
+        sub = None
+        if sub_rng is not None and sub_rng.random() < sim.subarray_fraction:
+            sub = _subarray_placement(instrument, sub_rng)
+        set_letters = sub[1] if sub else letters
+        used = [a in set_letters for a in "ABCD"] if set_letters else [True] * 4
         amp_gains = tuple(float(round(ccdgain * g, 4)) if u else 0.0 for g, u in zip(gain_scatter, used))
         amp_rn = tuple(float(round(sim.read_noise * r, 3)) if u else 0.0 for r, u in zip(rn_scatter, used))
+        sub_fields = {}
+        if sub:
+            sub_fields = dict(subarray=True, ccdchip=sub[0], origin=sub[2],
+                              shape=tuple(int(v) for v in sim.subarray_shape))
         obs_ids = tuple(
             obs_id_for(instrument=instrument, month=month, set_index=s, frame_index=f) for f in range(size)
         )
@@ -562,11 +662,13 @@ def month_schedule(
                 frame_index=f, set_size=size, set_obs_ids=obs_ids, expstart=expstart, expend=expend,
                 exptime=float(exptime), flashdur=round(sim.flash_level / 10.0, 1) if flashed else 0.0,
                 flash_level=sim.flash_level if flashed else 0.0, ccdgain=ccdgain,
-                amp_gains=amp_gains, amp_readnoise=amp_rn, ccdamp=letters, ra=ra, dec=dec,
+                amp_gains=amp_gains, amp_readnoise=amp_rn, ccdamp=set_letters, ra=ra, dec=dec,
                 orientat=orientat, elements=elements, saa_exit=saa_exit, saa_time=saa_time,
-                hot_epoch=start, shape=shape, nsamp=int(sim.nsamp) if instrument.kind == "ir" else 0,
+                hot_epoch=start, nsamp=int(sim.nsamp) if instrument.kind == "ir" else 0,
                 sample_time=float(sim.sample_time) if instrument.kind == "ir" else 0.0,
                 proposid=proposid, seed=(int(seed), month_code, s, f, n_frames),
+                reed_solomon=bool(rs_rng is not None and rs_rng.random() < sim.reed_solomon_fraction),
+                **{"shape": shape, **sub_fields},
             ))
     specs.sort(key=lambda sp: sp.expstart)
     return specs
@@ -792,6 +894,33 @@ def _bad_columns(instrument: InstrumentConfig, spec: FrameSpec, nchips: int) -> 
     return chips, cols, extra
 
 
+def _defects(instrument: InstrumentConfig, spec: FrameSpec, nchips: int) -> tuple[np.ndarray, ...]:
+    """Hot pixels (flat indices into (chips, rows, cols), rates e-/s, permanent flags) and bad
+    columns (chip, column, extra rate e-/s) of a frame.
+
+    A subarray sees the defects of the full chips of ``instrument.chip_shape`` (a full frame of
+    that size at the same epoch) inside its window, so that subarrays at different places have
+    different hot pixels and bad columns, and one place the same ones at every epoch they share.
+    """
+    if not spec.subarray:
+        return (*_hot_pixels(instrument, spec, nchips * spec.shape[0] * spec.shape[1]),
+                *_bad_columns(instrument, spec, nchips))
+    rows, cols = (int(v) for v in instrument.chip_shape)
+    n_full = len(instrument.chips)
+    full = replace(spec, shape=(rows, cols), subarray=False, ccdchip=0, origin=(0, 0))
+    idx, rates, permanent = _hot_pixels(instrument, full, n_full * rows * cols)
+    bc_chip, bc_col, bc_extra = _bad_columns(instrument, full, n_full)
+    k = list(instrument.ccdchip).index(spec.ccdchip)  # the chip's index in a full frame
+    (x0, y0), (ny, nx) = spec.origin, spec.shape
+    chip, rest = np.divmod(idx, rows * cols)
+    r, c = np.divmod(rest, cols)
+    inside = (chip == k) & (r >= y0) & (r < y0 + ny) & (c >= x0) & (c < x0 + nx)
+    sub_idx = (r[inside] - y0) * nx + (c[inside] - x0)
+    on = (bc_chip == k) & (bc_col >= x0) & (bc_col < x0 + nx)
+    return (sub_idx, rates[inside], permanent[inside], np.zeros(int(on.sum()), dtype=bc_chip.dtype),
+            bc_col[on] - x0, bc_extra[on])
+
+
 def _inject_crs(
     *, rng: np.random.Generator, n: int, nlayers: int, shape: tuple[int, int], border: int,
     pixel_size: float, depletion: float, mpv: float, diffusion: tuple[float, float], threshold: float,
@@ -914,7 +1043,7 @@ def simulate_frame(*, instrument: InstrumentConfig, spec: FrameSpec) -> Simulate
         entropy=spec.seed[0], spawn_key=(zlib.crc32(instrument.name.encode()), _TAGS["frame"], *spec.seed[1:])))
     ny, nx = spec.shape
     ir = instrument.kind == "ir"
-    nchips = 1 if ir else len(instrument.chips)
+    nchips = _n_chips(instrument, spec)
     border = instrument.border if ir else 0
     sci_pixels = nchips * (ny - 2 * border) * (nx - 2 * border)
     area = sci_pixels * (instrument.pixel_size * 1e-4) ** 2  # cm^2
@@ -949,8 +1078,7 @@ def simulate_frame(*, instrument: InstrumentConfig, spec: FrameSpec) -> Simulate
     np.add.at(cr_image, flat, charge)
     cr_image = cr_image.reshape(layers, ny, nx)
     # dark current, hot pixels, bad columns (extra dark rates, e-/s)
-    hot_idx, hot_rates, hot_perm = _hot_pixels(instrument, spec, nchips * npix)
-    bc_chip, bc_col, bc_extra = _bad_columns(instrument, spec, nchips)
+    hot_idx, hot_rates, hot_perm, bc_chip, bc_col, bc_extra = _defects(instrument, spec, nchips)
     dq_base = np.zeros((nchips, ny, nx), dtype=np.int16)
     dq_base.reshape(-1)[hot_idx[hot_perm]] |= 16
     dq_base[bc_chip, :, bc_col] |= instrument.dq_bad
@@ -985,6 +1113,17 @@ def simulate_frame(*, instrument: InstrumentConfig, spec: FrameSpec) -> Simulate
         if not instrument.bunit.upper().startswith("ELECTRON"):
             signal /= np.float32(gain)
             err /= np.float32(gain)
+        elif sim.dn_frames:  # DN: each pixel by the gain of the amplifier that read it
+            gain_cols = _amp_columns(instrument, spec, nchips, spec.amp_gains, spec.ccdgain)
+            signal /= gain_cols
+            err /= gain_cols
+        n_rs = 0
+        if spec.reed_solomon:
+            lost = _reed_solomon_pixels(instrument, spec, nchips)
+            n_rs = int(lost.size)
+            signal.reshape(-1)[lost] = 0.0  # the fill value
+            err.reshape(-1)[lost] = 0.0
+            dq.reshape(-1)[lost] |= np.int16(DQ_REED_SOLOMON)
         sci = signal
         crs_chip = (instrument.chips[0] + crs["layer"]).astype(np.int16) if nchips > 1 else np.full(
             n_cr, instrument.chips[0], np.int16)
@@ -1057,23 +1196,94 @@ def simulate_frame(*, instrument: InstrumentConfig, spec: FrameSpec) -> Simulate
         "n_hot": int(hot_idx.size), "nsamp": spec.nsamp, "saa_exit": spec.saa_exit,
         "saa_time": spec.saa_time,
     }
+    if sim.opt_in_features:  # what the features did, and what the pipeline should do about it
+        frame.update(_feature_truth(instrument, spec, n_rs=0 if ir else n_rs))
     return SimulatedFrame(sci=sci, err=err, dq=dq, crs=crs_out, frame=frame, cr_charge=cr_image)
+
+
+def _n_chips(instrument: InstrumentConfig, spec: FrameSpec) -> int:
+    """Chips (imsets) of a frame: 1 for IR ramps and subarrays, else the instrument's."""
+    return 1 if instrument.kind == "ir" or spec.subarray else len(instrument.chips)
 
 
 def _readnoise_columns(instrument: InstrumentConfig, spec: FrameSpec, nchips: int) -> np.ndarray:
     """Read noise (e-) of each column of each chip, shape (nchips, 1, cols)."""
+    return _amp_columns(instrument, spec, nchips, spec.amp_readnoise, _sim(instrument).read_noise)
+
+
+def _amp_columns(instrument: InstrumentConfig, spec: FrameSpec, nchips: int, values: Sequence[float],
+                 default: float) -> np.ndarray:
+    """A per-amplifier quantity (``values`` of amplifiers A-D, 0 where unused: ``default``) for
+    each column of each chip, shape (nchips, 1, cols), float32.
+
+    Two-chip CCDs: CCDCHIP 1 is read by A (left half) and B (right half), CCDCHIP 2 by C and D.
+    The halves meet at half the simulated width for a full frame (at column 2048 only when the
+    simulated chip has the full width), and at the chip's physical middle column for a subarray
+    (``chip_shape[1] / 2 - origin[0]`` in its own columns), as :mod:`hstcosmicrays.frames`
+    reads them. One-chip CCDs: the amplifier of CCDAMP everywhere.
+    """
     ny, nx = spec.shape
-    sim = _sim(instrument)
-    out = np.full((nchips, 1, nx), sim.read_noise, dtype=np.float32)
-    rn = dict(zip("ABCD", spec.amp_readnoise))
+    out = np.full((nchips, 1, nx), default, dtype=np.float32)
+    amp = dict(zip("ABCD", values))
     if instrument.kind == "ccd" and len(instrument.chips) == 2:
-        for i, ccdchip in enumerate(instrument.ccdchip):
+        if spec.subarray:
+            ccdchips = (spec.ccdchip,)
+            split = min(max(instrument.chip_shape[1] // 2 - spec.origin[0], 0), nx)
+        else:
+            ccdchips = instrument.ccdchip
+            split = nx // 2
+        for i, ccdchip in enumerate(ccdchips):
             left, right = ("A", "B") if ccdchip == 1 else ("C", "D")
-            out[i, 0, : nx // 2] = rn[left] or sim.read_noise
-            out[i, 0, nx // 2:] = rn[right] or sim.read_noise
+            out[i, 0, :split] = amp[left] or default
+            out[i, 0, split:] = amp[right] or default
     elif instrument.kind == "ccd" and spec.ccdamp:
-        out[:] = rn[spec.ccdamp[0]] or sim.read_noise
+        out[:] = amp[spec.ccdamp[0]] or default
     return out
+
+
+def _reed_solomon_pixels(instrument: InstrumentConfig, spec: FrameSpec, nchips: int) -> np.ndarray:
+    """Flat indices into (chips, rows, cols) of the pixels lost to Reed-Solomon decoding errors.
+
+    One to three runs of consecutive pixels in readout order (row after row of one chip), each
+    a quarter of a row to four rows long, at random places (a random stream of the frame's own).
+    """
+    ny, nx = spec.shape
+    rng = _rng(spec.seed[0], instrument, "rs", *spec.seed[1:])
+    n_runs = int(rng.integers(1, 4))
+    chip = rng.integers(0, nchips, n_runs)
+    length = np.minimum(rng.integers(max(nx // 4, 1), 4 * nx + 1, n_runs), ny * nx)
+    first = (rng.random(n_runs) * (ny * nx - length + 1)).astype(np.int64)
+    run = np.repeat(np.arange(n_runs), length)
+    offset = np.arange(run.size) - np.repeat(np.cumsum(length) - length, length)
+    return np.unique(chip[run] * (ny * nx) + first[run] + offset)
+
+
+def _feature_truth(instrument: InstrumentConfig, spec: FrameSpec, *, n_rs: int) -> dict:
+    """Truth columns of the opt-in features (FRAME rows; only when one of them is on).
+
+    ``subarray``, ``ccdchip`` (of a subarray; 0 for a full frame), ``ltv1``, ``ltv2`` (the
+    header's LTV1/LTV2: the subarray's column and row on its chip are ``x - ltv1``,
+    ``y - ltv2``), ``bunit`` (of the FLT's SCI), ``rs_pixels`` (pixels with DQ 2) and
+    ``pipeline_exclusion``: why the pipeline leaves the frame out (stage ``select``):
+    ``subarray`` (``crreject.group_stacks`` without ``allow_subarrays``, checked first),
+    ``reed_solomon`` (``crreject.screen_frame``), or empty when it is measured (unless its
+    CR-SPLIT partners are all left out).
+    """
+    exclusion = "subarray" if spec.subarray else ("reed_solomon" if n_rs else "")
+    return {
+        "subarray": bool(spec.subarray), "ccdchip": int(spec.ccdchip),
+        "ltv1": float(-spec.origin[0]) + 0.0, "ltv2": float(-spec.origin[1]) + 0.0,
+        "bunit": _file_bunit(instrument), "rs_pixels": int(n_rs), "pipeline_exclusion": exclusion,
+    }
+
+
+def _file_bunit(instrument: InstrumentConfig) -> str:
+    """BUNIT of the science arrays written: the instrument's, or ``COUNTS`` (DN) for a CCD in
+    electrons with the opt-in ``dn_frames``."""
+    sim = instrument.simulation
+    if sim is not None and sim.dn_frames and instrument.bunit.upper().startswith("ELECTRON"):
+        return BUNIT_COUNTS
+    return instrument.bunit
 
 
 # --------------------------------------------------------------------------------------------
@@ -1145,10 +1355,16 @@ def _primary_cards(instrument: InstrumentConfig, spec: FrameSpec, suffix: str, n
             ("FILTER", "BLANK", "element selected from filter wheel"),
         ]
     else:
-        cards += [
-            ("SUBARRAY", False, "data from a subarray (T) or full frame (F)"),
-            ("CRSPLIT", spec.set_size, "number of cosmic ray split exposures"),
-        ]
+        cards.append(("SUBARRAY", bool(spec.subarray), "data from a subarray (T) or full frame (F)"))
+        if spec.subarray:  # size and centre of the subarray (1-based pixels of its chip)
+            ny, nx = spec.shape
+            cards += [
+                ("SIZAXIS1", nx, "subarray axis1 size in unbinned detector pixels"),
+                ("SIZAXIS2", ny, "subarray axis2 size in unbinned detector pixels"),
+                ("CENTERA1", spec.origin[0] + nx // 2 + 1, "subarray axis1 center pt in unbinned dect. pix"),
+                ("CENTERA2", spec.origin[1] + ny // 2 + 1, "subarray axis2 center pt in unbinned dect. pix"),
+            ]
+        cards.append(("CRSPLIT", spec.set_size, "number of cosmic ray split exposures"))
         if kind == "ccd":
             cards += [
                 ("CCDAMP", spec.ccdamp, "CCD amplifier read out configuration"),
@@ -1219,7 +1435,7 @@ def _sim_area(instrument: InstrumentConfig, spec: FrameSpec) -> float:
     if instrument.kind == "ir":
         b = instrument.border
         return (ny - 2 * b) * (nx - 2 * b) * (instrument.pixel_size * 1e-4) ** 2
-    return len(instrument.chips) * ny * nx * (instrument.pixel_size * 1e-4) ** 2
+    return _n_chips(instrument, spec) * ny * nx * (instrument.pixel_size * 1e-4) ** 2
 
 
 def _wcs_cards(instrument: InstrumentConfig, spec: FrameSpec, chip_number: int, index: int) -> list:
@@ -1239,6 +1455,8 @@ def _wcs_cards(instrument: InstrumentConfig, spec: FrameSpec, chip_number: int, 
         h = 40.0
         offsets = {0: (h, h), 1: (-h, h), 2: (-h, -h), 3: (h, -h)}
     ox, oy = offsets.get(index, (0.0, 0.0))
+    # a subarray: LTV1, LTV2 = minus the 0-based column, row of its first pixel on the chip
+    ltv1, ltv2 = (float(-spec.origin[0]) + 0.0, float(-spec.origin[1]) + 0.0) if spec.subarray else (0.0, 0.0)
     east = (-ox * math.cos(th) + oy * math.sin(th)) / 3600.0
     north = (ox * math.sin(th) + oy * math.cos(th)) / 3600.0
     dec = float(np.clip(spec.dec + north, -89.9, 89.9))
@@ -1255,8 +1473,8 @@ def _wcs_cards(instrument: InstrumentConfig, spec: FrameSpec, chip_number: int, 
         ("CD1_2", s * math.sin(th), "partial of first axis coordinate w.r.t. y"),
         ("CD2_1", s * math.sin(th), "partial of second axis coordinate w.r.t. x"),
         ("CD2_2", s * math.cos(th), "partial of second axis coordinate w.r.t. y"),
-        ("LTV1", 0.0, "offset in X to subsection start"),
-        ("LTV2", 0.0, "offset in Y to subsection start"),
+        ("LTV1", ltv1, "offset in X to subsection start"),
+        ("LTV2", ltv2, "offset in Y to subsection start"),
         ("LTM1_1", 1.0, "reciprocal of sampling rate in X"),
         ("LTM2_2", 1.0, "reciprocal of sampling rate in Y"),
         ("ORIENTAT", round(spec.orientat, 4), "position angle of image y axis (deg. e of n)"),
@@ -1341,18 +1559,27 @@ def _layout(instrument: InstrumentConfig, spec: FrameSpec, suffix: str) -> list[
             out.append(("image", _header(cards + _checksum_cards()), (ny, nx), f"{key}:{i}"))
         return out
     # CCD FLT
-    nchips = len(instrument.chips)
+    chips = _flt_chips(instrument, spec)
+    nchips = len(chips)
     out.append(("primary", _header(_primary_cards(instrument, spec, suffix, 3 * nchips) + _checksum_cards()), None, None))
-    for i, (extver, ccdchip) in enumerate(zip(instrument.chips, instrument.ccdchip)):
+    for i, (extver, ccdchip) in enumerate(chips):
         for name, key in (("SCI", "sci"), ("ERR", "err"), ("DQ", "dq")):
             cards = [("EXTNAME", name, "extension name"), ("EXTVER", extver, "extension version number"),
                      ("ROOTNAME", spec.obs_id.upper(), "rootname of the observation set"),
                      ("CCDCHIP", ccdchip, "CCD chip (1 or 2)")]
             if name != "DQ":
-                cards.append(("BUNIT", instrument.bunit, "brightness units"))
+                cards.append(("BUNIT", _file_bunit(instrument), "brightness units"))
             cards += _wcs_cards(instrument, spec, ccdchip, i)
             out.append(("image", _header(cards + _checksum_cards()), (ny, nx), f"{key}:{i}"))
     return out
+
+
+def _flt_chips(instrument: InstrumentConfig, spec: FrameSpec) -> list[tuple[int, int]]:
+    """(EXTVER, CCDCHIP) of the imsets of a CCD FLT: the instrument's chips; a subarray's one
+    chip is EXTVER 1 (the first of ``instrument.chips``) with the CCDCHIP of the chip it is on."""
+    if spec.subarray:
+        return [(int(instrument.chips[0]), int(spec.ccdchip))]
+    return list(zip(instrument.chips, instrument.ccdchip))
 
 
 #: Keywords of one exposure: in the primary header of a file of one exposure, in the SCI header
@@ -1389,7 +1616,8 @@ def _set_layout(instrument: InstrumentConfig, ds: DatasetSpec, suffix: str) -> l
     if instrument.kind != "ccd" or suffix not in ("FLT", "SPT"):
         raise ValueError(f"{instrument.name}: no {suffix} file of several exposures")
     n = len(ds.frames)
-    nchips = len(instrument.chips)
+    chips = _flt_chips(instrument, ds.frames[0])
+    nchips = len(chips)
     ny, nx = ds.frames[0].shape
     root = ("ROOTNAME", ds.obs_id.upper(), "rootname of the observation set")
     out = []
@@ -1408,13 +1636,13 @@ def _set_layout(instrument: InstrumentConfig, ds: DatasetSpec, suffix: str) -> l
                 None, None))
     for f, spec in enumerate(ds.frames):
         exposure = [c for c in _primary_cards(instrument, spec, suffix, 0) if c[0] in _EXPOSURE_KEYWORDS]
-        for i, (extver, ccdchip) in enumerate(zip(instrument.chips, instrument.ccdchip)):
+        for i, (extver, ccdchip) in enumerate(chips):
             for name, key in (("SCI", "sci"), ("ERR", "err"), ("DQ", "dq")):
                 cards = [("EXTNAME", name, "extension name"),
                          ("EXTVER", extver + f * nchips, "extension version number"), root,
                          ("CCDCHIP", ccdchip, "CCD chip (1 or 2)")]
                 if name != "DQ":
-                    cards.append(("BUNIT", instrument.bunit, "brightness units"))
+                    cards.append(("BUNIT", _file_bunit(instrument), "brightness units"))
                 if name == "SCI":
                     cards += exposure
                 cards += _wcs_cards(instrument, spec, ccdchip, i)
@@ -1701,7 +1929,7 @@ def read_truth(path) -> tuple["pandas.DataFrame", "pandas.DataFrame"]:  # noqa: 
         df.insert(0, "obs_id", names[0] if imset is None else names[np.asarray(imset, dtype=np.int64) - 1])
         crs.append(df)
     frames_df = pd.DataFrame(frames)
-    for col in ("obs_id", "instrument", "month", "threshold_rule"):
+    for col in ("obs_id", "instrument", "month", "threshold_rule", "bunit", "pipeline_exclusion"):
         if col in frames_df:
             frames_df[col] = frames_df[col].astype(str).str.strip()
     crs_df = pd.concat(crs, ignore_index=True) if crs else pd.DataFrame()

@@ -700,3 +700,183 @@ def test_write_archive_leaves_out_months_not_ended_with_a_warning(config, tmp_pa
     frames, _ = simulate.read_truth(tmp_path)
     assert len(written) == len(frames) == 1 and frames["month"].tolist() == ["2012-01"]
     assert "stis_ccd: 2012-02 to 2012-03 not simulated: a month is simulated once it has ended (UTC)" in caplog.text
+
+
+# ----------------------------------------------------------------------------------------------
+# opt-in features: DN frames with four amplifier gains, subarrays, ACS Reed-Solomon artefacts
+
+
+def _featured(inst, **knobs):
+    """``inst`` with opt-in simulation features on (through the configuration's own checks)."""
+    import dataclasses
+
+    return dataclasses.replace(inst, simulation=dataclasses.replace(inst.simulation, **knobs))
+
+
+def _flt(inst, spec):
+    """The FLT of one frame (a file of its own) as an open HDUList."""
+    import io
+
+    return fits.open(io.BytesIO(simulate.render_dataset(instrument=inst, spec=spec, suffixes=["FLT"], truth=False)["FLT"]))
+
+
+def test_opt_in_features_leave_every_other_frame_as_it_was(config):
+    """Subarray sets and Reed-Solomon frames come from random streams of their own: the schedule
+    keeps its frames, times and names, and every frame that is neither has the very bytes of the
+    default archive (products and truth CRs); the truth's FRAME rows only gain the features'
+    columns. At their off values the features change nothing at all."""
+    inst = config.instruments["acs_hrc"]
+    on = _featured(inst, subarray_fraction=0.4, subarray_shape=(40, 56), reed_solomon_fraction=0.3)
+    off = _featured(inst, dn_frames=False, amp_gain_factors=(), subarray_fraction=0.0, reed_solomon_fraction=0.0)
+    kw = dict(month=Month(2003, 2), seed=8, darks_per_month=10, shape=(64, 64))
+    plain = simulate.month_schedule(instrument=inst, **kw)
+    featured = simulate.month_schedule(instrument=on, **kw)
+    assert simulate.month_schedule(instrument=off, **kw) == plain
+    assert [s.obs_id for s in featured] == [s.obs_id for s in plain]
+    assert any(s.subarray for s in featured) and any(s.reed_solomon and not s.subarray for s in featured)
+    untouched = 0
+    for a, b in zip(plain, featured):
+        assert (a.expstart, a.exptime, a.ccdgain, a.elements, a.seed) == (b.expstart, b.exptime, b.ccdgain, b.elements,
+                                                                           b.seed)
+        if b.subarray or b.reed_solomon:
+            continue
+        untouched += 1
+        ra, rb = simulate.render_dataset(instrument=inst, spec=a), simulate.render_dataset(instrument=on, spec=b)
+        assert ra["FLT"] == rb["FLT"] and ra["SPT"] == rb["SPT"]
+        ta, tb = fits.open(io_bytes(ra["TRUTH"])), fits.open(io_bytes(rb["TRUTH"]))
+        assert ta["CRS"].data.tobytes() == tb["CRS"].data.tobytes()
+        extra = set(tb["FRAME"].columns.names) - set(ta["FRAME"].columns.names)
+        assert extra == {"subarray", "ccdchip", "ltv1", "ltv2", "bunit", "rs_pixels", "pipeline_exclusion"}
+        for col in ta["FRAME"].columns.names:
+            assert ta["FRAME"].data[col][0] == tb["FRAME"].data[col][0], col
+        assert tb["FRAME"].data["pipeline_exclusion"][0] == ""
+        assert simulate.render_dataset(instrument=off, spec=a) == ra
+    assert untouched >= 3
+
+
+def io_bytes(data):
+    import io
+
+    return io.BytesIO(data)
+
+
+@pytest.mark.parametrize("name, sub_shape", [("acs_wfc", (40, 300)), ("acs_wfc", (40, 2200)), ("wfc3_uvis", (48, 64)),
+                                             ("acs_hrc", (40, 56)), ("stis_ccd", (40, 56))])
+def test_subarray_files_carry_the_real_keywords_and_truth(config, name, sub_shape, tmp_path):
+    """A subarray set: SUBARRAY = T with SIZAXIS1/2 and CENTERA1/2, one imset per exposure (EXTVER
+    1; a STIS set's file one per exposure) with the CCDCHIP of its chip and LTV1/LTV2 = minus its
+    origin on a full chip, read by the amplifier whose half it lies in (both amplifiers of the
+    chip when it is wider than half, its columns meeting at the chip's middle), ATODGN 0 for the
+    others; the truth gives its place and its CRs in its own pixels, and frames reads it as a
+    subarray at that place."""
+    from hstcosmicrays.frames import read_headers
+
+    inst = _featured(config.instruments[name], subarray_fraction=1.0, subarray_shape=sub_shape)
+    datasets = simulate.month_datasets(instrument=inst, month=MONTHS[name], seed=5, darks_per_month=4, shape=SHAPE)
+    assert datasets
+    rows, cols = inst.chip_shape
+    for ds in datasets:
+        paths = simulate.write_dataset(instrument=inst, spec=ds, out_dir=tmp_path / ds.obs_id)
+        frames, crs = simulate.read_truth(paths["TRUTH"])
+        with fits.open(paths["FLT"]) as hdul:
+            primary = hdul[0].header
+            assert primary["SUBARRAY"] is True and primary["NEXTEND"] == 3 * len(ds.frames)
+            assert (primary["SIZAXIS2"], primary["SIZAXIS1"]) == sub_shape
+            scis = [h for h in hdul if h.name == "SCI"]
+            assert [h.ver for h in scis] == list(range(1, len(ds.frames) + 1))
+            for spec, sci, (_, frame) in zip(ds.frames, scis, frames.iterrows()):
+                x0, y0 = spec.origin
+                assert sci.data.shape == sub_shape and 0 <= x0 <= cols - sub_shape[1] and 0 <= y0 <= rows - sub_shape[0]
+                assert (sci.header["LTV1"], sci.header["LTV2"]) == (-x0, -y0) == (frame["ltv1"], frame["ltv2"])
+                assert sci.header["CCDCHIP"] == frame["ccdchip"] == spec.ccdchip
+                assert (primary["CENTERA1"], primary["CENTERA2"]) == (x0 + sub_shape[1] // 2 + 1,
+                                                                      y0 + sub_shape[0] // 2 + 1)
+                assert frame["subarray"] and frame["pipeline_exclusion"] == "subarray"
+                assert frame["area_cm2"] == pytest.approx(sub_shape[0] * sub_shape[1] * (inst.pixel_size * 1e-4) ** 2)
+                ccdamp = primary["CCDAMP"]
+                if len(inst.chips) == 2:
+                    halves = ("A", "B") if spec.ccdchip == 1 else ("C", "D")
+                    middle = cols // 2
+                    if sub_shape[1] <= middle:
+                        assert len(ccdamp) == 1 and ccdamp in halves
+                        assert (x0 + sub_shape[1] <= middle) == (ccdamp == halves[0])
+                        assert (x0 >= middle) == (ccdamp == halves[1])
+                    else:
+                        assert ccdamp == "".join(halves) and x0 < middle < x0 + sub_shape[1]
+                else:  # the full frame's amplifier
+                    assert ccdamp == spec.ccdamp == {"acs_hrc": "C", "stis_ccd": "D"}[name]
+                for amp in "ABCD":
+                    key = f"ATODGN{amp}"
+                    if key in primary:
+                        assert (primary[key] > 0) == (amp in ccdamp), key
+                mine = crs[crs["obs_id"] == frame["obs_id"]]
+                assert len(mine) == frame["n_cr"] and (mine["chip"] == 1).all()
+                assert ((mine["x"] >= -0.5) & (mine["x"] < sub_shape[1]) & (mine["y"] >= -0.5)
+                        & (mine["y"] < sub_shape[0])).all()
+        for spec, header in zip(ds.frames, read_headers(paths["FLT"], instrument=inst)):
+            assert header.subarray and header.shape == sub_shape and header.nchips == 1
+            assert header.ccdamp == spec.ccdamp
+
+
+@pytest.mark.parametrize("name", ["acs_hrc", "acs_wfc"])
+def test_a_subarray_has_the_hot_pixels_and_bad_columns_of_its_window(config, name):
+    """Subarrays at different places see different defects: a subarray's hot pixels (DQ 16) and
+    bad columns (DQ 4) are those of a full frame of the same epoch inside its window."""
+    import dataclasses
+
+    inst = _featured(config.instruments[name], subarray_fraction=1.0, subarray_shape=(96, 160))
+    spec = simulate.month_schedule(instrument=inst, month=MONTHS[name], seed=2, darks_per_month=2)[0]
+    sub = simulate.simulate_frame(instrument=inst, spec=spec)
+    full_spec = dataclasses.replace(spec, subarray=False, ccdchip=0, origin=(0, 0), shape=tuple(inst.chip_shape),
+                                    ccdamp="ABCD" if len(inst.chips) == 2 else spec.ccdamp)
+    full = simulate.simulate_frame(instrument=inst, spec=full_spec)
+    (x0, y0), (ny, nx) = spec.origin, spec.shape
+    k = list(inst.ccdchip).index(spec.ccdchip)
+    window = full.dq[k, y0:y0 + ny, x0:x0 + nx]
+    for bit in (16, inst.dq_bad):
+        np.testing.assert_array_equal(sub.dq[0] & bit, window & bit)
+    assert (sub.dq[0] & 16).any()
+
+
+def test_reed_solomon_frames_have_runs_of_fill_flagged_dq_2(config):
+    """ACS frames with Reed-Solomon errors: one to three runs of consecutive pixels (row after
+    row) with SCI = ERR = 0 and DQ 2, counted in the truth, which says the pipeline leaves them
+    out; no other frame has a DQ 2 pixel."""
+    inst = _featured(config.instruments["acs_wfc"], reed_solomon_fraction=0.5)
+    specs = simulate.month_schedule(instrument=inst, month=Month(2002, 6), seed=3, darks_per_month=8,
+                                    shape=(32, 4096))
+    assert 0 < sum(s.reed_solomon for s in specs) < len(specs)
+    for spec in specs:
+        frame = simulate.simulate_frame(instrument=inst, spec=spec)
+        lost = (frame.dq & simulate.DQ_REED_SOLOMON) != 0
+        assert frame.frame["rs_pixels"] == lost.sum()
+        assert frame.frame["pipeline_exclusion"] == ("reed_solomon" if spec.reed_solomon else "")
+        if not spec.reed_solomon:
+            assert not lost.any()
+            continue
+        assert lost.any() and (frame.sci[lost] == 0).all() and (frame.err[lost] == 0).all()
+        starts = np.flatnonzero(np.diff(np.concatenate([[0], lost.reshape(lost.shape[0], -1).ravel()]).astype(int)) == 1)
+        assert 1 <= len(starts) <= 3   # runs in readout order (touching runs count as one)
+    from hstcosmicrays.crreject import DQ_REED_SOLOMON
+
+    assert DQ_REED_SOLOMON == simulate.DQ_REED_SOLOMON
+
+
+def test_dn_frames_give_each_amplifier_its_gain(config, tmp_path):
+    """dn_frames: the FLT's SCI and ERR are in DN (BUNIT COUNTS) and ATODGN[A-D] are
+    CCDGAIN x amp_gain_factors; the truth (in electrons) is that of the frames in electrons."""
+    factors = (0.7, 1.0, 1.3, 1.6)
+    base = config.instruments["wfc3_uvis"]
+    inst = _featured(base, dn_frames=True, amp_gain_factors=factors)
+    electrons = _featured(base, amp_gain_factors=factors)
+    spec = simulate.month_schedule(instrument=inst, month=MONTHS["wfc3_uvis"], seed=6, shape=(16, 4096))[0]
+    with _flt(inst, spec) as hdul:
+        for amp, f in zip("ABCD", factors):
+            assert hdul[0].header[f"ATODGN{amp}"] == pytest.approx(round(spec.ccdgain * f, 4))
+        assert {h.header["BUNIT"] for h in hdul[1:] if h.name in ("SCI", "ERR")} == {"COUNTS"}
+    a = simulate.simulate_frame(instrument=inst, spec=spec)
+    b = simulate.simulate_frame(instrument=electrons, spec=spec)
+    for key in b.crs:
+        np.testing.assert_array_equal(a.crs[key], b.crs[key])
+    assert a.frame["bunit"] == "COUNTS" and b.frame["bunit"] == "ELECTRONS"
+    assert not np.array_equal(a.sci, b.sci)
