@@ -592,7 +592,8 @@ def group_stacks(
     """Group frames into stacks that can be rejected together, and list the frames left out.
 
     Frames are compatible when they share INSTRUME, DETECTOR, CCDAMP, CCDGAIN, FLASHDUR (to
-    0.01 s), the science array shape and number of chips, BUNIT, and EXPTIME within
+    0.01 s), the science array shape, its place on the chip (LTV1, LTV2: subarrays of one size
+    at different places hold different pixels) and number of chips, BUNIT, and EXPTIME within
     ``exptime_tolerance`` seconds (frames of different exposure time are never mixed). Groups
     may have any size (the C tools stop at about 75 inputs). A group of one frame is returned as
     a :class:`Stack` of one (``stack.rejectable`` is False); it is never given flags.
@@ -610,7 +611,7 @@ def group_stacks(
     exptime_tolerance : float
         Largest EXPTIME difference (s) within one stack.
     allow_subarrays : bool
-        Keep subarray frames (grouped by their shape).
+        Keep subarray frames (grouped by their shape and place).
 
     Returns
     -------
@@ -644,7 +645,8 @@ def group_stacks(
     def key(h) -> tuple:
         gain = h.ccdgain if math.isfinite(h.ccdgain) else -1.0
         return (h.instrume.upper(), h.detector.upper(), h.ccdamp.upper(), round(float(gain), 3),
-                round(float(h.flashdur), 2), tuple(h.shape), int(h.nchips), h.bunit.upper())
+                round(float(h.flashdur), 2), tuple(h.shape), tuple(float(v) for v in h.ltv), int(h.nchips),
+                h.bunit.upper())
 
     by_key: dict[tuple, list] = {}
     for h in kept:
@@ -1630,6 +1632,7 @@ def _read_inputs(paths: Sequence[Path], config: Config):
                 "frames of different exposure time are never rejected together"
             )
         for label, a, b in (("CCDAMP", h.ccdamp, first.ccdamp), ("shape", h.shape, first.shape),
+                            ("place on the chip (LTV1, LTV2)", h.ltv, first.ltv),
                             ("number of chips", h.nchips, first.nchips)):
             if a != b:
                 raise CRRejectError(f"{there}: {label} {a} differs from {here} ({b})")
@@ -1760,11 +1763,11 @@ def crreject_files(
     Parameters
     ----------
     paths : sequence of str or Path
-        FLT files of one detector with the same EXPTIME, CCDAMP, CCDGAIN and size, holding two
-        or more exposures together: two or more files, or a STIS CR-SPLIT FLT whose imsets are
-        its sub-exposures (each imset is a frame, as for ocrreject; imsets marked
-        ``IMSET_OK = F`` are left out). The instrument comes from each file's
-        INSTRUME/DETECTOR (``config.instruments``).
+        FLT files of one detector with the same EXPTIME, CCDAMP, CCDGAIN, size and place on the
+        chip (LTV1, LTV2: a subarray's position), holding two or more exposures together: two
+        or more files, or a STIS CR-SPLIT FLT whose imsets are its sub-exposures (each imset is
+        a frame, as for ocrreject; imsets marked ``IMSET_OK = F`` are left out). The instrument
+        comes from each file's INSTRUME/DETECTOR (``config.instruments``).
     config : Config
     crrejtab : str or Path, optional
         CRREJTAB to take the parameters from (row chosen as the STScI tools do); otherwise the
@@ -1788,8 +1791,9 @@ def crreject_files(
     ------
     CRRejectError
         Fewer than 2 files, a file that cannot be read or written (named), mixed instruments,
-        exposure times, amplifiers, gains or sizes, an output path that is one of the inputs or
-        whose directory does not exist. All of these are found before any file is changed.
+        exposure times, amplifiers, gains, sizes or places on the chip, an output path that is
+        one of the inputs or whose directory does not exist. All of these are found before any
+        file is changed.
     """
     import time
 

@@ -141,6 +141,9 @@ class FrameHeader:
     imset_ok : bool
         IMSET_OK of the imset's SCI header (calstis sets it False for an imset it could not
         calibrate, e.g. one of zero EXPTIME; ocrreject leaves such imsets out); True when absent.
+    ltv : tuple of float
+        LTV1, LTV2 of the first science chip's SCI header (0 when absent): where the array lies
+        on its chip (its pixel (x, y) is the chip's (x - LTV1, y - LTV2)); a subarray's position.
     """
 
     path: Path
@@ -170,6 +173,7 @@ class FrameHeader:
     targname: str
     imset: int = 0
     imset_ok: bool = True
+    ltv: tuple[float, float] = (0.0, 0.0)
 
     @property
     def in_electrons(self) -> bool:
@@ -553,6 +557,7 @@ def _frame_header(hdul, *, path: Path, instrument: InstrumentConfig, imset: int)
         targname=_str(_get(headers, "TARGNAME", "")),
         imset=int(imset),
         imset_ok=bool(_get([sci], "IMSET_OK", True)),
+        ltv=(_as_float(where, "LTV1", sci.get("LTV1", 0.0)), _as_float(where, "LTV2", sci.get("LTV2", 0.0))),
     )
     if math.isnan(header.ccdgain):
         header = dataclasses.replace(header, ccdgain=header.mean_gain)

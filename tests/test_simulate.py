@@ -815,7 +815,7 @@ def test_subarray_files_carry_the_real_keywords_and_truth(config, name, sub_shap
                         & (mine["y"] < sub_shape[0])).all()
         for spec, header in zip(ds.frames, read_headers(paths["FLT"], instrument=inst)):
             assert header.subarray and header.shape == sub_shape and header.nchips == 1
-            assert header.ccdamp == spec.ccdamp
+            assert header.ltv == (-spec.origin[0], -spec.origin[1]) and header.ccdamp == spec.ccdamp
 
 
 @pytest.mark.parametrize("name", ["acs_hrc", "acs_wfc"])
