@@ -1542,3 +1542,42 @@ def test_the_crreject_command_refuses_subarrays_at_different_places(subarray_mon
     pair = [shutil.copy(paths[i], tmp_path / f"set0_{paths[i].name}") for i in (0, 1)]
     report = cr.crreject_files(pair, config=config)
     assert report.instrument == "acs_hrc" and all(f.flagged[0] > 0 for f in report.files)
+
+
+@pytest.mark.parametrize("name", ["acs_wfc", "wfc3_uvis"])
+def test_dn_frames_of_four_amplifier_gains_get_the_masks_of_frames_in_electrons(config, name, tmp_path):
+    """FLT files in DN whose amplifiers have gains 0.7 to 1.6 times CCDGAIN (each pixel to be
+    converted by its own amplifier's ATODGN) give the masks of the same frames in electrons, on
+    the pipeline's path (reject_files on the files read by frames), both noise models: the
+    flags differ only at pixels at the threshold (the sky mode of a chip is binned in DN), and
+    every quadrant finds the same share of the injected CR pixels."""
+    from hstcosmicrays import simulate
+    from hstcosmicrays.frames import read_chips
+    from hstcosmicrays.intervals import parse_month
+
+    factors = (0.7, 1.0, 1.3, 1.6)
+    masks, scores = {}, {}
+    for units in ("electrons", "dn"):
+        inst = _featured(config.instrument(name), amp_gain_factors=factors, dn_frames=units == "dn")
+        specs = simulate.month_schedule(instrument=inst, month=parse_month("2012-06"), seed=5, shape=(48, 4096))
+        paths, frames = _write_flts(inst, specs, tmp_path / units)
+        headers = [read_header(p, instrument=inst) for p in paths]
+        assert {h.bunit for h in headers} == {"COUNTS" if units == "dn" else "ELECTRONS"}
+        (stack,), _ = cr.group_stacks(headers=headers, instrument=inst)
+        chips = [read_chips(p, instrument=inst) for p in paths]
+        params = cr.params_for_stack(instrument=inst, n_images=stack.n_images, mean_exptime=stack.mean_exptime)
+        res = cr.reject_files(paths=paths, headers=headers, info=[[cr.ChipInfo.of(c) for c in f] for f in chips],
+                              params=params, instrument=inst)
+        masks[units] = np.array([[r.masks[k] for r in res] for k in range(len(paths))])
+        # per amplifier quadrant (chip, half): CR pixels above 5 sigma, and how many are flagged
+        q = np.array([f.cr_charge for f in frames])
+        sigma = np.array([[c.err * c.gain for c in f] for f in chips])
+        above = q > 5 * sigma
+        half = q.shape[-1] // 2
+        scores[units] = [(above[:, c, :, s] & masks[units][:, c, :, s]).sum() / above[:, c, :, s].sum()
+                         for c in range(2) for s in (slice(0, half), slice(half, None))]
+    a, b = masks["electrons"], masks["dn"]
+    assert a.sum() > 10000
+    assert (a != b).sum() < 0.02 * a.sum()
+    np.testing.assert_allclose(scores["dn"], scores["electrons"], atol=1e-3)
+    assert min(scores["dn"]) > 0.99

@@ -351,3 +351,39 @@ def test_bytes_after_the_last_hdu_are_no_truncation(acs_flt, config, tmp_path, c
         chips = read_chips(padded, instrument=inst)
     assert len(chips) == 2 and chips[0].sci.shape == (64, 48)
     assert {r.getMessage() for r in caplog.records} == {f"{padded}: 100 bytes after its HDU 6, not a FITS HDU: ignored"}
+
+
+@pytest.mark.parametrize("name, sub_shape", [("acs_wfc", None), ("acs_wfc", (24, 300)), ("acs_wfc", (24, 2300)),
+                                             ("wfc3_uvis", None), ("wfc3_uvis", (24, 2300)), ("acs_hrc", (40, 48))])
+def test_simulated_dn_frames_read_as_the_electrons_of_each_amplifier(tmp_path, config, name, sub_shape):
+    """The simulated archive's DN frames (BUNIT COUNTS, amplifier gains 0.7 to 1.6 times
+    CCDGAIN): read_chips converts every pixel with the gain of the amplifier that read it, in
+    full frames and in subarrays (one amplifier's, or across the chip's middle, split at
+    ``chip_shape[1] / 2 + LTV1``), and gives the electrons of the same frames written in
+    electrons; the read noise is each amplifier's too."""
+    import dataclasses
+
+    from hstcosmicrays import simulate
+    from hstcosmicrays.intervals import Month
+
+    base = config.instrument(name)
+    knobs = dict(amp_gain_factors=(0.7, 1.0, 1.3, 1.6))
+    if sub_shape:
+        knobs.update(subarray_fraction=1.0, subarray_shape=sub_shape)
+    electrons = dataclasses.replace(base, simulation=dataclasses.replace(base.simulation, **knobs))
+    dn = dataclasses.replace(base, simulation=dataclasses.replace(electrons.simulation, dn_frames=True))
+    month = Month(2004, 6) if name == "acs_hrc" else Month(2012, 6)
+    shape = (16, 4096) if len(base.chips) == 2 else (32, 48)
+    for spec in simulate.month_schedule(instrument=dn, month=month, seed=5, darks_per_month=2, shape=shape):
+        want = simulate.simulate_frame(instrument=electrons, spec=spec)
+        path = tmp_path / f"{spec.obs_id}_flt.fits"
+        simulate.build_products(instrument=dn, spec=spec, suffixes=["FLT"])["FLT"].writeto(path)
+        header = read_header(path, instrument=dn)
+        assert header.bunit == "COUNTS" and not header.in_electrons and header.subarray == bool(sub_shape)
+        chips = read_chips(path, instrument=dn)
+        assert len(chips) == want.sci.shape[0]
+        for chip, sci, rn in zip(chips, want.sci, simulate._readnoise_columns(dn, spec, len(chips))):
+            np.testing.assert_allclose(chip.electrons, sci, rtol=3e-7, atol=1e-4)
+            np.testing.assert_array_equal(chip.readnoise, np.broadcast_to(rn, sci.shape))
+        assert {round(float(g), 4) for c in chips for g in np.unique(c.gain)} == {
+            g for a, g in zip("ABCD", spec.amp_gains) if a in spec.ccdamp}

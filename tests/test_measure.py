@@ -479,3 +479,64 @@ def test_the_frame_summary_file_of_out_is_documented(tmp_path, capsys):
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     row = next(line for line in readme.splitlines() if line.startswith("| `hstcosmicrays measure FILE [--out table.csv]"))
     assert "beside it as `table_frame.csv`" in row
+
+
+# ---------------------------------------------------------------------------------------------
+# against the truth of the simulated archive's opt-in features: DN frames with four amplifier
+# gains, a subarray across the middle of its chip
+
+
+def _nearest_isolated(truth, x, y, *, isolation=6.0):
+    """Index into ``truth`` of the truth CR whose centroid is nearest each (x, y), and whether
+    that match is clean: within 1 pixel, and no other truth CR within ``isolation`` pixels of it
+    (CRs that touch are one CR by the published definition)."""
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(np.c_[truth.x.values, truth.y.values])
+    gap, _ = tree.query(np.c_[truth.x.values, truth.y.values], k=2)
+    d, j = tree.query(np.c_[x, y])
+    return j, (d < 1.0) & (gap[j, 1] > isolation)
+
+
+@pytest.mark.parametrize("name", ["acs_wfc", "wfc3_uvis"])
+def test_a_dn_subarray_across_two_amplifiers_is_measured_in_its_own_pixels_and_electrons(tmp_path, config, name):
+    """A CR-SPLIT pair of subarrays in DN that straddle the middle of their chip, read by its two
+    amplifiers (CCDAMP CD or AB) whose gains are 0.6 and 1.5 times CCDGAIN, through the commands
+    a user runs (``hstcosmicrays crreject``, then ``measure``): every CR's energy, in electrons,
+    is the injected charge on either side of the chip's middle column (frames puts it at
+    ``chip_shape[1] / 2 + LTV1`` in the subarray's columns), and its x, y are in the subarray's
+    own pixels (the truth's; its place on the chip is x - LTV1, y - LTV2), on chip 1."""
+    from hstcosmicrays import simulate
+    from hstcosmicrays.crreject import crreject_files
+    from hstcosmicrays.intervals import Month
+
+    base = config.instrument(name)
+    inst = dataclasses.replace(base, simulation=dataclasses.replace(
+        base.simulation, dn_frames=True, amp_gain_factors=(0.6, 1.5, 0.6, 1.5), subarray_fraction=1.0,
+        subarray_shape=(96, 2400)))
+    specs = simulate.month_schedule(instrument=inst, month=Month(2012, 6), seed=4, darks_per_month=2)
+    assert len({s.set_index for s in specs}) == 1 and specs[0].ccdamp in ("AB", "CD")
+    paths = [simulate.write_dataset(instrument=inst, spec=s, out_dir=tmp_path) for s in specs]
+    crreject_files([p["FLT"] for p in paths], config=config)   # ORs DQ 8192 into the files
+    middle = base.chip_shape[1] // 2 - specs[0].origin[0]     # the chip's middle, in subarray columns
+    assert 200 < middle < 2200
+    ratios = {True: [], False: []}
+    for spec, p in zip(specs, paths):
+        res = measure_file(p["FLT"], config=config)
+        truth_frame, truth = simulate.read_truth(p["TRUTH"])
+        e, cr = res.exposure, res.cosmic_rays
+        assert truth_frame["bunit"][0] == "COUNTS" and truth_frame["ltv1"][0] == -spec.origin[0]
+        assert res.n_cr > 300 and set(cr["chip"]) == {1}
+        assert e["gain"] == pytest.approx(np.mean([g for g in spec.amp_gains if g]))
+        assert e["rate"] * e["integration_time"] * truth_frame["area_cm2"][0] == pytest.approx(res.n_cr, rel=1e-3)
+        j, clean = _nearest_isolated(truth, cr["x"], cr["y"])
+        assert clean.sum() > 0.3 * res.n_cr
+        assert np.median(np.hypot(cr["x"] - truth.x.values[j], cr["y"] - truth.y.values[j])[clean]) < 0.05
+        bright = clean & (truth.charge.values[j] > 1000)
+        for left in (True, False):
+            side = bright & ((cr["x"] < middle) == left)
+            ratios[left].extend(cr["energy"][side] / truth.charge.values[j][side])
+    left, right = np.median(ratios[True]), np.median(ratios[False])
+    assert min(len(ratios[True]), len(ratios[False])) > 50
+    # the dark current and noise in a CR's pixels against the charge in its unflagged tails
+    assert 0.97 < left < 1.05 and 0.97 < right < 1.05 and abs(left - right) < 0.02, (left, right)

@@ -1019,3 +1019,101 @@ def test_stis_crsplit_files_of_several_imsets_give_the_stores_of_one_file_per_ex
         assert set(np.unique(b["cosmic_rays"]["chip"]).tolist()) == {1}
         for k in a["months"]:
             np.testing.assert_array_equal(a["months"][k], b["months"][k], err_msg=k)
+
+
+# ----------------------------------------------------------------------------------------------
+# months of the simulated archive with opt-in features, set in a --config file
+
+
+def _run_featured_month(tmp_path, name, month, features, *, darks, shape):
+    """One month of ``name`` from the simulated archive with the ``features`` (YAML lines of its
+    ``simulation``) set in a user configuration file, the downloads kept for their truth files.
+    Returns (store path, truth frames, truth CRs, summary)."""
+    from hstcosmicrays import simulate
+    from hstcosmicrays.archive.simulated import SimulatedArchive
+
+    user = tmp_path / "features.yaml"
+    user.write_text(f"instruments:\n  {name}:\n    simulation:\n" + "".join(f"      {line}\n" for line in features))
+    config = load_config(user)
+    inst = config.instrument(name)
+    m = parse_month(month)
+    summary = CosmicRayPipeline(
+        instrument=inst, config=config, output_dir=tmp_path / "out",
+        archive=SimulatedArchive(seed=config.pipeline.simulation_seed, darks_per_month=darks, shape=shape),
+        options=RunOptions(archive="simulated", start=m, stop=m, workers=1, keep_downloads=True)).run()
+    frames, crs = simulate.read_truth(tmp_path / "out" / "work")
+    return tmp_path / "out" / inst.store_name, frames, crs, summary
+
+
+@pytest.mark.parametrize("name", ["acs_wfc", "wfc3_uvis"])
+def test_a_month_of_dn_frames_stores_each_amplifiers_cr_energies_in_electrons(tmp_path, name):
+    """FLT files in DN whose four amplifiers have gains 0.7 to 1.6 times CCDGAIN: every stored
+    CR's energy is its injected charge in electrons, in each amplifier's quadrant alike (the
+    reader converts each pixel with its own amplifier's ATODGN), and the stored gain is the mean
+    of the four."""
+    from scipy.spatial import cKDTree
+
+    store, frames, truth, summary = _run_featured_month(
+        tmp_path, name, "2012-06", ["dn_frames: true", "amp_gain_factors: [0.7, 1.0, 1.3, 1.6]"],
+        darks=4, shape=(48, 4096))
+    assert summary.committed == ("2012-06",) and (frames["bunit"] == "COUNTS").all()
+    ex = read_committed(store, "exposures")
+    cr = read_committed(store, "cosmic_rays")
+    assert sorted(ex["rootname"].astype(str)) == sorted(frames["obs_id"])
+    assert not len(read_committed(store, "failures")["rootname"])
+    mean_gain = dict(zip(frames["obs_id"], frames["gain"] * np.mean([0.7, 1.0, 1.3, 1.6])))  # CCDGAIN x factors
+    for rootname, gain in zip(ex["rootname"].astype(str), ex["gain"]):
+        assert gain == pytest.approx(mean_gain[rootname], rel=1e-3)
+    ratios = {}
+    for i, rootname in enumerate(ex["rootname"].astype(str)):
+        for chip in (1, 2):
+            t = truth[(truth.obs_id == rootname) & (truth.chip == chip)]
+            mine = (cr["exposure_index"] == i) & (cr["chip"] == chip)
+            tree = cKDTree(np.c_[t.x, t.y])
+            gap, _ = tree.query(np.c_[t.x, t.y], k=2)
+            d, j = tree.query(np.c_[cr["x"][mine], cr["y"][mine]])
+            clean = (d < 1.0) & (gap[j, 1] > 6.0) & (t.charge.to_numpy()[j] > 1000)
+            right = cr["x"][mine] >= 2048  # CCDCHIP 2 (chip 1): C | D; CCDCHIP 1 (chip 2): A | B
+            for side in (False, True):
+                sel = clean & (right == side)
+                ratios.setdefault((chip, side), []).extend(cr["energy"][mine][sel] / t.charge.to_numpy()[j][sel])
+    medians = {k: float(np.median(v)) for k, v in ratios.items()}
+    assert min(len(v) for v in ratios.values()) > 100
+    assert all(0.97 < v < 1.05 for v in medians.values()), medians
+    assert max(medians.values()) - min(medians.values()) < 0.02, medians
+
+
+def test_subarrays_and_reed_solomon_frames_are_left_out_with_their_reason_and_the_month_commits(tmp_path):
+    """An ACS month whose sets are partly subarrays and whose frames partly carry Reed-Solomon
+    errors (DQ 2): the month commits; every frame the truth marks is in the store's failures at
+    stage select with its reason (a subarray is not rejected; the Reed-Solomon pixels counted),
+    every other frame is measured (or failed as a frame left without a CR-SPLIT partner), and
+    all are counted as found."""
+    store, frames, truth, summary = _run_featured_month(
+        tmp_path, "acs_hrc", "2003-02",
+        ["subarray_fraction: 0.3", "subarray_shape: [64, 64]", "reed_solomon_fraction: 0.3"],
+        darks=10, shape=(128, 128))
+    assert summary.committed == ("2003-02",)
+    excluded = frames[frames["pipeline_exclusion"] != ""]
+    assert set(excluded["pipeline_exclusion"]) == {"subarray", "reed_solomon"}
+    ledger = read_ledger(store)
+    assert ledger["state"].tolist() == [b"committed"] and ledger["n_found"][0] == len(frames) == 10
+    failures = read_committed(store, "failures")
+    failed = {r.decode(): (s.decode(), why.decode()) for r, s, why in
+              zip(failures["rootname"], failures["stage"], failures["reason"])}
+    for row in excluded.itertuples():
+        stage, reason = failed[row.obs_id]
+        assert stage == "select"
+        if row.pipeline_exclusion == "subarray":
+            assert row.subarray and reason == "subarray 64x64: subarrays are not rejected"
+        else:
+            assert not row.subarray and row.rs_pixels > 0
+            assert reason == f"Reed-Solomon decoding errors: {row.rs_pixels} pixels with DQ 2"
+    stored = set(read_committed(store, "exposures")["rootname"].astype(str))
+    kept = set(frames.loc[frames["pipeline_exclusion"] == "", "obs_id"])
+    assert stored and stored <= kept and not stored & set(excluded["obs_id"])
+    for lone in kept - stored:  # its partners all left out
+        assert failed[lone] == ("reject", "single frame: no CR-SPLIT partner to reject cosmic rays against")
+    assert ledger["n_processed"][0] == len(stored) and ledger["n_failed"][0] == len(failed) == 10 - len(stored)
+    cr = read_committed(store, "cosmic_rays")
+    assert ledger["n_cr"][0] == len(cr["x"]) > 100
