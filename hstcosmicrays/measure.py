@@ -215,7 +215,10 @@ def measure_frame(
     -------
     FrameResult
         ``cosmic_rays`` rows are in chip order, then label order; ``x``/``y`` are 0-based
-        column/row within the chip; ``energy`` in electrons; ``read`` is -1 (CCDs).
+        column/row of the chip's science array: for a subarray its own pixels, on chip 1 (its
+        one imset), whose place on the chip is ``x - LTV1``, ``y - LTV2`` (``header.ltv``);
+        the pipeline leaves subarrays out, so its stored CRs are in full-chip pixels. ``energy``
+        in electrons (each pixel converted with its amplifier's gain); ``read`` is -1 (CCDs).
     """
     parts = []
     n_science = 0

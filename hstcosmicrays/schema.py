@@ -61,10 +61,12 @@ EXPOSURES = _cols(
 #: One row per cosmic ray.
 COSMIC_RAYS = _cols(
     ("exposure_index", "i8", "", "row of the exposure in /exposures"),
-    ("chip", "i1", "", "chip the CR is on: EXTVER of its imset in a file of one exposure (STIS: 1)"),
+    ("chip", "i1", "", "chip the CR is on: EXTVER of its imset in a file of one exposure (STIS, a subarray: 1)"),
     ("read", "i2", "", "IR read in which the CR arrived (time order, 1 = first after the zeroth read); -1 for CCDs"),
-    ("x", "f4", "pix", "energy-weighted centroid column, 0-based"),
-    ("y", "f4", "pix", "energy-weighted centroid row, 0-based"),
+    ("x", "f4", "pix", "energy-weighted centroid column, 0-based, of the science array (a subarray's own; "
+                       "on its chip x - LTV1)"),
+    ("y", "f4", "pix", "energy-weighted centroid row, 0-based, of the science array (a subarray's own; "
+                       "on its chip y - LTV2)"),
     ("n_pixels", "i4", "pix", "size in pixels"),
     ("size_sigma", "f4", "pix", "sqrt((Ixx + Iyy) / 2)"),
     ("shape", "f4", "", "sqrt(((Ixx - Iyy)^2 + 4 Ixy^2) / (Ixx + Iyy)^2); 0 round, 1 a line"),
