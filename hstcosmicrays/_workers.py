@@ -73,14 +73,38 @@ class QuietShutdown(WorkerPlugin):
             handler.addFilter(noise)
 
 
+#: the driver's loggers that :func:`distributed_logs_quieted` quiets, with those below them that
+#: have a level of their own (distributed's configuration gives ``distributed.client`` and
+#: ``tornado.application`` one): distributed's, and tornado's, which logs the errors of callbacks
+#: on distributed's event loop
+QUIETED_LOGGERS = ("distributed", "tornado")
+
+
+def _quieted_loggers() -> list[logging.Logger]:
+    """:data:`QUIETED_LOGGERS` and every logger below them with a level of its own."""
+    below = [name for name, logger in list(logging.Logger.manager.loggerDict.items())
+             if isinstance(logger, logging.Logger) and logger.level != logging.NOTSET
+             and any(name.startswith(top + ".") for top in QUIETED_LOGGERS)]
+    return [logging.getLogger(name) for name in (*QUIETED_LOGGERS, *sorted(below))]
+
+
 @contextlib.contextmanager
 def distributed_logs_quieted():
-    """In the driver: distributed's loggers (nannies, scheduler, comms) at CRITICAL only, while
-    a local cluster that has done its work is closed; their levels are restored afterwards."""
-    logger = logging.getLogger("distributed")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
+    """In the driver: distributed's loggers (nannies, scheduler, comms) and tornado's at CRITICAL
+    only, while a cluster that has done its work is closed; their levels are restored afterwards,
+    unless the close is interrupted (KeyboardInterrupt: a second stop request, the run stops at
+    once and the rest of the cluster is torn down as the process ends, which only logs noise)."""
+    loggers = _quieted_loggers()
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    interrupted = False
     try:
         yield
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
-        logger.setLevel(level)
+        if not interrupted:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)

@@ -405,12 +405,15 @@ class _Dask:
         """The client first, then the local cluster (its workers, then its scheduler), with what
         distributed logs meanwhile kept off the terminal: the cluster has done its work, and the
         race of a worker's heartbeat with its closing connections printed an error with a
-        traceback at the end of about one successful run in twelve."""
-        self.client.close()
-        if self._cluster is not None:
-            from ._workers import distributed_logs_quieted
+        traceback at the end of about one successful run in twelve. A second stop request that
+        interrupts the close leaves distributed's (and tornado's) loggers quiet: the run stops at
+        once, and what is left of the cluster closes as the process ends, with errors that say
+        nothing of use (distributed's ``sync``, interrupted, logs a NameError)."""
+        from ._workers import distributed_logs_quieted
 
-            with distributed_logs_quieted():
+        with distributed_logs_quieted():
+            self.client.close()
+            if self._cluster is not None:
                 self._cluster.close()
 
 
@@ -658,56 +661,36 @@ class CosmicRayPipeline:
             prefetch = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
             previous_handlers = self._install_stop_handlers()
             months_bar = self._progress(total=len(todo), desc="months", unit="month")
+            at_once = False  # a second stop request cut the months, or the closing of the workers, short
             try:
-                pending = prefetch.submit(self._download, todo[0])
-                # months in a row whose query or download failed; a month that failed on an earlier
-                # run (tried again in its place in time order) does not count (its problem may be its
-                # own, e.g. a product that is never delivered: it must not stop every later run there)
-                archive_failures = 0
-                retried = store.failed_months()
-                for i, month in enumerate(todo):
-                    work = pending.result()
-                    # download the next month while this one is processed (one month ahead)
-                    pending = prefetch.submit(self._download, todo[i + 1]) if i + 1 < len(todo) else None
-                    if self._stop.is_set():
-                        break
-                    if work.local_error is not None:
-                        log.error("%s %s: cannot write its downloads: %s; stopping here (the month is not "
-                                  "marked failed); run again once %s can be written", self.instrument.name, month,
-                                  work.local_error, self.workdir(month).parent)
-                        failed.append(month.label)
-                        self._cancel_download()
-                        break
-                    ok = self._process_month(work, store=store, executor=executor)
-                    if ok is None:  # interrupted
-                        break
-                    (committed if ok else failed).append(month.label)
-                    months_bar.update(1)
-                    if work.error is None:
-                        archive_failures = 0
-                    elif month.label not in retried:
-                        archive_failures += 1
-                    if archive_failures >= ARCHIVE_FAILURES_TO_STOP and pending is not None:
-                        log.error("%s: the archive failed for %s in a row (last: %s); stopping "
-                                  "here rather than failing every month of the window; run again when "
-                                  "it answers", self.instrument.name, plural(archive_failures, "month"), work.error)
-                        self._cancel_download()
-                        break
-                if pending is not None and (self._stop.is_set() or archive_failures >= ARCHIVE_FAILURES_TO_STOP
-                                            or work.local_error is not None):
-                    pending.cancel()
+                try:
+                    self._run_months(todo, store=store, executor=executor, prefetch=prefetch,
+                                     months_bar=months_bar, committed=committed, failed=failed)
+                except KeyboardInterrupt:  # the second stop request: at once (see _install_stop_handlers)
+                    if not self._stop.is_set():
+                        raise
+                    at_once = True
             finally:
-                months_bar.close()
                 try:  # a stop request while the cluster closes must not kill the run: handlers last
-                    prefetch.shutdown(wait=True, cancel_futures=True)
-                    executor.close()
+                    try:
+                        months_bar.close()
+                        prefetch.shutdown(wait=True, cancel_futures=True)
+                        executor.close()
+                    except KeyboardInterrupt:  # a second stop request while the workers close
+                        if not self._stop.is_set():
+                            raise
+                        at_once = True
+                        prefetch.shutdown(wait=False, cancel_futures=True)  # no download starts now
                 finally:
                     self._restore_stop_handlers(previous_handlers)
         left = len(todo) - len(committed) - len(failed)
         interrupted = self._stop.is_set() and left > 0
         if interrupted:
-            log.warning("stopped on request after %s, %s left; run again to resume",
+            log.warning("stopped %s after %s, %s left; run again to resume", "at once" if at_once else "on request",
                         plural(len(committed), "committed month"), plural(left, "month"))
+        elif at_once:
+            log.warning("the second stop request came while the workers were closing, after the last month: "
+                        "no month of the window is left, nothing to resume")
         elif self._stop.is_set():
             log.info("the stop request came after the last month: no month of the window is left")
         log.info("%s: committed %s, %d failed", self.instrument.name, plural(len(committed), "month"), len(failed))
@@ -715,6 +698,50 @@ class CosmicRayPipeline:
             committed=tuple(committed), failed=tuple(failed),
             skipped=tuple(m.label for m in skipped), interrupted=interrupted,
         )
+
+    def _run_months(self, todo: list[Month], *, store: ResultsStore, executor, prefetch, months_bar,
+                    committed: list[str], failed: list[str]) -> None:
+        """The month loop of :meth:`run`: each month of ``todo`` in turn, the next one downloaded
+        meanwhile; appends the labels of the months committed and failed as it goes (so that a
+        second stop request, which raises KeyboardInterrupt at any point, leaves them true)."""
+        work = None
+        pending = prefetch.submit(self._download, todo[0])
+        # months in a row whose query or download failed; a month that failed on an earlier
+        # run (tried again in its place in time order) does not count (its problem may be its
+        # own, e.g. a product that is never delivered: it must not stop every later run there)
+        archive_failures = 0
+        retried = store.failed_months()
+        for i, month in enumerate(todo):
+            work = pending.result()
+            # download the next month while this one is processed (one month ahead)
+            pending = prefetch.submit(self._download, todo[i + 1]) if i + 1 < len(todo) else None
+            if self._stop.is_set():
+                break
+            if work.local_error is not None:
+                log.error("%s %s: cannot write its downloads: %s; stopping here (the month is not "
+                          "marked failed); run again once %s can be written", self.instrument.name, month,
+                          work.local_error, self.workdir(month).parent)
+                failed.append(month.label)
+                self._cancel_download()
+                break
+            ok = self._process_month(work, store=store, executor=executor)
+            if ok is None:  # interrupted
+                break
+            (committed if ok else failed).append(month.label)
+            months_bar.update(1)
+            if work.error is None:
+                archive_failures = 0
+            elif month.label not in retried:
+                archive_failures += 1
+            if archive_failures >= ARCHIVE_FAILURES_TO_STOP and pending is not None:
+                log.error("%s: the archive failed for %s in a row (last: %s); stopping "
+                          "here rather than failing every month of the window; run again when "
+                          "it answers", self.instrument.name, plural(archive_failures, "month"), work.error)
+                self._cancel_download()
+                break
+        if pending is not None and (self._stop.is_set() or archive_failures >= ARCHIVE_FAILURES_TO_STOP
+                                    or work.local_error is not None):
+            pending.cancel()
 
     def _make_executor(self):
         workers = self.options.workers or _cpu_count()

@@ -409,29 +409,62 @@ def test_ctrl_c_stops_cleanly_keeping_committed_months(tmp_path, signum, name):
     assert len(read_ledger(path)["month"]) == 24
 
 
-#: run_pipeline in-process, whose executor sends the given signal to its own process while it
-#: closes, after the last month: the moment a batch scheduler's SIGTERM can land in a real run
+#: run_pipeline in-process, whose executor sends the given signal to its own process (argv[2]
+#: times) while it closes, after the last month: the moment a batch scheduler's SIGTERM can land
+#: in a real run, or a user's Ctrl-C, pressed twice as the run seems to hang in the cluster's close
 SIGNAL_WHILE_CLOSING = """
 import os, signal, sys
 from hstcosmicrays import pipeline
 from hstcosmicrays.cli import run_pipeline_main
-pipeline._InProcess.close = lambda self: os.kill(os.getpid(), int(sys.argv[1]))
-sys.exit(run_pipeline_main(sys.argv[2:]))
+def close(self):
+    for _ in range(int(sys.argv[2])):
+        os.kill(os.getpid(), int(sys.argv[1]))
+pipeline._InProcess.close = close
+sys.exit(run_pipeline_main(sys.argv[3:]))
 """
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_stop_request_while_the_executor_closes_after_the_last_month_is_not_a_kill(tmp_path, signum):
+@pytest.mark.parametrize("signum,times", [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGINT, 2)])
+def test_a_stop_request_while_the_executor_closes_after_the_last_month_is_not_a_kill(tmp_path, signum, times):
     """The stop handlers stay until the workers are closed: a signal then neither kills the run
-    (status 143 and no summary) nor asks to resume a window that is complete."""
-    cmd = [sys.executable, "-c", SIGNAL_WHILE_CLOSING, str(int(signum))] + RUN + [
+    (status 143 and no summary) nor asks to resume a window that is complete. A second one stops
+    the closing at once, and still says what is true: every month is stored (status 0, as the
+    README's table gives for a complete window)."""
+    cmd = [sys.executable, "-c", SIGNAL_WHILE_CLOSING, str(int(signum)), str(times)] + RUN + [
         "--start", "2003-01", "--stop", "2003-01", "--output", str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "stopping after the work in progress" in proc.stderr
-    assert "no month of the window is left" in proc.stderr and "resume" not in proc.stderr
+    assert "no month of the window is left" in proc.stderr and "again to resume" not in proc.stderr, proc.stderr
+    assert ("second stop request came while the workers were closing" in proc.stderr) == (times == 2)
+    assert "Traceback" not in proc.stderr
     assert "committed 1 month, 0 failed" in proc.stderr
     assert read_ledger(tmp_path / f"{INSTR}.h5")["state"].tolist() == [b"committed"]
+
+
+#: run_pipeline in-process, whose executor gets two stop requests as it starts the first month's
+#: groups: the second stops the run at once
+TWO_SIGNALS_IN_A_MONTH = """
+import os, signal, sys
+from hstcosmicrays import pipeline
+from hstcosmicrays.cli import run_pipeline_main
+def map_unordered(self, fn, items, stop):
+    os.kill(os.getpid(), signal.SIGINT)
+    os.kill(os.getpid(), signal.SIGINT)
+    yield from ()
+pipeline._InProcess.map_unordered = map_unordered
+sys.exit(run_pipeline_main(sys.argv[1:]))
+"""
+
+
+def test_a_second_stop_request_in_a_month_stops_at_once_and_counts_what_is_left(tmp_path):
+    cmd = [sys.executable, "-c", TWO_SIGNALS_IN_A_MONTH] + RUN + [
+        "--start", "2003-01", "--stop", "2003-02", "--output", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 130, proc.stderr
+    assert "stopped at once after 0 committed months, 2 months left; run again to resume" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(read_ledger(tmp_path / f"{INSTR}.h5")["month"]) == 0
 
 
 class NoSptArchive(FlakyArchive):
@@ -652,6 +685,31 @@ def test_a_local_cluster_closes_without_a_word(capfd, caplog, monkeypatch):
     assert "provoked" not in err and "heartbeat" not in err and "Traceback" not in err, err
     assert not [r for r in caplog.records if r.name.startswith("distributed") and r.levelno >= logging.ERROR]
     assert logging.getLogger("distributed").level != logging.CRITICAL  # restored after the close
+
+
+def test_a_cluster_close_cut_short_by_a_second_stop_request_leaves_its_noise_quiet():
+    """While a cluster closes, distributed's and tornado's loggers are quiet; a close that ends
+    normally restores them, one that a second Ctrl-C interrupts does not (the run stops at once,
+    and the half-closed cluster's teardown at exit logged a NameError of distributed's ``sync``
+    with its traceback, through tornado)."""
+    import logging
+
+    import distributed  # noqa: F401 - its configuration gives some of these loggers a level of their own
+
+    from hstcosmicrays._workers import distributed_logs_quieted
+
+    names = ("distributed", "distributed.client", "distributed.nanny", "tornado", "tornado.application")
+    before = {n: logging.getLogger(n).level for n in names}
+    with distributed_logs_quieted():
+        assert all(not logging.getLogger(n).isEnabledFor(logging.ERROR) for n in names)
+    assert {n: logging.getLogger(n).level for n in names} == before
+    try:
+        with pytest.raises(KeyboardInterrupt), distributed_logs_quieted():
+            raise KeyboardInterrupt
+        assert all(not logging.getLogger(n).isEnabledFor(logging.ERROR) for n in names)
+    finally:
+        for n, level in before.items():
+            logging.getLogger(n).setLevel(level)
 
 
 @pytest.mark.slow
