@@ -362,9 +362,19 @@ def _run_pipeline_parser() -> argparse.ArgumentParser:
 
 def run_pipeline_main(argv: list[str] | None = None) -> int:
     """Entry point of ``run_pipeline``."""
+    try:
+        return _run_pipeline(argv)
+    except KeyboardInterrupt:  # before the run started: reading the arguments, importing, configuring
+        print("run_pipeline: interrupted before the run started; nothing was done", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _run_pipeline(argv: list[str] | None) -> int:
+    """``run_pipeline``, but a Ctrl-C before the run starts raises KeyboardInterrupt."""
     args = _run_pipeline_parser().parse_args(argv)
     from .store import StoreError
 
+    run_started = False
     try:
         from .config import ConfigError
 
@@ -391,6 +401,7 @@ def run_pipeline_main(argv: list[str] | None = None) -> int:
         )
         pipeline = CosmicRayPipeline(instrument=instrument, config=config, output_dir=output, options=options)
         setup_logging(verbosity=args.verbosity, logfile=pipeline.new_logfile(), progress=options.progress)
+        run_started = True
         summary = pipeline.run()
     except CLIError as exc:
         print(f"run_pipeline: error: {exc}", file=sys.stderr)
@@ -398,7 +409,9 @@ def run_pipeline_main(argv: list[str] | None = None) -> int:
     except StoreError as exc:  # another run writes the store, or it is not this instrument's
         print(f"run_pipeline: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # in the run, before its stop handlers are in place (they take the next ones)
+        if not run_started:
+            raise
         log.warning("interrupted: committed months are kept; run the same command again to resume")
         return EXIT_INTERRUPTED
     except ValueError as exc:
@@ -803,6 +816,15 @@ def _main_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``hstcosmicrays``."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # before the command started: reading the arguments, importing
+        print("hstcosmicrays: interrupted before the command started; nothing was done", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
+    """``hstcosmicrays``, but a Ctrl-C before the command starts raises KeyboardInterrupt."""
     args = _main_parser().parse_args(argv)
     setup_logging(verbosity=args.verbosity)
     from .config import ConfigError

@@ -623,3 +623,37 @@ def test_a_mast_server_port_that_cannot_be_used_names_host_and_port(tmp_path, ca
     assert exc.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
         "hstcosmicrays mast-server: error: argument --port: expected a port number, 0 to 65535, got 99999")
+
+
+#: a command whose import of the module argv[1] is interrupted, as by a Ctrl-C during the
+#: start-up imports (h5py, astropy: about a second before the work starts)
+INTERRUPTED_IMPORT = """
+import sys
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == sys.argv[1]:
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, Interrupt())
+from hstcosmicrays import cli
+sys.exit(getattr(cli, sys.argv[2])(sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("module,entry,args,line", [
+    # while --start is read (astropy, for the month), after the arguments (h5py, for the store), and
+    # with the configuration read (the pipeline's modules)
+    ("astropy.time", "run_pipeline_main", ["--instr", "acs_hrc", "--start", "2003-01"],
+     "run_pipeline: interrupted before the run started; nothing was done"),
+    ("h5py", "run_pipeline_main", ["--instr", "acs_hrc", "--start", "2003-01"],
+     "run_pipeline: interrupted before the run started; nothing was done"),
+    ("hstcosmicrays.pipeline", "run_pipeline_main", ["--instr", "acs_hrc", "--start", "2003-01"],
+     "run_pipeline: interrupted before the run started; nothing was done"),
+    ("h5py", "main", ["status", "--instr", "acs_hrc"],
+     "hstcosmicrays: interrupted before the command started; nothing was done"),
+])
+def test_ctrl_c_during_the_start_up_imports_is_one_line_and_the_interrupt_status(tmp_path, module, entry, args,
+                                                                                  line):
+    proc = subprocess.run([sys.executable, "-c", INTERRUPTED_IMPORT, module, entry, *args,
+                           "--output", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130 and proc.stderr.splitlines() == [line], proc.stderr
+    assert not any(tmp_path.iterdir())
