@@ -48,17 +48,28 @@ class _ProgressConsoleHandler(logging.StreamHandler):
 
 
 class _LogFileHandler(logging.FileHandler):
-    """The debug log file. When it cannot be written (a full disk, a file system that became
-    read-only), one line on standard error says so and the file is left alone from then on:
-    logging's default printed a traceback of some 30 lines for every log line of the run."""
+    """The debug log file, created by its first line: a run that logs nothing before it ends (one
+    refused because another run writes the store, a usage error) leaves no empty file. When it
+    cannot be written (a full disk, a file system that became read-only), one line on standard
+    error says so and the file is left alone from then on: logging's default printed a traceback
+    of some 30 lines for every log line of the run."""
 
     def __init__(self, filename: Path):
         self._given_up = False
-        super().__init__(filename)
+        super().__init__(filename, delay=True)
 
     def emit(self, record: logging.LogRecord) -> None:
-        if not self._given_up:
+        if self._given_up:
+            return
+        try:  # the file is opened by the first line, outside logging's own error handling
             super().emit(record)
+        except Exception:  # noqa: BLE001 - as logging.StreamHandler.emit does
+            self.handleError(record)
+
+    @property
+    def begun(self) -> bool:
+        """True once the file has been created (a line was written to it) and is still written."""
+        return self.stream is not None and not self._given_up
 
     def handleError(self, record: logging.LogRecord) -> None:
         if self._given_up:
@@ -101,6 +112,27 @@ def setup_logging(*, verbosity: int, logfile: Path | None = None, progress: bool
         fh.setLevel(logging.DEBUG)
         fh.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"))
         root.addHandler(fh)
+
+
+def _run_log(logfile: Path | None) -> _LogFileHandler | None:
+    """The handler of the log file ``logfile`` set up by :func:`setup_logging`, if any."""
+    if logfile is None:
+        return None
+    for handler in logging.getLogger("hstcosmicrays").handlers:
+        if isinstance(handler, _LogFileHandler) and handler.baseFilename == os.path.abspath(logfile):
+            return handler
+    return None
+
+
+def _run_error(text: str, logfile: Path | None) -> None:
+    """The error that ends a ``run_pipeline``: one line on standard error and, when the run's log
+    file was begun (it is created by its first line), its last line too, so that the log says
+    how the run ended. A run refused before it logged anything leaves no log file."""
+    line = f"run_pipeline: error: {text}"
+    print(line, file=sys.stderr)
+    handler = _run_log(logfile)
+    if handler is not None and handler.begun:
+        handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, line, None, None))
 
 
 def _load_config(path):
@@ -375,6 +407,7 @@ def _run_pipeline(argv: list[str] | None) -> int:
     from .store import StoreError
 
     run_started = False
+    logfile = None
     try:
         from .config import ConfigError
 
@@ -400,14 +433,15 @@ def _run_pipeline(argv: list[str] | None) -> int:
             progress=sys.stderr.isatty() and args.verbosity >= 0,
         )
         pipeline = CosmicRayPipeline(instrument=instrument, config=config, output_dir=output, options=options)
-        setup_logging(verbosity=args.verbosity, logfile=pipeline.new_logfile(), progress=options.progress)
+        logfile = pipeline.new_logfile()
+        setup_logging(verbosity=args.verbosity, logfile=logfile, progress=options.progress)
         run_started = True
         summary = pipeline.run()
     except CLIError as exc:
-        print(f"run_pipeline: error: {exc}", file=sys.stderr)
+        _run_error(str(exc), logfile)
         return EXIT_USAGE
     except StoreError as exc:  # another run writes the store, or it is not this instrument's
-        print(f"run_pipeline: error: {exc}", file=sys.stderr)
+        _run_error(str(exc), logfile)
         return EXIT_ERROR
     except KeyboardInterrupt:  # in the run, before its stop handlers are in place (they take the next ones)
         if not run_started:
@@ -415,10 +449,10 @@ def _run_pipeline(argv: list[str] | None) -> int:
         log.warning("interrupted: committed months are kept; run the same command again to resume")
         return EXIT_INTERRUPTED
     except ValueError as exc:
-        print(f"run_pipeline: error: {exc}", file=sys.stderr)
+        _run_error(str(exc), logfile)
         return EXIT_USAGE
     except OSError as exc:  # last resort: a file that cannot be read or written, in one line
-        print(f"run_pipeline: error: {_os_error_text(exc)}", file=sys.stderr)
+        _run_error(_os_error_text(exc), logfile)
         return EXIT_ERROR
     if summary.interrupted:
         return EXIT_INTERRUPTED

@@ -161,6 +161,8 @@ def test_the_run_log_names_version_configuration_and_cr_parameters(tmp_path):
 
 
 def test_a_store_in_use_is_a_one_line_error(tmp_path, capsys):
+    """... and the run refused leaves no log file (it left an empty one); one that logged a line
+    before the refusal (here: an option that does not apply) ends its log with the refusal."""
     from hstcosmicrays.cli import setup_logging
     from hstcosmicrays.store import ResultsStore
 
@@ -171,8 +173,36 @@ def test_a_store_in_use_is_a_one_line_error(tmp_path, capsys):
                 "--start", "2004-06", "--stop", "2004-06"]
         assert run_pipeline_main(args) == 1
         assert main(["compact", "--instr", "acs_hrc", "--output", str(tmp_path)]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and all(f"{path} is being written by pid" in line for line in err)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 2 and all(f"{path} is being written by pid" in line for line in err)
+        assert list((tmp_path / "logs").glob("*")) == []
+        assert run_pipeline_main(args + ["--cloud", "-q"]) == 1
+    (logfile,) = (tmp_path / "logs").glob("*")
+    lines = logfile.read_text().splitlines()
+    assert len(lines) == 2 and "--cloud is used only with --archive mast" in lines[0]
+    assert lines[1].endswith(f"ERROR run_pipeline: error: {err[0].split(': error: ', 1)[1]}")
+
+
+def test_a_log_file_that_cannot_be_created_is_one_line_and_the_run_goes_on(tmp_path, capsys):
+    """The file is opened by its first line, outside logging's handling of write errors: its
+    failure must not reach the code that logs."""
+    import logging
+
+    from hstcosmicrays.cli import setup_logging
+
+    logfile = tmp_path / "logs" / "acs_hrc-1.log"
+    logfile.mkdir(parents=True)  # cannot be opened as a file
+    try:
+        setup_logging(verbosity=0, logfile=logfile)
+        for k in range(2):
+            logging.getLogger("hstcosmicrays.pipeline").info("month %d committed", k)
+        err = capsys.readouterr().err.splitlines()
+    finally:
+        setup_logging(verbosity=-1)
+    assert [line for line in err if "log file" in line] == [
+        f"{os.path.basename(sys.argv[0])}: cannot write the log file {logfile} (Is a directory); "
+        "the rest of this run's log goes to the terminal only"]
+    assert len(err) == 3 and "Traceback" not in "\n".join(err)
 
 
 def test_mast_server_reports_its_address_once(tmp_path, capsys, monkeypatch):
@@ -524,7 +554,7 @@ def test_a_log_file_that_cannot_be_written_is_one_line_not_a_traceback_per_log_l
             raise OSError(28, "No space left on device")
 
     try:
-        handler.stream.close()  # the real file, replaced by one on a full disk
+        assert handler.stream is None  # the file is opened by the first line: here, one on a full disk
         handler.stream = FullDisk()
         for k in range(3):
             log.info("month %d committed", k)
