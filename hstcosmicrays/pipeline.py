@@ -13,6 +13,7 @@ import dataclasses
 import datetime as _dt
 import itertools
 import logging
+import os
 import shutil
 import signal
 import threading
@@ -493,8 +494,13 @@ class CosmicRayPipeline:
         return self.output_dir / "work" / self.instrument.name / month.label
 
     def new_logfile(self) -> Path:
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        return self.output_dir / "logs" / f"{self.instrument.name}-{stamp}.log"
+        """Path of a new log file: ``<output>/logs/<instrument>-<UTC time>Z-<process id>.log``,
+        the time to the microsecond (``wfc3_uvis-20240105T101502.123456Z-4242.log``). The names
+        sort by start time, and runs started in the same second (or microsecond, by two
+        processes) get one each: with whole seconds, they wrote into one file."""
+        start = _dt.datetime.fromtimestamp(time.time(), tz=_dt.timezone.utc)
+        stamp = start.strftime("%Y%m%dT%H%M%S.%fZ")
+        return self.output_dir / "logs" / f"{self.instrument.name}-{stamp}-{os.getpid()}.log"
 
     # -- planning -----------------------------------------------------------------------------
 
@@ -937,8 +943,6 @@ def _month_runs(labels: Iterable[str]) -> str:
 
 
 def _cpu_count() -> int:
-    import os
-
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux

@@ -866,6 +866,26 @@ def test_a_pipeline_object_runs_again_after_a_stop(tmp_path):
     assert summary.committed == ("2003-01",) and not summary.interrupted
 
 
+def test_runs_started_in_the_same_second_get_log_files_of_their_own(tmp_path, monkeypatch):
+    """Log names had whole seconds: runs started in the same second (a script that runs again at
+    once, two processes) wrote into one file. Now the time has microseconds and the name the
+    process id; the names still sort by start time."""
+    cfg = load_config()
+    run = CosmicRayPipeline(instrument=cfg.instrument(INSTR), config=cfg, output_dir=tmp_path,
+                            options=RunOptions(archive="simulated"))
+    second = 1_000_000_000  # 2001-09-09T01:46:40Z
+    real_gmtime = time.gmtime
+    names = []
+    with monkeypatch.context() as m:
+        m.setattr(time, "gmtime", lambda secs=None: real_gmtime(second if secs is None else secs))
+        for now, pid in ((second + 0.25, 4242), (second + 0.5, 4242), (second + 0.5, 4243)):
+            m.setattr(time, "time", lambda now=now: now)
+            m.setattr(os, "getpid", lambda pid=pid: pid)
+            names.append(run.new_logfile())
+    assert len(set(names)) == 3 and names == sorted(names), names
+    assert names[0] == tmp_path / "logs" / f"{INSTR}-20010909T014640.250000Z-4242.log"
+
+
 def test_the_configuration_of_every_month_can_be_recovered_from_the_store(reference_store, tmp_path, capsys):
     import json
     import shutil
