@@ -26,7 +26,9 @@ sleep that doubles each time -- a reader would hang for ever.
 
 Compaction (:meth:`ResultsStore.compact`, ``hstcosmicrays compact``) rewrites the file with only
 the latest ledger row of each month and its rows, into ``<store>.compacting``, renamed over the
-store when complete.
+store when complete. A compaction that is killed leaves that file; it runs only under the store's
+lock, so the next writer, which holds the lock, deletes it, and :func:`compacting_file` (what
+``hstcosmicrays status`` shows) tells a leftover from a compaction in progress by the lock.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ __all__ = [
     "visible_ranges",
     "read_rows",
     "row_numbers",
+    "CompactingFile",
+    "compacting_file",
 ]
 
 log = logging.getLogger(__name__)
@@ -83,6 +87,10 @@ _T = TypeVar("_T")
 
 #: Ledger column written last: the commit mark.
 COMMIT_COLUMN = "state"
+
+#: Seconds a writer tries for the store's lock before it is refused: :func:`compacting_file`
+#: (``hstcosmicrays status``) holds the lock, shared, for an instant to see whether a writer has it.
+LOCK_WAIT = 0.5
 
 
 class StoreError(RuntimeError):
@@ -102,6 +110,16 @@ def store_path(output_dir: str | os.PathLike, instrument) -> Path:
     """Path of an instrument's store in ``output_dir`` (``instrument``: config or name)."""
     name = getattr(instrument, "name", instrument)
     return Path(output_dir) / f"{name}.h5"
+
+
+def _lock_path(path: Path) -> Path:
+    """The lock file of the store ``path``: a writer holds an exclusive ``flock`` on it."""
+    return path.with_name(path.name + ".lock")
+
+
+def _compacting_path(path: Path) -> Path:
+    """The file a compaction of the store ``path`` writes, renamed over the store when complete."""
+    return path.with_name(path.name + ".compacting")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -697,7 +715,92 @@ def format_ledger(path: str | os.PathLike) -> str:
     for digest, count in zip(digests.tolist(), counts.tolist()):
         note = "" if digest.decode() in stored else ", its text not stored"
         lines.append(f"configuration {digest.decode()}: {plural(count, 'month')}{note}")
+    compacting = compacting_file(path)
+    if compacting is not None:
+        lines.append(compacting.describe())
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class CompactingFile:
+    """A ``<store>.compacting`` file beside a store (:func:`compacting_file`).
+
+    Attributes
+    ----------
+    path : Path
+    size : int
+        Bytes.
+    leftover : bool or None
+        True: no process holds the store's lock, so no compaction writes the file (compactions
+        run only under the lock): a compaction was killed, and the file is safe to delete.
+        False: a process holds the lock (``holder``), a compaction in progress. None: the lock
+        file could not be read.
+    holder : str
+        What the lock file says of the process that holds it (``pid 4242``).
+    """
+
+    path: Path
+    size: int
+    leftover: bool | None
+    holder: str = ""
+
+    def describe(self) -> str:
+        """One line for ``hstcosmicrays status``."""
+        what = f"{self.path} ({self.size / 1e6:.1f} MB)"
+        if self.leftover:
+            return (f"{what} is the leftover of a `hstcosmicrays compact` that was interrupted: the store "
+                    "does not use it, and it is safe to delete (the next run or compact of this store deletes it)")
+        if self.leftover is False:
+            return f"{what} is being written by a compaction in progress ({self.holder or 'a process'} holds the lock)"
+        return (f"{what} is written by a compaction in progress, or the leftover of one that was interrupted "
+                "(safe to delete when no compact of this store runs; the next run or compact deletes it)")
+
+
+def compacting_file(path: str | os.PathLike) -> CompactingFile | None:
+    """The ``<store>.compacting`` file beside the store ``path``, if there is one, and whether it
+    is the leftover of an interrupted compaction or one in progress.
+
+    Only a compaction writes the file, and only while it holds the store's lock; a writer that
+    gets the lock deletes the file (:meth:`ResultsStore.open`). Whether a process holds the lock
+    is seen by taking it, shared and without waiting, for as long as the file's size takes to
+    read (a writer that starts then waits for it: :data:`LOCK_WAIT`); nothing is changed.
+
+    Returns
+    -------
+    CompactingFile or None
+        None when there is no such file (then the lock is not touched).
+    """
+    path = Path(path)
+    tmp = _compacting_path(path)
+    if not tmp.exists():
+        return None
+    try:
+        fh = open(_lock_path(path), "r")
+    except FileNotFoundError:  # no writer ever locked this store here: none is writing it
+        fh = None
+    except OSError:  # e.g. another user's lock file: who holds it cannot be seen
+        return _compacting_size(tmp, leftover=None)
+    if fh is None:
+        return _compacting_size(tmp, leftover=True)
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _compacting_size(tmp, leftover=False, holder=fh.read().strip())
+        except OSError:
+            return _compacting_size(tmp, leftover=None)
+        try:  # under the lock: no compaction can start, or end by renaming the file
+            return _compacting_size(tmp, leftover=True)
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _compacting_size(tmp: Path, *, leftover: bool | None, holder: str = "") -> CompactingFile | None:
+    try:
+        size = tmp.stat().st_size
+    except FileNotFoundError:  # a compaction completed (renamed it) meanwhile
+        return None
+    return CompactingFile(path=tmp, size=size, leftover=leftover, holder=holder)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -865,6 +968,7 @@ class ResultsStore:
                     configuration=configuration)
         store._acquire_lock()
         try:
+            store._delete_interrupted_compaction()
             if store.path.exists():
                 store._recover()
             else:
@@ -888,22 +992,43 @@ class ResultsStore:
 
     def _acquire_lock(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        fh = open(lock_path, "a+")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
-            raise StoreLockedError(
-                f"{self.path} is being written by {holder}; only one run per instrument and output directory"
-            ) from None
+        fh = open(_lock_path(self.path), "a+")
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:  # e.g. a status that looks at the lock for an instant
+                    time.sleep(0.02)
+                    continue
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                fh.close()
+                raise StoreLockedError(
+                    f"{self.path} is being written by {holder}; only one run per instrument and output directory"
+                ) from None
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()}")
         fh.flush()
         self._lock_fh = fh
+
+    def _delete_interrupted_compaction(self) -> None:
+        """Delete the ``<store>.compacting`` that a killed compaction left (holding the lock, this
+        writer knows that no compaction writes it: they run only under the lock), naming it."""
+        tmp = _compacting_path(self.path)
+        try:
+            size = tmp.stat().st_size
+            tmp.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning("%s is the leftover of a compaction that was interrupted, safe to delete, but it cannot "
+                        "be deleted (%s)", tmp, exc.strerror or exc)
+            return
+        log.warning("%s: deleted %s (%.1f MB), the leftover of a compaction that was interrupted (the store "
+                    "is as it was before it)", self.path, tmp.name, size / 1e6)
 
     def _create(self) -> None:
         tmp = self.path.with_name(self.path.name + ".creating")
@@ -972,7 +1097,7 @@ class ResultsStore:
         if self._lock_fh is None:
             raise StoreError("the store is not open for writing (use ResultsStore.open)")
         before = self.path.stat().st_size
-        tmp = self.path.with_name(self.path.name + ".compacting")
+        tmp = _compacting_path(self.path)
         try:
             with _reading(self.path) as src, \
                     _new_file(tmp, f"cannot write the compacted copy; {self.path} is left as it was") as dst:

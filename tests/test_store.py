@@ -563,3 +563,79 @@ def test_a_store_the_system_will_not_open_for_writing_is_named_with_the_reason_n
         with pytest.raises(StoreError) as info:
             store.commit_month(month="2010-02", n_found=3, started=time.time(), **month_tables("2010-02"))
     assert str(info.value) == f"{path}: cannot open the results store for writing (Operation not permitted)"
+
+
+def test_a_killed_compaction_leaves_a_file_that_status_names_and_the_next_writer_deletes(tmp_path, caplog):
+    """SIGKILL in the middle of a compaction leaves ``<store>.compacting`` (as big as the store),
+    which stayed until the next compact. ``status`` names it: the leftover of an interrupted
+    compaction while no process holds the store's lock, a compaction in progress while one
+    does; the next writer (a run or a compact), holding the lock, deletes it and says so."""
+    import fcntl
+    import logging
+
+    path = tmp_path / "s.h5"
+    with ResultsStore.open(path, **OPEN) as store:
+        for label in ("2010-01", "2010-01"):  # reprocessed: something for the compaction to drop
+            store.commit_month(month=label, n_found=3, started=time.time(), **month_tables(label))
+    before = path.read_bytes()
+    code = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_store import OPEN
+        from hstcosmicrays import store as store_mod
+        create_tables = store_mod._create_tables
+        def killed_after_creating_tables(f, **kwargs):
+            create_tables(f, **kwargs)
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        store_mod._create_tables = killed_after_creating_tables
+        with store_mod.ResultsStore.open({str(path)!r}, **OPEN) as store:
+            store.compact()
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    leftover = tmp_path / "s.h5.compacting"
+    assert leftover.exists() and path.read_bytes() == before
+    last = format_ledger(path).splitlines()[-1]
+    assert last.startswith(f"{leftover} (") and "is the leftover of a `hstcosmicrays compact` that was interrupted" in last
+    assert "safe to delete" in last
+    with open(tmp_path / "s.h5.lock", "a+") as lock:  # a compaction in progress holds the lock
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.truncate(0)
+        lock.write("pid 4242")
+        lock.flush()
+        assert format_ledger(path).splitlines()[-1].endswith(
+            "is being written by a compaction in progress (pid 4242 holds the lock)")
+    assert store_mod.compacting_file(path).leftover
+    with caplog.at_level(logging.WARNING, logger="hstcosmicrays"), ResultsStore.open(path, **OPEN):
+        pass
+    assert not leftover.exists() and path.read_bytes() == before
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: deleted s.h5.compacting ({caplog.records[0].args[2]:.1f} MB), the leftover of a compaction "
+        "that was interrupted (the store is as it was before it)"]
+    assert store_mod.compacting_file(path) is None and "compact" not in format_ledger(path).splitlines()[-1]
+
+
+def test_a_writer_waits_for_a_status_that_looks_at_the_lock(tmp_path, monkeypatch):
+    """``status`` takes the lock, shared, for an instant to see whether a compaction runs: a writer
+    starting then waits for it (up to LOCK_WAIT) instead of being refused as if a run held it."""
+    import fcntl
+
+    path = tmp_path / "s.h5"
+    with ResultsStore.open(path, **OPEN):
+        pass
+    probe = open(tmp_path / "s.h5.lock")
+    fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    waits = []
+
+    def sleep(seconds):  # the writer's first wait: the status is done
+        waits.append(seconds)
+        probe.close()
+
+    monkeypatch.setattr(store_mod.time, "sleep", sleep)
+    try:
+        with ResultsStore.open(path, **OPEN):
+            pass
+    finally:
+        probe.close()
+    assert len(waits) == 1
