@@ -115,7 +115,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -1123,6 +1123,7 @@ def reject_chip(
     threads: int = 1,
     combine: bool = False,
     dq_cr: int = 8192,
+    progress: Optional[Callable[[int], None]] = None,
 ) -> ChipRejection:
     """Reject cosmic rays in one chip of a stack (the pure core of :func:`reject_stack`).
 
@@ -1161,6 +1162,10 @@ def reject_chip(
         Also compute the combined crj image, its error and DQ.
     dq_cr : int
         The cosmic-ray DQ bit, kept out of / put into the combined DQ.
+    progress : callable, optional
+        Called, in the calling thread, with the number of the chip's rows rejected so far: 0 as
+        the chip begins, then after each block of rows (in row order: with ``threads``, a block
+        done early is counted once the blocks before it are), e.g. for a progress display.
 
     Returns
     -------
@@ -1194,6 +1199,8 @@ def reject_chip(
         raise CRRejectError(f"exposure times must be {plural(n, 'positive number')}, got {list(exptime)}")
     gain = [1.0] * n if gain is None else _as_sources(gain, n, "gain")
     readnoise = [0.0] * n if readnoise is None else _as_sources(readnoise, n, "readnoise")
+    if progress is not None:
+        progress(0)
     if sky is None:
         if params.skysub == "mode":
             sky = sky_mode(sci=sci, dq=dq, badinpdq=params.badinpdq, shape=shape)
@@ -1218,7 +1225,7 @@ def reject_chip(
     combined_dq = np.zeros(shape, dtype=np.int32) if combine else None
     starts = list(range(0, ctx.nrows, step))
 
-    def run(r0: int) -> None:
+    def run(r0: int) -> int:
         r1 = min(ctx.nrows, r0 + step)
         res = _reject_block(sources, ctx, r0, r1)
         for k in range(n):
@@ -1227,13 +1234,18 @@ def reject_chip(
             combined[r0:r1] = res["combined"]
             combined_err[r0:r1] = res["combined_err"]
             combined_dq[r0:r1] = res["combined_dq"]
+        return r1
 
     if threads > 1 and len(starts) > 1:
         with ThreadPoolExecutor(max_workers=int(threads)) as pool:
-            list(pool.map(run, starts))
+            for r1 in pool.map(run, starts):
+                if progress is not None:
+                    progress(r1)
     else:
         for r0 in starts:
-            run(r0)
+            r1 = run(r0)
+            if progress is not None:
+                progress(r1)
     return ChipRejection(
         masks=tuple(masks), sky=tuple(float(s) for s in sky), combined=combined,
         combined_err=combined_err, combined_dq=combined_dq,
@@ -1272,6 +1284,7 @@ def reject_stack(
     block_rows: int = 256,
     threads: int = 1,
     ignore_dq: int = 0,
+    progress: Optional[Callable[[int, int], None]] = None,
 ) -> list[list[np.ndarray]]:
     """Cosmic-ray masks of every chip of every frame of a stack.
 
@@ -1289,6 +1302,10 @@ def reject_stack(
     ignore_dq : int
         DQ bits of the inputs read as 0 everywhere (BADINPDQ, the sky histogram): e.g. the CR
         bit of an earlier rejection, so that the masks do not depend on it.
+    progress : callable, optional
+        Called as ``progress(rows_done, rows_total)`` after each block of rows, the rows counted
+        over the chips one after the other (``rows_total``: the rows of every chip of a frame);
+        see :func:`reject_chip`.
 
     Returns
     -------
@@ -1304,6 +1321,7 @@ def reject_stack(
     _check_stack(frames, headers)
     n = len(frames)
     out: list[list[np.ndarray]] = [[] for _ in range(n)]
+    chip_rows = [int(np.shape(ch.sci)[0]) for ch in frames[0]]
     for c in range(len(frames[0])):
         chips = [frames[k][c] for k in range(n)]
         noise_model = instrument.noise_model
@@ -1316,6 +1334,7 @@ def reject_stack(
             gain=[ch.gain for ch in chips], readnoise=[ch.readnoise for ch in chips],
             exptime=[h.exptime for h in headers], params=params, noise_model=noise_model,
             block_rows=block_rows, threads=threads, dq_cr=instrument.dq_cr,
+            progress=_rows_of_stack(progress, before=sum(chip_rows[:c]), total=sum(chip_rows)),
         )
         log.debug(
             "chip %d: sky %s, flagged %s pixels", chips[0].extver,
@@ -1324,6 +1343,15 @@ def reject_stack(
         for k in range(n):
             out[k].append(res.masks[k])
     return out
+
+
+def _rows_of_stack(progress: Optional[Callable[[int, int], None]], *, before: int,
+                   total: int) -> Optional[Callable[[int], None]]:
+    """The ``progress`` of one chip (:func:`reject_chip`: its rows done) as ``progress`` of the
+    stack (rows done over the chips, ``before`` of them in the chips before this one; ``total``)."""
+    if progress is None:
+        return None
+    return lambda rows: progress(before + rows, total)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1482,6 +1510,7 @@ def reject_files(
     block_rows: int = 256,
     threads: int = 1,
     ignore_dq: int = 0,
+    progress: Optional[Callable[[int, int], None]] = None,
 ) -> list[ChipRejection]:
     """Reject a stack of FLT files chip by chip, reading the pixels from the files.
 
@@ -1507,7 +1536,7 @@ def reject_files(
         Also compute the combined image (see :func:`reject_chip`).
     block_rows, threads : int
         See :func:`reject_chip`.
-    ignore_dq : int
+    ignore_dq, progress
         See :func:`reject_stack`.
 
     Returns
@@ -1567,6 +1596,7 @@ def reject_files(
                 exptime=[h.exptime for h in headers], params=params, noise_model=noise_model,
                 shape=(rows, cols), block_rows=block_rows, threads=threads,
                 combine=combine, dq_cr=instrument.dq_cr,
+                progress=_rows_of_stack(progress, before=c * rows, total=len(chips0) * rows),
             ))
             del sci, dq, err
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import datetime as _dt
+import functools
 import itertools
 import logging
 import os
@@ -18,6 +19,7 @@ import shutil
 import signal
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -32,7 +34,8 @@ from .intervals import Month, active_time_label, month_windows, parse_month, spa
 from .schema import TABLES, exposure_name
 from .store import ResultsStore, store_path
 
-__all__ = ["CosmicRayPipeline", "RunOptions", "RunSummary", "GroupTask", "FrameFailure", "process_group"]
+__all__ = ["CosmicRayPipeline", "RunOptions", "RunSummary", "GroupTask", "GroupProgress", "FrameFailure",
+           "process_group"]
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +124,38 @@ class RunSummary:
         return not self.failed and not self.interrupted
 
 
+@dataclass(frozen=True)
+class GroupProgress:
+    """What the task of a group has done so far: :func:`process_group` reports it to its
+    ``progress`` callable after each frame read, each block of rows rejected and each frame
+    measured (a few dozen times a group), for a progress display.
+
+    Attributes
+    ----------
+    stage : str
+        ``"read"``: ``done`` of the ``total`` frames read and screened; ``"reject"``: ``done`` of
+        the ``total`` rows of the stack's chips rejected (counted over the chips, one after the
+        other), ``frames`` frames of ``chips`` chips; ``"measure"``: ``done`` of the ``total``
+        frames measured or recorded as failures.
+    done, total : int
+    finished : int
+        Frames of the group with their outcome (measured, or a failure) so far.
+    frames, chips : int
+        ``"reject"`` only: frames in the rejection and chips of each (0 otherwise).
+    """
+
+    stage: str
+    done: int
+    total: int
+    finished: int
+    frames: int = 0
+    chips: int = 0
+
+
+def _no_progress(progress: GroupProgress) -> None:
+    """The ``progress`` of :func:`process_group` when none is given."""
+
+
 # ----------------------------------------------------------------------------------------------
 # the per-group task (runs in a worker process; must stay a picklable top-level function)
 
@@ -135,8 +170,17 @@ def _rootname(path: Path, imset: int = 0) -> str:
     return exposure_name(path.name.split("_")[0].lower(), imset)
 
 
-def process_group(task: GroupTask, *, instrument: InstrumentConfig) -> list:
+def process_group(task: GroupTask, *, instrument: InstrumentConfig,
+                  progress: Callable[[GroupProgress], None] | None = None) -> list:
     """Reject, label and measure the frames of one group.
+
+    Parameters
+    ----------
+    task : GroupTask
+    instrument : InstrumentConfig
+    progress : callable, optional
+        Called with a :class:`GroupProgress` after each frame read, each block of rows rejected
+        and each frame measured, in the thread that runs the task.
 
     Returns
     -------
@@ -144,16 +188,17 @@ def process_group(task: GroupTask, *, instrument: InstrumentConfig) -> list:
         One :class:`~hstcosmicrays.measure.FrameResult` or :class:`FrameFailure` per frame.
         Failures are returned, never raised, so that one bad frame never stops a month.
     """
+    report = _no_progress if progress is None else progress
     if instrument.kind == "ccd":
-        return _process_ccd_group(task, instrument=instrument)
+        return _process_ccd_group(task, instrument=instrument, report=report)
     if instrument.kind == "ir":
-        return _process_ir_group(task, instrument=instrument)
+        return _process_ir_group(task, instrument=instrument, report=report)
     if instrument.kind == "wfpc2":
-        return _process_wfpc2_group(task, instrument=instrument)
+        return _process_wfpc2_group(task, instrument=instrument, report=report)
     raise NotImplementedError(f"{instrument.name}: processing of {instrument.kind} detectors is not available")
 
 
-def _process_ir_group(task: GroupTask, *, instrument: InstrumentConfig) -> list:
+def _process_ir_group(task: GroupTask, *, instrument: InstrumentConfig, report: Callable) -> list:
     """IR ramps: each IMA on its own (``ir.read_ramp`` + ``ir.measure_ramp``, method ``ir_ramp``).
 
     The frames of a task share nothing (a ramp needs no CR-SPLIT partner); they are read one at
@@ -162,12 +207,15 @@ def _process_ir_group(task: GroupTask, *, instrument: InstrumentConfig) -> list:
     from .ir import measure_ramp, read_ramp
 
     outcomes = []
-    for path, orbit_file in zip(task.science, task.orbit_files):
+    n = len(task.science)
+    for k, (path, orbit_file) in enumerate(zip(task.science, task.orbit_files)):
         try:
             ramp = read_ramp(path, instrument=instrument)
         except Exception as exc:  # noqa: BLE001 - any unreadable frame is recorded, not fatal
             outcomes.append(_frame_failure(_rootname(path), "read", exc))
+            report(GroupProgress("read", k + 1, n, finished=len(outcomes)))
             continue
+        report(GroupProgress("read", k + 1, n, finished=len(outcomes)))
         try:
             outcomes.append(measure_ramp(
                 ramp=ramp, instrument=instrument, spt_path=orbit_file, month=task.month, group_id=-1,
@@ -175,10 +223,11 @@ def _process_ir_group(task: GroupTask, *, instrument: InstrumentConfig) -> list:
         except Exception as exc:  # noqa: BLE001
             outcomes.append(_frame_failure(ramp.header.rootname, "measure", exc))
         del ramp
+        report(GroupProgress("measure", len(outcomes), n, finished=len(outcomes)))
     return outcomes
 
 
-def _process_wfpc2_group(task: GroupTask, *, instrument: InstrumentConfig) -> list:
+def _process_wfpc2_group(task: GroupTask, *, instrument: InstrumentConfig, report: Callable) -> list:
     """WFPC2 (C0M + C1M): CR-SPLIT rejection when two or more usable frames share the group
     (as for the CCDs, method ``crsplit``), else the robust threshold of
     ``wfpc2.threshold_masks`` on the lone frame (method ``threshold``, ``group_id`` -1).
@@ -187,13 +236,14 @@ def _process_wfpc2_group(task: GroupTask, *, instrument: InstrumentConfig) -> li
     from .wfpc2 import threshold_masks
 
     outcomes: dict[int, object] = {}
-    frames = _read_usable_frames(task, instrument=instrument, outcomes=outcomes)
+    frames = _read_usable_frames(task, instrument=instrument, outcomes=outcomes, report=report)
     if len(frames) >= 2:
-        _reject_and_measure(frames, task=task, instrument=instrument, outcomes=outcomes)
+        _reject_and_measure(frames, task=task, instrument=instrument, outcomes=outcomes, report=report)
     elif frames:
         pos, header, chips, orbit_file = frames[0]
         try:
             masks = threshold_masks(chips=chips, instrument=instrument)
+            report(GroupProgress("reject", 1, 1, finished=len(outcomes), frames=1, chips=len(chips)))
             outcomes[pos] = measure_frame(
                 header=header, chips=_with_cr_flags(chips, masks, instrument=instrument),
                 instrument=instrument, spt_path=orbit_file, method="threshold", group_id=-1,
@@ -201,10 +251,11 @@ def _process_wfpc2_group(task: GroupTask, *, instrument: InstrumentConfig) -> li
             )
         except Exception as exc:  # noqa: BLE001
             outcomes[pos] = _frame_failure(header.rootname, "measure", exc)
+        report(GroupProgress("measure", len(outcomes), len(task.science), finished=len(outcomes)))
     return [outcomes[pos] for pos in sorted(outcomes)]
 
 
-def _process_ccd_group(task: GroupTask, *, instrument: InstrumentConfig) -> list:
+def _process_ccd_group(task: GroupTask, *, instrument: InstrumentConfig, report: Callable) -> list:
     """CCDs (FLT): CR-SPLIT rejection of the stack; a lone frame is recorded as unrejectable.
 
     Memory grows with the stack only by its masks (1 byte a pixel of every frame): each frame
@@ -213,19 +264,22 @@ def _process_ccd_group(task: GroupTask, *, instrument: InstrumentConfig) -> list
     large stack).
     """
     outcomes: dict[int, object] = {}
-    frames = _read_usable_frames(task, instrument=instrument, outcomes=outcomes, keep_pixels=False)
+    frames = _read_usable_frames(task, instrument=instrument, outcomes=outcomes, keep_pixels=False, report=report)
     if len(frames) == 1:
         pos, header, _, _ = frames[0]
         outcomes[pos] = _frame_failure(
             header.rootname, "reject", "single frame: no CR-SPLIT partner to reject cosmic rays against"
         )
+        report(GroupProgress("measure", len(outcomes), len(task.science), finished=len(outcomes)))
     elif frames:
-        _reject_and_measure(frames, task=task, instrument=instrument, outcomes=outcomes, from_files=True)
+        _reject_and_measure(frames, task=task, instrument=instrument, outcomes=outcomes, from_files=True,
+                            report=report)
     return [outcomes[pos] for pos in sorted(outcomes)]
 
 
 def _read_usable_frames(
     task: GroupTask, *, instrument: InstrumentConfig, outcomes: dict, keep_pixels: bool = True,
+    report: Callable = _no_progress,
 ) -> list:
     """Read the frames of a task; unreadable or screened-out frames go to ``outcomes``.
 
@@ -235,27 +289,37 @@ def _read_usable_frames(
         ``chips`` as ``frames.read_chips`` gives them, or with ``keep_pixels=False`` their
         :class:`~hstcosmicrays.crreject.ChipInfo` only (the pixels are released).
     """
+    frames = []
+    n = len(task.science)
+    for pos, (path, orbit_file) in enumerate(zip(task.science, task.orbit_files)):
+        frames.extend(_read_usable_frame(task, pos, path, orbit_file, instrument=instrument, outcomes=outcomes,
+                                         keep_pixels=keep_pixels))
+        report(GroupProgress("read", pos + 1, n, finished=len(outcomes)))
+    return frames
+
+
+def _read_usable_frame(task: GroupTask, pos: int, path: Path, orbit_file: Path | None, *,
+                       instrument: InstrumentConfig, outcomes: dict, keep_pixels: bool) -> list:
+    """Frame ``pos`` of :func:`_read_usable_frames`: ``[(position, header, chips, orbit file)]``,
+    or ``[]`` with its failure in ``outcomes``."""
     from . import crreject
     from .frames import read_chips, read_header
 
-    frames = []
-    for pos, (path, orbit_file) in enumerate(zip(task.science, task.orbit_files)):
-        imset = task.imset(pos)
-        name = _rootname(path, imset)
-        try:
-            header = read_header(path, instrument=instrument, imset=imset)
-            chips = read_chips(path, instrument=instrument, imset=imset)
-        except Exception as exc:  # noqa: BLE001 - any unreadable frame is recorded, not fatal
-            outcomes[pos] = _frame_failure(name, "read", exc)
-            continue
-        reason = crreject.screen_frame(header=header, chips=chips, instrument=instrument)
-        if reason:
-            outcomes[pos] = _frame_failure(name, "select", reason)
-            continue
-        if not keep_pixels:
-            chips = tuple(crreject.ChipInfo.of(c) for c in chips)
-        frames.append((pos, header, chips, orbit_file))
-    return frames
+    imset = task.imset(pos)
+    name = _rootname(path, imset)
+    try:
+        header = read_header(path, instrument=instrument, imset=imset)
+        chips = read_chips(path, instrument=instrument, imset=imset)
+    except Exception as exc:  # noqa: BLE001 - any unreadable frame is recorded, not fatal
+        outcomes[pos] = _frame_failure(name, "read", exc)
+        return []
+    reason = crreject.screen_frame(header=header, chips=chips, instrument=instrument)
+    if reason:
+        outcomes[pos] = _frame_failure(name, "select", reason)
+        return []
+    if not keep_pixels:
+        chips = tuple(crreject.ChipInfo.of(c) for c in chips)
+    return [(pos, header, chips, orbit_file)]
 
 
 def _with_cr_flags(chips, masks, *, instrument: InstrumentConfig) -> tuple:
@@ -275,7 +339,7 @@ def _with_cr_flags(chips, masks, *, instrument: InstrumentConfig) -> tuple:
 
 
 def _reject_and_measure(frames: list, *, task: GroupTask, instrument: InstrumentConfig, outcomes: dict,
-                        from_files: bool = False) -> None:
+                        from_files: bool = False, report: Callable = _no_progress) -> None:
     """CR-SPLIT rejection of two or more frames, then the measurement of each.
 
     ``frames`` as :func:`_read_usable_frames` gives them: with their chips in memory
@@ -284,10 +348,14 @@ def _reject_and_measure(frames: list, *, task: GroupTask, instrument: Instrument
     to be measured.
     """
     from . import crreject
-    from .frames import read_chips
-    from .measure import measure_frame
 
     headers = [f[1] for f in frames]
+    n = len(task.science)
+
+    def rows_rejected(done: int, total: int) -> None:
+        report(GroupProgress("reject", done, total, finished=len(outcomes), frames=len(frames),
+                             chips=len(frames[0][2])))
+
     try:
         params = crreject.params_for_stack(
             instrument=instrument, n_images=len(frames),
@@ -299,46 +367,67 @@ def _reject_and_measure(frames: list, *, task: GroupTask, instrument: Instrument
                 # a CCD month is usually one stack, so one task: without threads its rejection
                 # would use one core whatever the workers
                 params=params, instrument=instrument, threads=crreject.DEFAULT_THREADS,
-                ignore_dq=instrument.dq_cr,
+                ignore_dq=instrument.dq_cr, progress=rows_rejected,
             )
             masks = [[r.masks[k] for r in results] for k in range(len(frames))]
         else:
             masks = crreject.reject_stack(
                 frames=[f[2] for f in frames], headers=headers, params=params, instrument=instrument,
-                ignore_dq=instrument.dq_cr,
+                ignore_dq=instrument.dq_cr, progress=rows_rejected,
             )
     except Exception as exc:  # noqa: BLE001
         for pos, header, _, _ in frames:
             outcomes[pos] = _frame_failure(header.rootname, "reject", exc)
+        report(GroupProgress("measure", len(outcomes), n, finished=len(outcomes)))
         return
-    for (pos, header, chips, orbit_file), frame_masks in zip(frames, masks):
-        if from_files:
-            try:
-                chips = read_chips(task.science[pos], instrument=instrument, imset=header.imset)
-            except Exception as exc:  # noqa: BLE001 - e.g. the file changed on disk since the rejection
-                outcomes[pos] = _frame_failure(header.rootname, "read", exc)
-                continue
+    for frame, frame_masks in zip(frames, masks):
+        outcomes[frame[0]] = _measure_rejected(frame, frame_masks, task=task, instrument=instrument,
+                                               from_files=from_files)
+        report(GroupProgress("measure", len(outcomes), n, finished=len(outcomes)))
+
+
+def _measure_rejected(frame: tuple, masks: list, *, task: GroupTask, instrument: InstrumentConfig,
+                      from_files: bool):
+    """The outcome of one frame of :func:`_reject_and_measure` (its chips read again from its
+    file ``from_files``), with the CR ``masks`` of its chips."""
+    from .frames import read_chips
+    from .measure import measure_frame
+
+    pos, header, chips, orbit_file = frame
+    if from_files:
         try:
-            outcomes[pos] = measure_frame(
-                header=header, chips=_with_cr_flags(chips, frame_masks, instrument=instrument),
-                instrument=instrument, spt_path=orbit_file, method="crsplit", group_id=task.group_id,
-                month=task.month,
-            )
-        except Exception as exc:  # noqa: BLE001
-            outcomes[pos] = _frame_failure(header.rootname, "measure", exc)
-        del chips
+            chips = read_chips(task.science[pos], instrument=instrument, imset=header.imset)
+        except Exception as exc:  # noqa: BLE001 - e.g. the file changed on disk since the rejection
+            return _frame_failure(header.rootname, "read", exc)
+    try:
+        return measure_frame(
+            header=header, chips=_with_cr_flags(chips, masks, instrument=instrument),
+            instrument=instrument, spt_path=orbit_file, method="crsplit", group_id=task.group_id,
+            month=task.month,
+        )
+    except Exception as exc:  # noqa: BLE001
+        return _frame_failure(header.rootname, "measure", exc)
 
 
 # ----------------------------------------------------------------------------------------------
 # executors: in-process, local process cluster, or an existing dask.distributed cluster
 
 
+#: ``progress`` of :meth:`_InProcess.map_unordered` and :meth:`_Dask.map_unordered`: called in
+#: the driver, from any thread, with the index of an item and what its task reported
+ProgressSink = Callable[[int, GroupProgress], None]
+
+
 class _InProcess:
-    def map_unordered(self, fn: Callable, items: Sequence, stop: threading.Event) -> Iterable:
+    def map_unordered(self, fn: Callable, items: Sequence, stop: threading.Event,
+                      progress: ProgressSink | None = None) -> Iterable:
+        """``fn(item)`` for each item in turn, or ``fn(item, report)`` with ``progress``, where
+        ``report(p)`` calls ``progress(index, p)``; yields ``(index, result)``. Once ``stop`` is
+        set no task is started."""
         for i, item in enumerate(items):
             if stop.is_set():
                 return
-            yield i, fn(item)
+            yield i, fn(item) if progress is None else fn(item, functools.partial(progress, i))
 
     def close(self) -> None:
         pass
@@ -369,16 +458,35 @@ class _Dask:
             # and nothing they log while they close (or after the driver was killed) reaches the terminal
             self.client.register_plugin(QuietShutdown())
             log.info("started a local dask cluster of %s", plural(workers, "worker process", "worker processes"))
+        # what the tasks report as they work (GroupProgress) comes back as events of this topic,
+        # each with the token of its map_unordered call and the index of its item
+        self._topic = f"hstcosmicrays-progress-{uuid.uuid4().hex}"
+        self._calls = itertools.count()
+        self._sink: tuple[int, ProgressSink] | None = None
+        self.client.subscribe_topic(self._topic, self._progress_event)
 
-    def map_unordered(self, fn: Callable, items: Sequence, stop: threading.Event) -> Iterable:
+    def _progress_event(self, event) -> None:
+        """An event of :attr:`_topic` (on the client's event loop thread): to the sink of the
+        map_unordered call in progress; late events of an earlier call are dropped."""
+        _, (token, index, *fields) = event
+        sink = self._sink
+        if sink is not None and sink[0] == token:
+            sink[1](index, GroupProgress(*fields))
+
+    def map_unordered(self, fn: Callable, items: Sequence, stop: threading.Event,
+                      progress: ProgressSink | None = None) -> Iterable:
         """Run ``fn`` on the items, at most one task per worker thread at a time, yielding
         ``(index, result)`` as they finish. Once ``stop`` is set no task is started, and the
-        tasks in progress are still awaited and yielded (the in-process executor does the same)."""
+        tasks in progress are still awaited and yielded (the in-process executor does the same).
+        With ``progress``, ``fn(item, report)`` is run instead: ``report(p)`` sends ``p`` from
+        the worker to the driver (``Worker.log_event``), where ``progress(index, p)`` gets it."""
         from distributed import as_completed
 
         queue = iter(enumerate(items))
         running: dict = {}
         finished = as_completed()
+        token = next(self._calls)
+        self._sink = None if progress is None else (token, progress)
 
         def top_up() -> None:
             # as many tasks in flight as the cluster has threads now (workers may join later)
@@ -387,7 +495,8 @@ class _Dask:
                 nxt = next(queue, None)
                 if nxt is None:
                     return
-                fut = self.client.submit(fn, nxt[1], pure=False)
+                args = (nxt[1],) if progress is None else (nxt[1], _EventReport(self._topic, token, nxt[0]))
+                fut = self.client.submit(fn, *args, pure=False)
                 running[fut] = nxt[0]
                 finished.add(fut)
 
@@ -399,6 +508,7 @@ class _Dask:
                 top_up()
                 yield i, result
         finally:
+            self._sink = None
             for fut in running:
                 fut.cancel()
 
@@ -418,14 +528,81 @@ class _Dask:
                 self._cluster.close()
 
 
+class _EventReport:
+    """``report`` of a task on a dask worker (picklable): each :class:`GroupProgress` goes to
+    the driver as an event of ``topic`` with the call's ``token`` and the item's ``index``."""
+
+    def __init__(self, topic: str, token: int, index: int):
+        self.topic, self.token, self.index = topic, token, index
+
+    def __call__(self, progress: GroupProgress) -> None:
+        from distributed import get_worker
+
+        get_worker().log_event(self.topic, [self.token, self.index, *dataclasses.astuple(progress)])
+
+
 class _TaskRunner:
     """Callable shipped to workers: binds the instrument to :func:`process_group`."""
 
     def __init__(self, instrument: InstrumentConfig):
         self.instrument = instrument
 
-    def __call__(self, task: GroupTask) -> list:
-        return process_group(task, instrument=self.instrument)
+    def __call__(self, task: GroupTask, report: Callable[[GroupProgress], None] | None = None) -> list:
+        return process_group(task, instrument=self.instrument, progress=report)
+
+
+class _MonthProgress:
+    """The progress bar of a month's frames (tqdm), moved by what the groups' tasks report: the
+    frames finished (measured, or recorded as failures) as they finish, and, after the counts,
+    what the groups in progress are doing (``reading 3/8 frames``, ``rejecting 42%`` of the rows
+    of the stack's chips, ``measuring``), so that a month whose frames form one stack does not sit
+    at 0 % until its single task ends. Reports come from any thread (dask's event loop)."""
+
+    def __init__(self, bar, n_groups: int):
+        self._bar = bar
+        self._lock = threading.Lock()
+        self._finished = [0] * n_groups
+        self._latest: dict[int, GroupProgress] = {}
+        self._ended: set[int] = set()
+
+    def report(self, index: int, progress: GroupProgress) -> None:
+        """What group ``index`` reported (ignored once its task has ended)."""
+        with self._lock:
+            if index in self._ended:
+                return
+            self._finished[index] = max(self._finished[index], progress.finished)
+            self._latest[index] = progress
+            self._draw()
+
+    def ended(self, index: int, n_frames: int) -> None:
+        """Group ``index`` has ended with the outcomes of its ``n_frames`` frames."""
+        with self._lock:
+            self._ended.add(index)
+            self._finished[index] = n_frames
+            self._latest.pop(index, None)
+            self._draw()
+
+    def _draw(self) -> None:
+        self._bar.set_postfix_str(self.doing(), refresh=False)
+        self._bar.update(sum(self._finished) - self._bar.n)  # draws the bar (at most ~10 times a second)
+
+    def doing(self) -> str:
+        """What the groups in progress are doing, e.g. ``rejecting 42%, reading 1/2 frames``, or
+        ``rejecting 2 stacks (42% 7%)``."""
+        by_stage: dict[str, list[GroupProgress]] = {}
+        for _, p in sorted(self._latest.items()):
+            by_stage.setdefault(p.stage, []).append(p)
+        parts = []
+        if "reject" in by_stage:
+            shares = [f"{100 * p.done // max(p.total, 1)}%" for p in by_stage["reject"]]
+            parts.append(f"rejecting {shares[0]}" if len(shares) == 1
+                         else f"rejecting {len(shares)} stacks ({' '.join(shares)})")
+        if "read" in by_stage:
+            done, total = (sum(getattr(p, k) for p in by_stage["read"]) for k in ("done", "total"))
+            parts.append(f"reading {done}/{total} frames")
+        if any(p.done < p.total for p in by_stage.get("measure", ())):  # else only returning its results
+            parts.append("measuring")
+        return ", ".join(parts)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -794,13 +971,15 @@ class CosmicRayPipeline:
         tasks = self._plan_groups(work, failures)
         results = []
         bar = self._progress(total=sum(len(t.science) for t in tasks), desc=month.label, unit="frame", leave=False)
+        shown = _MonthProgress(bar, len(tasks))
         runner = _TaskRunner(self.instrument)
         try:
             done = 0
-            for _, outcome in executor.map_unordered(runner, tasks, self._stop):
+            for i, outcome in executor.map_unordered(runner, tasks, self._stop,
+                                                     progress=None if bar.disable else shown.report):
                 for item in outcome:
                     (failures if isinstance(item, FrameFailure) else results).append(item)
-                bar.update(len(outcome))
+                shown.ended(i, len(outcome))
                 done += 1
             if done < len(tasks):
                 return None

@@ -880,7 +880,8 @@ def test_an_output_that_cannot_be_written_is_named_before_the_rejection(flt_pair
 def test_reject_files_equals_reject_stack(config, tmp_path, monkeypatch, name, month, shape, lazy):
     """The pipeline's path (pixels read from the files, in row blocks for a large stack, blocks
     on two threads) gives the masks of reject_stack on the frames in memory, for both noise
-    models."""
+    models; both report their progress, row block by row block, over the chips (the pipeline's
+    progress bar)."""
     from hstcosmicrays import simulate
     from hstcosmicrays.frames import read_chips
     from hstcosmicrays.intervals import parse_month
@@ -896,15 +897,23 @@ def test_reject_files_equals_reject_stack(config, tmp_path, monkeypatch, name, m
     headers = [read_header(p, instrument=inst) for p in paths]
     frames = [read_chips(p, instrument=inst) for p in paths]
     params = cr.params_for_stack(instrument=inst, n_images=3, mean_exptime=headers[0].exptime)
-    want = cr.reject_stack(frames=frames, headers=headers, params=params, instrument=inst)
+    in_memory = []
+    want = cr.reject_stack(frames=frames, headers=headers, params=params, instrument=inst,
+                           progress=lambda done, total: in_memory.append((done, total)))
     read_lazily = []
     real_rows = cr._hdu_rows
     monkeypatch.setattr(cr, "_hdu_rows", lambda *a, lazy: read_lazily.append(lazy) or real_rows(*a, lazy=lazy))
     if lazy:
         monkeypatch.setattr(cr, "IN_MEMORY_LIMIT", 0)
+    from_files = []
     got = cr.reject_files(paths=paths, headers=headers, info=[[cr.ChipInfo.of(c) for c in f] for f in frames],
-                          params=params, instrument=inst, block_rows=16, threads=2)
+                          params=params, instrument=inst, block_rows=16, threads=2,
+                          progress=lambda done, total: from_files.append((done, total)))
     assert set(read_lazily) == {lazy}
+    rows, chips = shape[0], len(frames[0])
+    # each chip: 0 as it begins, then after each block of 16 rows (256 for reject_stack's default)
+    assert from_files == [(c * rows + r, chips * rows) for c in range(chips) for r in range(0, rows + 1, 16)]
+    assert in_memory == [(c * rows + r, chips * rows) for c in range(chips) for r in (0, rows)]
     assert sum(int(m.sum()) for f in want for m in f) > 100
     for k in range(3):
         for c, res in enumerate(got):

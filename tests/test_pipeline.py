@@ -372,6 +372,35 @@ def test_dask_scheduler_and_local_pool_give_the_same_store(reference_store, tmp_
     assert_same_store(reference_store, pool / f"{INSTR}.h5")
 
 
+def test_what_a_dask_task_reports_as_it_works_reaches_the_driver():
+    """A task on a dask worker reports its progress (GroupProgress) through the scheduler's
+    events to the driver, which learns which item it is about, while the task runs."""
+    import threading
+
+    from hstcosmicrays.pipeline import GroupProgress, _Dask
+
+    def task(item, report):
+        for k in range(3):
+            report(GroupProgress("read", k + 1, 3, finished=k))
+        return item * 10
+
+    got = []
+    executor = _Dask(workers=1, scheduler=None)
+    try:
+        results = executor.map_unordered(task, [1, 2], threading.Event(),
+                                         progress=lambda index, p: got.append((index, p)))
+        done = sorted([next(results), next(results)])  # the call still runs: its events are awaited
+        deadline = time.monotonic() + 60
+        while len(got) < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        results.close()
+    finally:
+        executor.close()
+    assert done == [(0, 10), (1, 20)]
+    assert sorted(got, key=lambda ip: (ip[0], ip[1].done)) == [
+        (i, GroupProgress("read", k + 1, 3, finished=k)) for i in (0, 1) for k in range(3)]
+
+
 @pytest.mark.slow
 def test_large_stacks_are_read_from_the_files_with_the_same_result(reference_store, tmp_path, monkeypatch):
     """A stack above crreject.IN_MEMORY_LIMIT is rejected from row blocks of its files (so a
@@ -448,7 +477,7 @@ TWO_SIGNALS_IN_A_MONTH = """
 import os, signal, sys
 from hstcosmicrays import pipeline
 from hstcosmicrays.cli import run_pipeline_main
-def map_unordered(self, fn, items, stop):
+def map_unordered(self, fn, items, stop, progress=None):
     os.kill(os.getpid(), signal.SIGINT)
     os.kill(os.getpid(), signal.SIGINT)
     yield from ()
@@ -884,6 +913,50 @@ def test_runs_started_in_the_same_second_get_log_files_of_their_own(tmp_path, mo
             names.append(run.new_logfile())
     assert len(set(names)) == 3 and names == sorted(names), names
     assert names[0] == tmp_path / "logs" / f"{INSTR}-20010909T014640.250000Z-4242.log"
+
+
+class RecordingBar:
+    """A stand-in for the tqdm bars of a run on a terminal: keeps the count and the postfix each
+    time the bar would be drawn."""
+
+    bars: list = []
+
+    def __init__(self, *, total, desc, unit, **kwargs):
+        self.total, self.desc, self.n, self.postfix, self.disable = total, desc, 0, "", False
+        self.states = []
+        RecordingBar.bars.append(self)
+
+    def update(self, k=1):
+        self.n += k
+        self.states.append((self.n, self.postfix))
+
+    def set_postfix_str(self, text, refresh=True):
+        self.postfix = text
+
+    def close(self):
+        pass
+
+
+def test_the_frames_bar_moves_while_a_stack_is_rejected_and_measured(tmp_path, monkeypatch):
+    """The month's bar counted frames when a group's task ended: a month whose frames form one
+    stack sat at 0 % until it was done. Now it counts each frame as it is measured, and says
+    what the groups in progress do (reading, rejecting with the share of the rows done)."""
+    cfg = load_config()
+    opts = RunOptions(archive="simulated", start=parse_month("2003-01"), stop=parse_month("2003-01"), workers=1,
+                      darks_per_month=4, progress=True)
+    run = CosmicRayPipeline(instrument=cfg.instrument(INSTR), config=cfg, output_dir=tmp_path, options=opts)
+    monkeypatch.setattr(RecordingBar, "bars", [])
+    monkeypatch.setattr(CosmicRayPipeline, "_progress", lambda self, **kwargs: RecordingBar(**kwargs))
+    assert run.run().committed == ("2003-01",)
+    (bar,) = [b for b in RecordingBar.bars if b.desc == "2003-01"]
+    counts = [n for n, _ in bar.states]
+    assert bar.total == 4 and counts == sorted(counts) and set(counts) == {0, 1, 2, 3, 4}
+    shares = [int(text.split()[1][:-1]) for n, text in bar.states if text.startswith("rejecting ") and n == 0]
+    assert len(shares) > 2 and shares == sorted(shares) and shares[0] == 0, bar.states
+    assert any(text.startswith("reading 1/") for n, text in bar.states if n == 0)
+    assert any(text == "measuring" and 0 < n < 4 for n, text in bar.states)
+    ledger = read_ledger(tmp_path / f"{INSTR}.h5")
+    assert ledger["n_processed"].tolist() == [4]
 
 
 def test_the_configuration_of_every_month_can_be_recovered_from_the_store(reference_store, tmp_path, capsys):
