@@ -128,7 +128,7 @@ class RunSummary:
 class GroupProgress:
     """What the task of a group has done so far: :func:`process_group` reports it to its
     ``progress`` callable after each frame read, each block of rows rejected and each frame
-    measured (a few dozen times a group), for a progress display.
+    measured (a few dozen times a group), for a progress display and the stage timings.
 
     Attributes
     ----------
@@ -541,14 +541,66 @@ class _EventReport:
         get_worker().log_event(self.topic, [self.token, self.index, *dataclasses.astuple(progress)])
 
 
+@dataclass(frozen=True)
+class _GroupRun:
+    """What a group's task returns: its frames' outcomes (as :func:`process_group`) and where
+    its time went.
+
+    Attributes
+    ----------
+    outcomes : list
+    seconds : dict of str to float
+        Wall time (s) of each stage of :class:`GroupProgress`: the time up to each report is
+        that of the report's stage (``read``: reading and screening the frames; ``reject``: the
+        rejection, from the parameters to the last block of rows; ``measure``: reading each
+        frame again and measuring it).
+    wall : float
+        Wall time of the whole task (s).
+    frames, chips : int
+        Frames rejected together and their chips (0: no rejection, e.g. an IR ramp).
+    """
+
+    outcomes: list
+    seconds: dict
+    wall: float
+    frames: int = 0
+    chips: int = 0
+
+
+class _StageClock:
+    """The ``progress`` given to :func:`process_group` by :class:`_TaskRunner`: times the stages
+    (the time since the previous report goes to the stage of this one), notes the size of the
+    rejection, and passes each report on to ``report``."""
+
+    def __init__(self, report: Callable[[GroupProgress], None] | None):
+        self._report = report
+        self.start = self._last = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+        self.frames = self.chips = 0
+
+    def __call__(self, progress: GroupProgress) -> None:
+        now = time.perf_counter()
+        self.seconds[progress.stage] = self.seconds.get(progress.stage, 0.0) + now - self._last
+        self._last = now
+        if progress.stage == "reject":
+            self.frames, self.chips = progress.frames, progress.chips
+        if self._report is not None:
+            self._report(progress)
+
+
 class _TaskRunner:
-    """Callable shipped to workers: binds the instrument to :func:`process_group`."""
+    """Callable shipped to workers: binds the instrument to :func:`process_group`, and times the
+    task's stages (:class:`_GroupRun`): what a dask worker logs does not reach the driver's log,
+    what it returns does."""
 
     def __init__(self, instrument: InstrumentConfig):
         self.instrument = instrument
 
-    def __call__(self, task: GroupTask, report: Callable[[GroupProgress], None] | None = None) -> list:
-        return process_group(task, instrument=self.instrument, progress=report)
+    def __call__(self, task: GroupTask, report: Callable[[GroupProgress], None] | None = None) -> _GroupRun:
+        clock = _StageClock(report)
+        outcomes = process_group(task, instrument=self.instrument, progress=clock)
+        return _GroupRun(outcomes=outcomes, seconds=clock.seconds, wall=time.perf_counter() - clock.start,
+                         frames=clock.frames, chips=clock.chips)
 
 
 class _MonthProgress:
@@ -618,6 +670,7 @@ class _MonthWork:
     local_error: str | None = None  # the downloads could not be written here (not the archive's fault)
     started: float = 0.0
     n_found: int | None = None  # exposures, once the headers are read (a STIS file may hold several)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage (s), for the debug log
 
     @property
     def found(self) -> int:
@@ -936,8 +989,11 @@ class CosmicRayPipeline:
 
     def _download(self, month: Month) -> _MonthWork:
         work = _MonthWork(month=month, started=time.time())
+        clock = time.perf_counter()
         try:
             work.datasets = list(self.archive.query(self.instrument, month))
+            work.seconds["query"] = time.perf_counter() - clock
+            clock = time.perf_counter()
             # a STIS dataset may hold several exposures (a CR-SPLIT FLT), counted once its headers are read
             noun = "dataset" if self.instrument.imset_exposures else "dark"
             log.info("%s %s: %s in the archive", self.instrument.name, month, plural(len(work.datasets), noun))
@@ -948,6 +1004,7 @@ class CosmicRayPipeline:
                             month, month)
             if work.datasets:
                 work.files = self.archive.fetch(work.datasets, self.workdir(month))
+            work.seconds["download"] = time.perf_counter() - clock
         except ArchiveError as exc:
             work.error = str(exc)
         except Exception as exc:  # noqa: BLE001 - any archive problem fails the month, not the run
@@ -968,20 +1025,23 @@ class CosmicRayPipeline:
                                        n_found=len(work.datasets))
             return False
         failures: list[FrameFailure] = []
+        clock = time.perf_counter()
         tasks = self._plan_groups(work, failures)
+        work.seconds["headers"] = time.perf_counter() - clock
         results = []
         bar = self._progress(total=sum(len(t.science) for t in tasks), desc=month.label, unit="frame", leave=False)
         shown = _MonthProgress(bar, len(tasks))
         runner = _TaskRunner(self.instrument)
+        runs: dict[int, _GroupRun] = {}
+        clock = time.perf_counter()
         try:
-            done = 0
-            for i, outcome in executor.map_unordered(runner, tasks, self._stop,
-                                                     progress=None if bar.disable else shown.report):
-                for item in outcome:
+            for i, run in executor.map_unordered(runner, tasks, self._stop,
+                                                 progress=None if bar.disable else shown.report):
+                for item in run.outcomes:
                     (failures if isinstance(item, FrameFailure) else results).append(item)
-                shown.ended(i, len(outcome))
-                done += 1
-            if done < len(tasks):
+                shown.ended(i, len(run.outcomes))
+                runs[i] = run
+            if len(runs) < len(tasks):
                 return None
         except Exception as exc:  # noqa: BLE001 - e.g. a worker died: the month fails, the run goes on
             log.exception("%s %s: processing failed", self.instrument.name, month)
@@ -990,24 +1050,53 @@ class CosmicRayPipeline:
             return False
         finally:
             bar.close()
+        work.seconds["groups"] = time.perf_counter() - clock
         for item in failures:
             log.warning("%s %s: %s rejected at %s: %s", self.instrument.name, month, item.rootname, item.stage, item.reason)
         for result in results:
             for text in result.warnings:  # e.g. a missing SPT: NaN positions, frame kept
                 log.warning("%s %s: %s: %s", self.instrument.name, month, result.exposure["rootname"], text)
         tables = _month_tables(results, failures, month=month.label)
+        clock = time.perf_counter()
         if not self.options.keep_downloads:
             # before the commit, as the results are in memory: a run killed between the commit and
             # the deletion would leave the month's downloads for good (no later run processes a
             # committed month); killed before the commit, the next run downloads the month again
             shutil.rmtree(self.workdir(month), ignore_errors=True)
+        work.seconds["delete downloads"] = time.perf_counter() - clock
+        clock = time.perf_counter()
         store.commit_month(month=month.label, n_found=work.found, started=work.started, **tables)
+        work.seconds["commit"] = time.perf_counter() - clock
+        self._log_timings(work, tasks, runs)
         n_cr = int(tables["exposures"]["n_cr"].sum()) if len(tables["exposures"]["n_cr"]) else 0
         log.info(
             "%s %s: committed %s, %d failed, %s", self.instrument.name, month,
             plural(len(results), "frame"), len(failures), plural(n_cr, "CR"),
         )
         return True
+
+    def _log_timings(self, work: _MonthWork, tasks: list[GroupTask], runs: dict[int, _GroupRun]) -> None:
+        """DEBUG: the rejection time of each stack (its frames and chips, from its task's
+        :class:`_GroupRun`: a dask worker's own log lines do not reach this log), then where the
+        month's time went, stage by stage (the query and download ran in the background, while
+        the month before was processed, but for the first month)."""
+        if not log.isEnabledFor(logging.DEBUG):
+            return
+        name, month = self.instrument.name, work.month
+        for i, run in sorted(runs.items()):
+            if run.frames >= 2:
+                log.debug("%s %s: stack %d: %s of %s rejected in %.2f s (its task %.2f s: read %.2f s, "
+                          "measure %.2f s)", name, month, tasks[i].group_id, plural(run.frames, "frame"),
+                          plural(run.chips, "chip"), run.seconds.get("reject", 0.0), run.wall,
+                          run.seconds.get("read", 0.0), run.seconds.get("measure", 0.0))
+        in_tasks = {stage: sum(run.seconds.get(stage, 0.0) for run in runs.values())
+                    for stage in ("read", "reject", "measure")}
+        log.debug("%s %s: stage times: query %.2f s, download %.2f s, headers %.2f s, "
+                  "%s %.2f s (time in the tasks: read %.2f s, reject %.2f s, measure %.2f s), delete downloads "
+                  "%.2f s, commit %.2f s", name, month, work.seconds.get("query", 0.0),
+                  work.seconds.get("download", 0.0), work.seconds["headers"], plural(len(tasks), "group"),
+                  work.seconds["groups"], in_tasks["read"], in_tasks["reject"], in_tasks["measure"],
+                  work.seconds["delete downloads"], work.seconds["commit"])
 
     def _plan_groups(self, work: _MonthWork, failures: list[FrameFailure]) -> list[GroupTask]:
         """Read headers, drop unusable frames (recorded), and group the rest into tasks."""

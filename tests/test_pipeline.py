@@ -370,6 +370,16 @@ def test_dask_scheduler_and_local_pool_give_the_same_store(reference_store, tmp_
     assert run_pipeline_main(args + ["--start", "2003-01", "--stop", "2003-03", "--output", str(pool),
                                      "--workers", "2", "-q"]) == 0
     assert_same_store(reference_store, pool / f"{INSTR}.h5")
+    # the stages' times of the tasks, which ran in worker processes, are in the driver's debug log
+    for run in (out, pool):
+        (logfile,) = (run / "logs").glob("*.log")
+        lines = logfile.read_text().splitlines()
+        for month in ("2003-01", "2003-02", "2003-03"):
+            stack = [ln for ln in lines if f"DEBUG {INSTR} {month}: stack " in ln]
+            assert len(stack) == 1 and " 2 frames of 1 chip rejected in " in stack[0], lines
+            assert float(stack[0].split(" rejected in ")[1].split()[0]) > 0
+            stages = [ln for ln in lines if f"DEBUG {INSTR} {month}: stage times: query " in ln]
+            assert len(stages) == 1 and ", 1 group " in stages[0] and "reject " in stages[0], lines
 
 
 def test_what_a_dask_task_reports_as_it_works_reaches_the_driver():
