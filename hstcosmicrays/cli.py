@@ -63,7 +63,9 @@ class _LogFileHandler(logging.FileHandler):
             return
         try:  # the file is opened by the first line, outside logging's own error handling
             super().emit(record)
-        except Exception:  # noqa: BLE001 - as logging.StreamHandler.emit does
+        except RecursionError:  # as logging.StreamHandler.emit does
+            raise
+        except Exception:  # noqa: BLE001
             self.handleError(record)
 
     @property
