@@ -279,6 +279,11 @@ def frame_result(
         ``fraction_hit``); default the sum of ``n_pixels``, which it is when no two CRs share a
         pixel (one image). IR ramps pass their own count: a pixel hit in two reads belongs to
         two CRs but is one pixel hit.
+
+    Returns
+    -------
+    FrameResult
+        Its ``warnings`` (e.g. a missing SPT: positions NaN) are returned, not logged.
     """
     warnings: list[str] = []
     b = max(int(instrument.border), 0)
@@ -351,8 +356,8 @@ def frame_result(
         "hst_lon": hst_lon,
         "hst_alt": hst_alt,
     }
-    for w in warnings:
-        log.warning("%s: %s", header.rootname, w)
+    # returned, not logged: the caller reports them once (the pipeline in its driver's log, where
+    # a dask worker's own log lines never arrive; ``hstcosmicrays measure`` in its summary)
     return FrameResult(exposure=exposure, cosmic_rays=cosmic_rays, orbit=orbit, warnings=tuple(warnings))
 
 
