@@ -158,7 +158,7 @@ class LocalArchive:
             for suffix, paths in copies.items():
                 if len(paths) > 1:  # e.g. downloaded twice into two folders: say which one is used
                     log.warning("local archive: %s_%s of %s is there %s (%s); using %s",
-                                root, suffix.lower(), plural(len(paths), "time"), month.label,
+                                root, suffix.lower(), month.label, plural(len(paths), "time"),
                                 ", ".join(str(q) for q in paths), paths[0])
             if not products:
                 continue
