@@ -1114,7 +1114,7 @@ def simulate_frame(*, instrument: InstrumentConfig, spec: FrameSpec) -> Simulate
             signal /= np.float32(gain)
             err /= np.float32(gain)
         elif sim.dn_frames:  # DN: each pixel by the gain of the amplifier that read it
-            gain_cols = _amp_columns(instrument, spec, nchips, spec.amp_gains, spec.ccdgain)
+            gain_cols = _amp_columns(instrument, spec, nchips, spec.amp_gains, spec.ccdgain, as_read=True)
             signal /= gain_cols
             err /= gain_cols
         n_rs = 0
@@ -1212,25 +1212,27 @@ def _readnoise_columns(instrument: InstrumentConfig, spec: FrameSpec, nchips: in
 
 
 def _amp_columns(instrument: InstrumentConfig, spec: FrameSpec, nchips: int, values: Sequence[float],
-                 default: float) -> np.ndarray:
+                 default: float, *, as_read: bool = False) -> np.ndarray:
     """A per-amplifier quantity (``values`` of amplifiers A-D, 0 where unused: ``default``) for
     each column of each chip, shape (nchips, 1, cols), float32.
 
     Two-chip CCDs: CCDCHIP 1 is read by A (left half) and B (right half), CCDCHIP 2 by C and D.
-    The halves meet at half the simulated width for a full frame (at column 2048 only when the
-    simulated chip has the full width), and at the chip's physical middle column for a subarray
-    (``chip_shape[1] / 2 - origin[0]`` in its own columns), as :mod:`hstcosmicrays.frames`
-    reads them. One-chip CCDs: the amplifier of CCDAMP everywhere.
+    The halves meet at the chip's physical middle column, ``chip_shape[1] / 2 - origin[0]`` in
+    the array's own columns (clipped to the array), as :mod:`hstcosmicrays.frames` reads them,
+    for a subarray and, with ``as_read`` (the gains of DN frames), for a full frame too: a full
+    frame simulated narrower than the chip (the ``shape`` argument) holds the chip's first
+    columns, all read by the left amplifier. Without ``as_read`` a full frame's halves meet at
+    half the simulated width (the read noise, as it always was: the same at full width). One-chip
+    CCDs: the amplifier of CCDAMP everywhere.
     """
     ny, nx = spec.shape
     out = np.full((nchips, 1, nx), default, dtype=np.float32)
     amp = dict(zip("ABCD", values))
     if instrument.kind == "ccd" and len(instrument.chips) == 2:
-        if spec.subarray:
-            ccdchips = (spec.ccdchip,)
+        ccdchips = (spec.ccdchip,) if spec.subarray else instrument.ccdchip
+        if spec.subarray or as_read:
             split = min(max(instrument.chip_shape[1] // 2 - spec.origin[0], 0), nx)
         else:
-            ccdchips = instrument.ccdchip
             split = nx // 2
         for i, ccdchip in enumerate(ccdchips):
             left, right = ("A", "B") if ccdchip == 1 else ("C", "D")

@@ -387,3 +387,28 @@ def test_simulated_dn_frames_read_as_the_electrons_of_each_amplifier(tmp_path, c
             np.testing.assert_array_equal(chip.readnoise, np.broadcast_to(rn, sci.shape))
         assert {round(float(g), 4) for c in chips for g in np.unique(c.gain)} == {
             g for a, g in zip("ABCD", spec.amp_gains) if a in spec.ccdamp}
+
+
+@pytest.mark.parametrize("name", ["acs_wfc", "wfc3_uvis"])
+def test_simulated_dn_frames_narrower_than_a_chip_read_as_their_electrons(tmp_path, config, name):
+    """A full frame simulated narrower than the chip (the ``shape`` argument; LTV1 = 0) holds the
+    chip's first columns, all left of its middle: frames reads them with the left amplifier's
+    gain, and the simulator divided the right half of the array by the right amplifier's, so
+    the electrons read back were off by the ratio of the two gains there."""
+    import dataclasses
+
+    from hstcosmicrays import simulate
+    from hstcosmicrays.intervals import Month
+
+    base = config.instrument(name)
+    electrons = dataclasses.replace(base, simulation=dataclasses.replace(base.simulation,
+                                                                          amp_gain_factors=(0.7, 1.0, 1.3, 1.6)))
+    dn = dataclasses.replace(electrons, simulation=dataclasses.replace(electrons.simulation, dn_frames=True))
+    spec = simulate.month_schedule(instrument=dn, month=Month(2012, 6), seed=5, darks_per_month=2, shape=(16, 256))[0]
+    want = simulate.simulate_frame(instrument=electrons, spec=spec)
+    path = tmp_path / f"{spec.obs_id}_flt.fits"
+    simulate.build_products(instrument=dn, spec=spec, suffixes=["FLT"])["FLT"].writeto(path)
+    chips = read_chips(path, instrument=dn)
+    assert len(chips) == 2 and chips[0].sci.shape == (16, 256)
+    for chip, sci in zip(chips, want.sci):
+        np.testing.assert_allclose(chip.electrons, sci, rtol=3e-7, atol=1e-4)
