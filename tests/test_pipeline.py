@@ -927,6 +927,21 @@ def test_runs_started_in_the_same_second_get_log_files_of_their_own(tmp_path, mo
     assert names[0] == tmp_path / "logs" / f"{INSTR}-20010909T014640.250000Z-4242.log"
 
 
+def test_the_docs_name_the_log_files_as_new_logfile_does():
+    """Every place the docs give a log file's name gives the process id after the time
+    (``<instrument>-<UTC start>Z-<pid>.log``, :meth:`CosmicRayPipeline.new_logfile`):
+    data_products/README.md still said ``<instrument>-<time>.log``."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for doc in ("README.md", "docs/architecture.md", "data_products/README.md"):
+        names = re.findall(r"`[^`]*<instrument>-[^`]*\.log`", (root / doc).read_text())
+        assert names, doc
+        for name in names:
+            assert re.search(r"Z-<(pid|process id)>\.log`$", name), (doc, name)
+
+
 class RecordingBar:
     """A stand-in for the tqdm bars of a run on a terminal: keeps the count and the postfix each
     time the bar would be drawn."""
