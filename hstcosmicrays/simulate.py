@@ -1274,9 +1274,15 @@ def _feature_truth(instrument: InstrumentConfig, spec: FrameSpec, *, n_rs: int) 
     exclusion = "subarray" if spec.subarray else ("reed_solomon" if n_rs else "")
     return {
         "subarray": bool(spec.subarray), "ccdchip": int(spec.ccdchip),
-        "ltv1": float(-spec.origin[0]) + 0.0, "ltv2": float(-spec.origin[1]) + 0.0,
+        "ltv1": _ltv(spec)[0], "ltv2": _ltv(spec)[1],
         "bunit": _file_bunit(instrument), "rs_pixels": int(n_rs), "pipeline_exclusion": exclusion,
     }
+
+
+def _ltv(spec: FrameSpec) -> tuple[float, float]:
+    """LTV1, LTV2 of a frame: minus the 0-based column and row of its first pixel on the chip
+    (a subarray's ``origin``; 0, 0 for a full frame), never -0.0."""
+    return float(-spec.origin[0]) + 0.0, float(-spec.origin[1]) + 0.0
 
 
 def _file_bunit(instrument: InstrumentConfig) -> str:
@@ -1457,8 +1463,7 @@ def _wcs_cards(instrument: InstrumentConfig, spec: FrameSpec, chip_number: int, 
         h = 40.0
         offsets = {0: (h, h), 1: (-h, h), 2: (-h, -h), 3: (h, -h)}
     ox, oy = offsets.get(index, (0.0, 0.0))
-    # a subarray: LTV1, LTV2 = minus the 0-based column, row of its first pixel on the chip
-    ltv1, ltv2 = (float(-spec.origin[0]) + 0.0, float(-spec.origin[1]) + 0.0) if spec.subarray else (0.0, 0.0)
+    ltv1, ltv2 = _ltv(spec)
     east = (-ox * math.cos(th) + oy * math.sin(th)) / 3600.0
     north = (ox * math.sin(th) + oy * math.cos(th)) / 3600.0
     dec = float(np.clip(spec.dec + north, -89.9, 89.9))
