@@ -165,6 +165,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 from astropy.io import fits
+from scipy.integrate import trapezoid
 from scipy.special import ndtr
 
 from .config import ConfigError, InstrumentConfig, SimulationConfig
@@ -1050,7 +1051,7 @@ def simulate_frame(*, instrument: InstrumentConfig, spec: FrameSpec) -> Simulate
     t_int = instrument.integration_time(exptime=spec.exptime, flashdur=spec.flashdur)
     t, lat, lon, alt, fac, rate = _exposure_rate(instrument, spec, t_int)
     sec = (t - t[0]) * 86400.0
-    mean_rate = float(np.trapezoid(rate, sec) / sec[-1]) if sec[-1] > 0 else float(rate[0])
+    mean_rate = float(trapezoid(rate, sec) / sec[-1]) if sec[-1] > 0 else float(rate[0])
     n_expected = mean_rate * area * t_int
     n_cr = int(rng.poisson(n_expected))
     threshold = truth_threshold(instrument)
@@ -1187,7 +1188,7 @@ def simulate_frame(*, instrument: InstrumentConfig, spec: FrameSpec) -> Simulate
         "flashdur": spec.flashdur, "integration_time": t_int, "area_cm2": area, "n_cr": n_cr,
         "n_expected": n_expected, "rate_true": n_cr / t_int / area if t_int > 0 else math.nan,
         "rate_expected": mean_rate, "solar_modulation": float(np.mean(solar_modulation(t))),
-        "saa_factor_mean": float(np.trapezoid(fac, sec) / sec[-1]) if sec[-1] > 0 else float(fac[0]),
+        "saa_factor_mean": float(trapezoid(fac, sec) / sec[-1]) if sec[-1] > 0 else float(fac[0]),
         "saa_factor_max": float(fac.max()), "in_saa": bool(fac.max() > SAA_CONTOUR),
         "hst_lat": float(np.mean(exp_lat)), "hst_lon": circular_mean_deg(exp_lon),
         "hst_alt": float(np.mean(exp_alt)),
