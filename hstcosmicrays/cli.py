@@ -666,15 +666,14 @@ def _cmd_measure(args) -> int:
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         table = result.cosmic_ray_frame()
-        if suffix == ".csv":
-            table.to_csv(args.out, index=False)
-        else:
-            table.to_parquet(args.out, index=False)
         frame = result.exposure_frame()
         if suffix == ".csv":
+            table.to_csv(args.out, index=False)
             frame.to_csv(summary_path, index=False)
         else:
-            frame.to_parquet(summary_path, index=False)
+            from .results import PARQUET_VERSION
+            table.to_parquet(args.out, index=False, version=PARQUET_VERSION)
+            frame.to_parquet(summary_path, index=False, version=PARQUET_VERSION)
         print(f"wrote {plural(len(table), 'CR')} to {args.out} and the frame summary to {summary_path}")
     print(result.summary_text())
     return EXIT_OK

@@ -79,6 +79,11 @@ PUBLISHED_CLIP_ITERS = 5
 #: Rows of ``cosmic_rays`` read at a time (a multiple of the store's chunk): one dask partition.
 PARTITION_ROWS = store.CHUNK_ROWS["cosmic_rays"] * 8
 
+#: Parquet format version of every Parquet file written: 2.6 keeps the nanoseconds of the
+#: ``date`` columns. pyarrow before 13 defaults to 2.4, which holds microseconds and refuses to
+#: drop the rest.
+PARQUET_VERSION = "2.6"
+
 _INDEX_NAMES = {"exposures": "exposure_index", "cosmic_rays": "cr_index", "orbit": "sample_index"}
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -800,7 +805,7 @@ class Results:
                 else:
                     arrow = pa.Table.from_pandas(frame, preserve_index=False)
                     if writer is None:
-                        writer = pq.ParquetWriter(tmp, arrow.schema)
+                        writer = pq.ParquetWriter(tmp, arrow.schema, version=PARQUET_VERSION)
                     writer.write_table(arrow.cast(writer.schema))
                 n += len(frame)
                 first = False

@@ -261,6 +261,26 @@ def test_measure_file_and_cli(tmp_path, config, capsys):
     assert "bad_flt.fits" in capsys.readouterr().err
 
 
+def test_measure_parquet_output_holds_the_csv_output(tmp_path):
+    """--out x.parquet writes the tables --out x.csv writes, whatever pyarrow's default format."""
+    import pandas as pd
+
+    p = tmp_path / "ibxx01aaq_flt.fits"
+    write_flt(p, chips=seam_frame())
+    write_spt(tmp_path / "ibxx01aaq_spt.fits", elements=realistic_elements(epoch_mjd=EXPSTART, rng=np.random.default_rng(2)))
+    for suffix in (".csv", ".parquet"):
+        assert cli.main(["measure", str(p), "--out", str(tmp_path / f"crs{suffix}")]) == 0
+    for name in ("crs", "crs_frame"):
+        csv = pd.read_csv(tmp_path / f"{name}.csv")
+        parquet = pd.read_parquet(tmp_path / f"{name}.parquet")
+        assert list(parquet.columns) == list(csv.columns) and len(parquet) == len(csv) > 0
+        for column in csv.columns:
+            if pd.api.types.is_numeric_dtype(csv[column]):
+                np.testing.assert_allclose(parquet[column].to_numpy(float), csv[column].to_numpy(float), rtol=1e-6)
+            else:
+                assert parquet[column].astype(str).tolist() == csv[column].astype(str).tolist()
+
+
 # ---------------------------------------------------------------------------------------------
 # against the truth of simulated full-frame WFC3/UVIS darks, after CR-SPLIT rejection
 
