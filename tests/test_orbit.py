@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 from astropy.io import fits
+from calcos import orbit as calcos_orbit  # the reference model (a test requirement, setup.cfg)
 
 from hstcosmicrays.orbit import (
     ORBIT_KEYWORDS,
@@ -18,8 +19,6 @@ from hstcosmicrays.orbit import (
     realistic_elements,
     sample_times,
 )
-
-calcos_orbit = pytest.importorskip("calcos.orbit")
 
 
 @pytest.fixture(scope="module")

@@ -43,3 +43,29 @@ print("ok")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "ok\n"
+
+
+def _requirements(text: str) -> dict[str, str]:
+    """``name: version`` of each ``name>=version`` (setup.cfg) or ``name==version[.*]`` line."""
+    out = {}
+    for line in text.splitlines():
+        line = line.split("#")[0].strip()
+        if not line:
+            continue
+        name, _, version = line.replace("==", ">=").partition(">=")
+        out[name.split("[")[0].strip().lower()] = version.strip().removesuffix(".*")
+    return out
+
+
+def test_the_minimum_versions_file_pins_every_lower_bound():
+    """.ci/minimum-versions.txt (the constraints the README says test the lower bounds) pins
+    every requirement and test extra of setup.cfg at exactly its lower bound."""
+    import configparser
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = configparser.ConfigParser()
+    cfg.read(root / "setup.cfg")
+    bounds = _requirements(cfg["options"]["install_requires"] + "\n" + cfg["options.extras_require"]["test"])
+    assert len(bounds) > 10 and all(bounds.values()), bounds
+    assert _requirements((root / ".ci" / "minimum-versions.txt").read_text()) == bounds

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
+from calcos import orbit as calcos_orbit  # the reference model (a test requirement, setup.cfg)
 
 from hstcosmicrays import simulate
 from hstcosmicrays.archive.base import Archive
@@ -15,8 +16,6 @@ from hstcosmicrays.archive.simulated import SimulatedArchive
 from hstcosmicrays.config import load_config
 from hstcosmicrays.intervals import Month
 from hstcosmicrays.orbit import ORBIT_KEYWORDS, OrbitalElements, hst_positions
-
-calcos_orbit = pytest.importorskip("calcos.orbit")
 
 SHAPE = (96, 128)
 MONTHS = {
