@@ -262,7 +262,8 @@ def test_measure_file_and_cli(tmp_path, config, capsys):
 
 
 def test_measure_parquet_output_holds_the_csv_output(tmp_path):
-    """--out x.parquet writes the tables --out x.csv writes, whatever pyarrow's default format."""
+    """--out x.parquet writes the same two tables as --out x.csv (the per-CR table and the frame
+    summary beside it)."""
     import pandas as pd
 
     p = tmp_path / "ibxx01aaq_flt.fits"

@@ -3,9 +3,11 @@ public submodule reachable as an attribute, imported on first access."""
 
 from __future__ import annotations
 
+import configparser
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import hstcosmicrays
 
@@ -60,9 +62,6 @@ def _requirements(text: str) -> dict[str, str]:
 def test_the_minimum_versions_file_pins_every_lower_bound():
     """.ci/minimum-versions.txt (the constraints the README says test the lower bounds) pins
     every requirement and test extra of setup.cfg at exactly its lower bound."""
-    import configparser
-    from pathlib import Path
-
     root = Path(__file__).resolve().parent.parent
     cfg = configparser.ConfigParser()
     cfg.read(root / "setup.cfg")
