@@ -347,7 +347,8 @@ def open_for_reading(path: str | os.PathLike, *, wait: float = 10.0) -> h5py.Fil
 
     The writer only ever has the file open in SWMR-write mode; should the file still be marked
     open by a plain (non-SWMR) writer, e.g. a store written by an older version, this retries for
-    up to ``wait`` seconds before giving up.
+    up to ``wait`` seconds before giving up. It also retries when HDF5 (before 2.0, e.g. h5py
+    3.12) finds the file shorter than its superblock says because a writer is extending it.
 
     Parameters
     ----------
@@ -382,6 +383,12 @@ def open_for_reading(path: str | os.PathLike, *, wait: float = 10.0) -> h5py.Fil
         except OSError as exc:
             if "open for SWMR writing" in str(exc) and time.monotonic() < deadline:
                 time.sleep(0.05)
+                continue
+            if "truncated file" in str(exc) and time.monotonic() < deadline:
+                # HDF5 before 2.0 compares the file's length with its superblock at open even in
+                # SWMR-read mode, so a writer extending the file since the check above fails the
+                # open: check again (it waits for the writer, or refuses a truncated file)
+                _check_not_truncated(path, wait=max(deadline - time.monotonic(), 0.0))
                 continue
             raise StoreError(f"{path}: cannot open as an HDF5 results store ({exc})") from None
 

@@ -127,6 +127,35 @@ def test_store_stays_readable_when_the_recovery_itself_is_killed(tmp_path):
         assert store.committed_months() == {"2010-01"}
 
 
+def test_a_reader_opens_again_when_hdf5_finds_the_file_extended_meanwhile(tmp_path, monkeypatch):
+    """HDF5 before 2.0 compares a file's length with its superblock at open even in SWMR-read
+    mode: a writer extending the store between the reader's own length check and its open made
+    the open fail ("truncated file"; 4 of 15 reader-while-writing runs under load with h5py
+    3.12). The reader checks the length again and opens; with no time left to wait, HDF5's error
+    is the answer."""
+    path = tmp_path / "s.h5"
+    with ResultsStore.open(path, **OPEN) as store:
+        store.commit_month(month="2010-01", n_found=3, started=0.0, **month_tables("2010-01"))
+    real_file = store_mod.h5py.File
+    calls = []
+
+    def extended_once(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 1:
+            raise OSError("Unable to synchronously open file (truncated file: eof = 100, sblock->base_addr = 0, "
+                          "stored_eof = 165)")
+        return real_file(*args, **kwargs)
+
+    monkeypatch.setattr(store_mod.h5py, "File", extended_once)
+    with open_for_reading(path, wait=5.0) as f:
+        assert "months" in f
+    assert len(calls) == 2
+    calls.clear()
+    with pytest.raises(StoreError, match="truncated file"):  # no time left to look again
+        open_for_reading(path, wait=0.0)
+    assert len(calls) == 1
+
+
 def test_bad_rows_are_refused(tmp_path):
     with ResultsStore.open(tmp_path / "s.h5", **OPEN) as store:
         tables = month_tables("2010-01")
