@@ -389,6 +389,7 @@ def open_for_reading(path: str | os.PathLike, *, wait: float = 10.0) -> h5py.Fil
                 # SWMR-read mode, so a writer extending the file since the check above fails the
                 # open: check again (it waits for the writer, or refuses a truncated file)
                 _check_not_truncated(path, wait=max(deadline - time.monotonic(), 0.0))
+                time.sleep(0.01)
                 continue
             raise StoreError(f"{path}: cannot open as an HDF5 results store ({exc})") from None
 
