@@ -1779,6 +1779,7 @@ def crreject_files(
     block_rows: int = 256,
     threads: Optional[int] = None,
     crmask: bool = True,
+    progress: Optional[Callable[[int, int], None]] = None,
 ) -> CRRejectReport:
     """Reject cosmic rays in a set of FLT files and OR DQ 8192 into their DQ arrays in place.
 
@@ -1812,6 +1813,9 @@ def crreject_files(
         Blocks processed at once (default: the number of CPUs, at most 4).
     crmask : bool
         OR the CR bit into the inputs' DQ arrays (``crmask=yes``); False leaves them untouched.
+    progress : callable, optional
+        Called as ``progress(rows_done, rows_total)`` as the rejection goes on (rows of the
+        chips, as in :func:`reject_files`), e.g. for a progress bar.
 
     Returns
     -------
@@ -1879,7 +1883,7 @@ def crreject_files(
             log.warning("%s", _already_flagged(p, n_flagged, bit=inst.dq_cr, badinpdq=params.badinpdq))
     results = reject_files(
         paths=[h.path for h in headers], headers=headers, info=info, params=params, instrument=inst,
-        combine=output is not None, block_rows=block_rows, threads=threads,
+        combine=output is not None, block_rows=block_rows, threads=threads, progress=progress,
     )
 
     # the new file first: if it cannot be written, no input has been changed

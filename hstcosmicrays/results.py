@@ -42,7 +42,7 @@ import re
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -710,7 +710,7 @@ class Results:
                                       rows=PARTITION_ROWS)
         if n_bins is not None:
             lo, hi = np.inf, -np.inf
-            for read in readers:
+            for _, read in readers:
                 values = read()[column].to_numpy(np.float64)
                 values = values[np.isfinite(values)]
                 if len(values):
@@ -718,7 +718,7 @@ class Results:
             span = np.array([lo, hi]) if lo <= hi else np.zeros(0)   # no value: numpy's (0, 1)
             edges = np.histogram_bin_edges(span, bins=n_bins)
         counts = np.zeros(len(edges) - 1, dtype=np.int64)
-        for read in readers:
+        for _, read in readers:
             counts += np.histogram(read()[column].to_numpy(), bins=edges)[0]
         return counts, edges
 
@@ -734,15 +734,16 @@ class Results:
         DataFrame with the columns). ``start``/``stop`` select by exposure time and do
         not apply to ``months`` and ``failures`` (select their months with ``where``).
         """
-        for read in self._chunk_readers(table, start=start, stop=stop, columns=columns, where=where, rows=rows):
+        for _, read in self._chunk_readers(table, start=start, stop=stop, columns=columns, where=where, rows=rows):
             yield read()
 
     def _chunk_readers(self, table, *, start, stop, columns, where, rows) -> list:
-        """One function without arguments per piece of :meth:`iter_chunks`, all reading the same
-        ledger snapshot (taken now); the one-piece tables are read now."""
+        """``(file rows, read)`` per piece of :meth:`iter_chunks`: ``read`` takes no argument and
+        gives the piece's DataFrame, all pieces from the same ledger snapshot (taken now); the
+        one-piece tables are read now (their rows are those of the DataFrame)."""
         if table == "exposures":
             frame = self.exposures(start=start, stop=stop, columns=columns, where=where)
-            return [lambda: frame]
+            return [(len(frame), lambda: frame)]
         if table in ("months", "failures"):
             if start is not None or stop is not None:
                 raise ValueError(f"iter_chunks: start and stop do not apply to the {table} table; "
@@ -757,7 +758,7 @@ class Results:
                     raise KeyError(f"table {table} has no column(s) {unknown}; columns: {', '.join(frame.columns)}")
                 frame = frame[columns]
             frame = frame.reset_index(drop=True)
-            return [lambda: frame]
+            return [(len(frame), lambda: frame)]
         if table not in ("cosmic_rays", "orbit"):
             raise KeyError(f"iter_chunks: table must be exposures, cosmic_rays, orbit, months or failures, "
                            f"not {table!r}")
@@ -765,17 +766,21 @@ class Results:
         pieces = _split_ranges(plan["ranges"], rows)
         if not pieces:  # no row: one empty piece with the columns, as exposures gives (an export writes them)
             meta = plan["meta"]
-            return [lambda: meta]
-        return [partial(plan["reader"], [piece]) for piece in pieces]
+            return [(0, lambda: meta)]
+        return [(b - a, partial(plan["reader"], [(a, b)])) for a, b in pieces]
 
     def export(self, *, table: str, fmt: str, out, start=None, stop=None, columns: Iterable[str] | None = None,
-               where: str | None = None) -> int:
+               where: str | None = None, progress: Callable[[int, int], None] | None = None) -> int:
         """Write a table as CSV or Parquet, piece by piece (so tables larger than memory work).
 
         ``table`` is one of ``exposures``, ``cosmic_rays``, ``orbit``, ``months`` (the month
         ledger) and ``failures`` (see :meth:`iter_chunks`). The index (``exposure_index``,
         ``cr_index``, ``sample_index``) is written as the first column; ``months`` and
         ``failures`` have none. Returns the number of rows written.
+
+        ``progress``, if given, is called as ``progress(rows_done, rows_total)`` before the
+        first piece and after each piece is written, counting the file rows read (``where``
+        may write fewer), e.g. for a progress bar.
 
         Raises
         ------
@@ -796,19 +801,27 @@ class Results:
                 import pyarrow as pa
                 import pyarrow.parquet as pq
             first = True
-            for part in self.iter_chunks(table, start=start, stop=stop, columns=columns, where=where):
-                if not first and len(part) == 0:
-                    continue
-                frame = part if table in ("months", "failures") else part.reset_index()
-                if fmt == "csv":
-                    frame.to_csv(tmp, mode="w" if first else "a", header=first, index=False)
-                else:
-                    arrow = pa.Table.from_pandas(frame, preserve_index=False)
-                    if writer is None:
-                        writer = pq.ParquetWriter(tmp, arrow.schema, version=PARQUET_VERSION)
-                    writer.write_table(arrow.cast(writer.schema))
-                n += len(frame)
-                first = False
+            readers = self._chunk_readers(table, start=start, stop=stop, columns=columns, where=where,
+                                          rows=PARTITION_ROWS)
+            total, done = sum(rows for rows, _ in readers), 0
+            if progress is not None:
+                progress(done, total)
+            for rows, read in readers:
+                part = read()
+                if first or len(part):  # a selection of no row still writes the columns once
+                    frame = part if table in ("months", "failures") else part.reset_index()
+                    if fmt == "csv":
+                        frame.to_csv(tmp, mode="w" if first else "a", header=first, index=False)
+                    else:
+                        arrow = pa.Table.from_pandas(frame, preserve_index=False)
+                        if writer is None:
+                            writer = pq.ParquetWriter(tmp, arrow.schema, version=PARQUET_VERSION)
+                        writer.write_table(arrow.cast(writer.schema))
+                    n += len(frame)
+                    first = False
+                done += rows
+                if progress is not None:
+                    progress(done, total)
             if writer is not None:
                 writer.close()
                 writer = None

@@ -1084,7 +1084,7 @@ class ResultsStore:
             if dropped:
                 log.warning("%s: dropped the rows of an interrupted commit %s", self.path, dropped)
 
-    def compact(self) -> tuple[int, int]:
+    def compact(self, *, progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
         """Rewrite the store with only what readers see, dropping the rows that ``--reprocess``
         and retried months left behind.
 
@@ -1096,6 +1096,10 @@ class ResultsStore:
 
         The new file is written beside the store (``<store>.compacting``) and put in its place
         at once when complete, so an interruption leaves the store as it was.
+
+        ``progress``, if given, is called as ``progress(values_done, values_total)`` before the
+        copy and after each month's rows of each column are copied (values: the rows kept times
+        the columns, summed over the tables but ``months``), e.g. for a progress bar.
 
         Returns
         -------
@@ -1120,17 +1124,24 @@ class ResultsStore:
                     rows[f"{table}_start"] = rows[f"{table}_stop"] - sizes
                 # cosmic_rays and orbit point at file rows of exposures: renumber them
                 shift = rows["exposures_start"] - old_starts["exposures"]
+                lengths = {t: int(rows[f"{t}_stop"][-1]) if len(keep) else 0 for t in DATA_TABLES}
+                values_total = sum(lengths[t] * len(TABLES[t]) for t in DATA_TABLES)
+                values_done = 0
+                if progress is not None:
+                    progress(values_done, values_total)
                 for table in DATA_TABLES:
                     spans = zip(old_starts[table].tolist(), rows[f"{table}_start"].tolist(),
                                 rows[f"{table}_stop"].tolist(), shift.tolist())
                     spans = [span for span in spans if span[2] > span[1]]
-                    total = int(rows[f"{table}_stop"][-1]) if len(keep) else 0
                     for col in TABLES[table]:
                         ds = dst[table][col.name]
-                        ds.resize((total,))
+                        ds.resize((lengths[table],))
                         for a, at, stop, d in spans:
                             data = src[table][col.name][a:a + stop - at]
                             ds[at:stop] = data + d if col.name == "exposure_index" else data
+                            values_done += stop - at
+                            if progress is not None:
+                                progress(values_done, values_total)
                 for col in TABLES["months"]:
                     ds = dst["months"][col.name]
                     ds.resize((len(keep),))

@@ -931,6 +931,20 @@ def test_crreject_files_with_table_and_overrides(flt_pair, config):
     assert h.rootname == "iab00xyq"
 
 
+def test_crreject_files_tells_its_progress_in_rows_of_the_chips(flt_pair, config):
+    from hstcosmicrays.frames import read_chips
+
+    paths, _, _ = flt_pair
+    rows = sum(c.sci.shape[0] for c in read_chips(paths[0], instrument=config.instrument("wfc3_uvis")))
+    calls = []
+    cr.crreject_files(paths, config=config, crmask=False, output=paths[0].with_name("crj.fits"),
+                      progress=lambda done, total: calls.append((done, total)))
+    assert calls[0] == (0, rows) and calls[-1] == (rows, rows) and {t for _, t in calls} == {rows}
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and len(set(done)) >= 3  # 0, the first chip, both chips
+
+
+
 # ---------------------------------------------------------------------------------------------
 # simulated CR-SPLIT sets (hstcosmicrays.simulate): every truth CR is found
 

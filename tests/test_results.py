@@ -678,6 +678,28 @@ def test_export_round_trip_in_pieces(small, tmp_path, monkeypatch, fmt):
     assert not list(tmp_path.glob("*.part"))
 
 
+def test_export_tells_its_progress_in_file_rows_read(small, tmp_path, monkeypatch):
+    """progress(done, total) starts at 0, never goes back, and ends at the file rows of the
+    selection, which a where clause reads in full and writes in part."""
+    path, _ = small
+    res = open_results(path)
+    monkeypatch.setattr(results_mod, "PARTITION_ROWS", 100)
+    total = len(res.cosmic_rays(columns=["x"]))
+    for where, out in ((None, "all.csv"), ("n_pixels > 5", "big.csv")):
+        calls = []
+        n = res.export(table="cosmic_rays", fmt="csv", out=tmp_path / out, where=where,
+                       progress=lambda done, rows: calls.append((done, rows)))
+        assert calls[0] == (0, total) and calls[-1] == (total, total) and {t for _, t in calls} == {total}
+        done = [d for d, _ in calls]
+        assert done == sorted(done) and len(calls) >= 1 + total // 100
+        assert n == (total if where is None else len(res.cosmic_rays(columns=["x"], where=where))) > 0
+    assert n < total
+    calls = []
+    assert res.export(table="months", fmt="csv", out=tmp_path / "m.csv",
+                      progress=lambda done, rows: calls.append((done, rows))) == len(res.months())
+    assert calls == [(0, len(res.months())), (len(res.months()), len(res.months()))]
+
+
 def test_cli_export(small, tmp_path, capsys):
     from hstcosmicrays.cli import main
 

@@ -273,6 +273,27 @@ def test_compact_an_empty_store_and_one_with_only_a_failed_month(tmp_path):
     assert ledger["state"].tolist() == [b"failed"] and ledger["failures_stop"].tolist() == [0]
 
 
+def test_compact_tells_its_progress_in_values_copied(tmp_path):
+    """progress(done, total) starts at 0, never goes back, and ends at the rows kept times the
+    columns of the data tables (the rows --reprocess left are not counted)."""
+    from hstcosmicrays.schema import DATA_TABLES, TABLES
+
+    path = tmp_path / "s.h5"
+    with ResultsStore.open(path, **OPEN) as store:
+        for k in range(1, 4):
+            store.commit_month(month=f"2010-0{k}", n_found=3, started=0.0, **month_tables(f"2010-0{k}", seed=k))
+        store.commit_month(month="2010-02", n_found=3, started=1.0, **month_tables("2010-02", n_exp=2, n_cr=10))
+        calls = []
+        store.compact(progress=lambda done, total: calls.append((done, total)))
+    kept = {t: len(next(iter(read_committed(path, t).values()))) for t in DATA_TABLES}
+    assert kept["cosmic_rays"] == 500 + 10 + 500 and kept["exposures"] == 3 + 2 + 3
+    total = sum(kept[t] * len(TABLES[t]) for t in DATA_TABLES)
+    assert calls[0] == (0, total) and calls[-1] == (total, total)
+    assert {t for _, t in calls} == {total}
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and len(set(done)) > 3 * len(TABLES["cosmic_rays"])
+
+
 def test_threads_reading_one_store_get_the_same_rows_as_one_reader(tmp_path):
     """dask's default (threaded) scheduler reads the partitions of a lazy table at the same
     time; two threads refreshing datasets of one file in SWMR mode used to get wrong rows,
