@@ -11,8 +11,10 @@ import logging
 import os
 import sys
 import tempfile
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
+from typing import Callable, Iterator
 
 from ._text import plural
 from ._version import __version__
@@ -114,6 +116,40 @@ def setup_logging(*, verbosity: int, logfile: Path | None = None, progress: bool
         fh.setLevel(logging.DEBUG)
         fh.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"))
         root.addHandler(fh)
+
+
+def _shows_progress(args: argparse.Namespace) -> bool:
+    """Progress bars are drawn on standard error when it is a terminal and ``-q`` is not given."""
+    return sys.stderr.isatty() and args.verbosity >= 0
+
+
+@contextmanager
+def _progress_bar(args: argparse.Namespace, *, desc: str, unit: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A ``progress(done, total)`` callable for the library's long work (export, compact,
+    CR rejection), drawing a tqdm bar on standard error that is removed when the work ends;
+    None when no bar is shown (see :func:`_shows_progress`)."""
+    if not _shows_progress(args):
+        yield None
+        return
+    from tqdm import tqdm
+
+    bars = []  # drawn from the first call, which gives the total
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(desc=desc, total=total, unit=unit, unit_scale=True, leave=False, file=sys.stderr,
+                             dynamic_ncols=True))
+        bar = bars[0]
+        if bar.total != total:
+            bar.total = total
+            bar.refresh()
+        bar.update(done - bar.n)
+
+    try:
+        yield progress
+    finally:
+        for bar in bars:
+            bar.close()
 
 
 def _run_log(logfile: Path | None) -> _LogFileHandler | None:
@@ -432,7 +468,7 @@ def _run_pipeline(argv: list[str] | None) -> int:
             reprocess=args.reprocess,
             keep_downloads=args.keep_downloads or settings.keep_downloads,
             darks_per_month=args.darks_per_month,
-            progress=sys.stderr.isatty() and args.verbosity >= 0,
+            progress=_shows_progress(args),
         )
         pipeline = CosmicRayPipeline(instrument=instrument, config=config, output_dir=output, options=options)
         logfile = pipeline.new_logfile()
@@ -535,8 +571,9 @@ def _cmd_compact(args) -> int:
 
     config, instrument, path = _existing_store(args)
     with ResultsStore.open(path, instrument=instrument.name, software_version=__version__,
-                           config_hash=config.digest) as store:
-        before, after = store.compact()
+                           config_hash=config.digest) as store, \
+            _progress_bar(args, desc="compacting", unit="value") as progress:
+        before, after = store.compact(progress=progress)
     print(f"{path}: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB")
     return EXIT_OK
 
@@ -614,10 +651,11 @@ def _cmd_crreject(args) -> int:
         overrides["initgues"] = {"med": "median", "min": "minimum"}.get(overrides["initgues"], overrides["initgues"])
     if args.output is not None:  # before the rejection work, as run_pipeline checks its --output
         _check_output_file(args.output, "--output", make_parents=False)
-    report = crreject_files(
-        args.inputs, config=_load_config(args.config), crrejtab=args.crrejtab,
-        overrides=overrides, output=args.output, crmask=args.crmask,
-    )
+    with _progress_bar(args, desc="rejecting", unit="row") as progress:
+        report = crreject_files(
+            args.inputs, config=_load_config(args.config), crrejtab=args.crrejtab,
+            overrides=overrides, output=args.output, crmask=args.crmask, progress=progress,
+        )
     print(report)
     return EXIT_OK
 
@@ -780,7 +818,8 @@ def _cmd_export(args) -> int:
     output = _stores_dir(args, config)
     res = open_results(config.instrument(args.instr).name, output_dir=output)
     try:
-        n = res.export(table=args.table, fmt=fmt, out=args.out)
+        with _progress_bar(args, desc=f"exporting {args.table}", unit="row") as progress:
+            n = res.export(table=args.table, fmt=fmt, out=args.out, progress=progress)
     except OSError as exc:
         raise _output_written(args.out, exc) from None
     print(f"wrote {plural(n, 'row')} of {args.table} to {args.out}")
@@ -861,7 +900,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     """``hstcosmicrays``, but a Ctrl-C before the command starts raises KeyboardInterrupt."""
     args = _main_parser().parse_args(argv)
-    setup_logging(verbosity=args.verbosity)
+    setup_logging(verbosity=args.verbosity, progress=_shows_progress(args))
     from .config import ConfigError
     from .store import StoreError
 

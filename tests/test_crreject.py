@@ -944,6 +944,18 @@ def test_crreject_files_tells_its_progress_in_rows_of_the_chips(flt_pair, config
     assert done == sorted(done) and len(set(done)) >= 3  # 0, the first chip, both chips
 
 
+def test_cli_crreject_draws_a_progress_bar_on_a_terminal(flt_pair, tmp_path, capsys, monkeypatch):
+    import sys
+
+    paths, _, _ = flt_pair
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    args = ["crreject", *map(str, paths), "--no-crmask", "--output", str(tmp_path / "crj.fits")]
+    assert cli_main(args) == 0
+    out, err = capsys.readouterr()
+    assert "rejecting:   0%|" in err and err.endswith("\r") and "inputs left untouched" in out
+    assert cli_main(["-q"] + args) == 0
+    assert "rejecting:" not in capsys.readouterr().err
+
 
 # ---------------------------------------------------------------------------------------------
 # simulated CR-SPLIT sets (hstcosmicrays.simulate): every truth CR is found

@@ -711,6 +711,35 @@ def test_cli_export(small, tmp_path, capsys):
     assert len(pd.read_csv(out)) == len(truth) * 9
 
 
+def test_cli_export_and_compact_draw_a_progress_bar_on_a_terminal_only(small, tmp_path, capsys, monkeypatch):
+    """On a terminal, export and compact draw a bar on standard error (gone when the work ends,
+    the result line on standard output as always); with -q, or off a terminal, none."""
+    import shutil
+    import sys
+
+    from hstcosmicrays.cli import main
+
+    path, truth = small
+    shutil.copy(path, tmp_path / path.name)
+    base = ["--output", str(tmp_path)]
+    export = ["export", "--instr", "wfc3uvis", "--table", "orbit", "--out", str(tmp_path / "o.csv")] + base
+    compact = ["compact", "--instr", "wfc3uvis"] + base
+    assert main(export) == 0 and main(compact) == 0
+    off_terminal = capsys.readouterr()
+    assert "%|" not in off_terminal.err and "MB ->" in off_terminal.out
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(export) == 0
+    out, err = capsys.readouterr()
+    # tqdm draws at most every 0.1 s: the first state, then the line is cleared
+    assert "exporting orbit:   0%|" in err and f"/{len(truth) * 9} [" in err
+    assert err.endswith("\r") and out == f"wrote {len(truth) * 9} rows of orbit to {tmp_path / 'o.csv'}\n"
+    assert main(compact) == 0
+    out, err = capsys.readouterr()
+    assert "compacting:   0%|" in err and err.endswith("\r") and "MB ->" in out
+    assert main(["-q"] + export) == 0 and main(compact + ["-q"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_cli_export_format_follows_the_out_suffix_and_refuses_a_contradiction(small, tmp_path, capsys):
     """Without --format the suffix decides; a .csv/.parquet name with the other --format is a usage
     error naming both, before anything is written."""
