@@ -609,7 +609,8 @@ class Results:
         where : str, optional
             :meth:`pandas.DataFrame.query` filter, e.g. ``"chip == 1 and n_pixels > 4"``; a column
             of ``/exposures`` (``month``, ``rate``, ...) must be attached with ``exposure_columns``
-            to be queried (a :class:`KeyError` says so).
+            to be queried (a :class:`KeyError` says so). It is applied to one piece of ~1e6 file
+            rows at a time, so memory holds a piece and the rows kept, not the whole selection.
         lazy : bool
             Return a :class:`dask.dataframe.DataFrame` with one partition per ~1e6 rows of the
             file, read only when computed: for stores larger than memory.
@@ -911,7 +912,15 @@ class Results:
         if not lazy:
             def read_now():  # one snapshot, read at once: done again if the store is compacted meanwhile
                 planned = plan()
-                return planned["reader"](planned["ranges"]) if planned["ranges"] else planned["meta"]
+                if not planned["ranges"]:
+                    return planned["meta"]
+                if not where:
+                    return planned["reader"](planned["ranges"])
+                # filtered piece by piece, so that memory holds one piece and the rows kept, not
+                # the whole selection (a query of a few rows of a store larger than memory works)
+                parts = [planned["reader"]([piece]) for piece in _split_ranges(planned["ranges"], PARTITION_ROWS)]
+                kept = [part for part in parts if len(part)] or parts[:1]
+                return pd.concat(kept) if len(kept) > 1 else kept[0]
 
             return store.read_again_if_rewritten(read_now)
         planned = store.read_again_if_rewritten(plan)

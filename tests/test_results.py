@@ -392,6 +392,25 @@ def test_cosmic_rays_where_and_lazy_equal_eager(small, monkeypatch):
     assert int(lazy["n_pixels"].sum().compute()) == int(eager["n_pixels"].sum())
 
 
+def test_an_eager_query_read_in_pieces_equals_the_whole_selection_filtered(small, monkeypatch):
+    """With ``where``, an eager read filters one piece at a time (memory: a piece and the rows
+    kept); the rows, their order, index and dtypes are those of the whole selection filtered,
+    also when no row or a single piece is kept, and with exposure columns attached."""
+    path, _ = small
+    res = open_results(path)
+    whole = res.cosmic_rays(exposure_columns=["month"], start="2010-02-01")
+    monkeypatch.setattr(results_mod, "PARTITION_ROWS", 64)  # many pieces
+    for where in ("n_pixels > 5 and chip == 1", "month == '2010-04'", "energy < 0", "n_pixels >= 0"):
+        got = res.cosmic_rays(exposure_columns=["month"], start="2010-02-01", where=where)
+        expected = whole.query(where)
+        pd.testing.assert_frame_equal(got, expected, check_index_type=True)
+        assert got.index.name == "cr_index"
+    assert len(res.cosmic_rays(where="energy < 0")) == 0 and len(whole) > 5 * 64
+    orbit_whole = res.orbit(exposure_columns=["rate"])
+    pd.testing.assert_frame_equal(res.orbit(exposure_columns=["rate"], where="lat > 10"),
+                                  orbit_whole.query("lat > 10"))
+
+
 def test_histogram_with_a_number_of_bins_is_numpys(small, monkeypatch):
     """``bins=10`` means numpy's: ten equal bins over the data range, accumulated in pieces."""
     path, _ = small
