@@ -31,6 +31,11 @@ Conventions
 - Tables with an ``mjd`` column get a derived ``date`` column (UTC datetime) when all columns are
   asked for or when ``"date"`` is named in ``columns``; ``where`` may name it in any case
   (``where="date >= '2012-03-01'"``).
+- Memory: an eager ``cosmic_rays`` or ``orbit`` read holds the rows read and the DataFrame made
+  of them, about twice the DataFrame (:data:`READ_PEAK_FACTOR`); one that would need more than
+  the memory available (:func:`available_memory`) raises :class:`MemoryError` before reading,
+  naming the ways out (``columns``, ``start``/``stop``, ``where``, ``lazy=True``, ...). A
+  ``where`` query is read piece by piece, so its memory is a piece and the rows kept.
 """
 
 from __future__ import annotations
@@ -78,6 +83,15 @@ PUBLISHED_CLIP_ITERS = 5
 
 #: Rows of ``cosmic_rays`` read at a time (a multiple of the store's chunk): one dask partition.
 PARTITION_ROWS = store.CHUNK_ROWS["cosmic_rays"] * 8
+
+#: Peak memory of an eager read of a table, in units of the DataFrame it returns: the columns
+#: read from the file and the DataFrame built from them are held at once (measured: 2.1 on the
+#: 21 million CRs of a simulated WFC3/UVIS store, peak RSS 2.39 GB for a 1.15 GB DataFrame).
+READ_PEAK_FACTOR = 2.0
+
+#: Bytes a row of a text (object) column takes in a DataFrame, for the estimate: the pointer
+#: and a short ``str`` object.
+_TEXT_CELL_BYTES = 64
 
 #: Parquet format version of every Parquet file written: 2.6 keeps the nanoseconds of the
 #: ``date`` columns. pyarrow before 13 defaults to 2.4, which holds microseconds and refuses to
@@ -355,6 +369,29 @@ def read_activity_csv(path) -> pd.Series:
 
 # ----------------------------------------------------------------------------------------------
 # reading helpers
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations now, as the system reports it (Linux:
+    ``MemAvailable`` of ``/proc/meminfo``; a container's or batch job's own limit is not
+    seen); None where it cannot be read (other systems): then nothing is checked."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _row_bytes(meta: pd.DataFrame) -> int:
+    """Bytes a row of a DataFrame shaped as ``meta`` (its columns and dtypes, index included)
+    takes: each numeric or date column its item size, each text column (object or pandas'
+    string dtype) :data:`_TEXT_CELL_BYTES`."""
+    dtypes = list(meta.dtypes) + [meta.index.dtype]
+    return int(sum(_TEXT_CELL_BYTES if dt == object or not hasattr(dt, "itemsize") else dt.itemsize
+                   for dt in dtypes))
 
 
 def _decode(values: np.ndarray) -> np.ndarray:
@@ -904,6 +941,24 @@ class Results:
                                    lookup=lookup, where=where)
         return {"ranges": ranges[table], "reader": reader, "meta": meta}
 
+    def _check_fits_in_memory(self, table: str, planned: dict) -> None:
+        """Raise MemoryError, before anything is read, when an eager read of ``planned`` would
+        need more than the memory available (:func:`available_memory`), rather than let the
+        system kill the process (a notebook's kernel, with its session)."""
+        available = available_memory()
+        if available is None:
+            return
+        rows = sum(b - a for a, b in planned["ranges"])
+        need = READ_PEAK_FACTOR * rows * _row_bytes(planned["meta"])
+        if need > available:
+            names = ", ".join(planned["meta"].columns) or "no column"
+            raise MemoryError(
+                f"{self.path}: reading {rows:,} rows of {table} ({names}) at once needs about "
+                f"{need / 1e9:.1f} GB of memory, and {available / 1e9:.1f} GB is available; select fewer "
+                "columns (columns=), a time range (start=, stop=) or rows (where=, which is read piece "
+                "by piece), or read the table lazily (lazy=True), in pieces (iter_chunks), as "
+                "histograms (histogram) or into a file (export)")
+
     def _per_exposure_table(self, table, *, start, stop, columns, where, lazy, exposure_columns):
         def plan():
             return self._plan(table, start=start, stop=stop, columns=columns, where=where,
@@ -915,6 +970,7 @@ class Results:
                 if not planned["ranges"]:
                     return planned["meta"]
                 if not where:
+                    self._check_fits_in_memory(table, planned)
                     return planned["reader"](planned["ranges"])
                 # filtered piece by piece, so that memory holds one piece and the rows kept, not
                 # the whole selection (a query of a few rows of a store larger than memory works)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -409,6 +410,58 @@ def test_an_eager_query_read_in_pieces_equals_the_whole_selection_filtered(small
     orbit_whole = res.orbit(exposure_columns=["rate"])
     pd.testing.assert_frame_equal(res.orbit(exposure_columns=["rate"], where="lat > 10"),
                                   orbit_whole.query("lat > 10"))
+
+
+def test_an_eager_read_larger_than_the_memory_available_is_refused_before_reading(small, monkeypatch):
+    """A read whose DataFrame, twice over (READ_PEAK_FACTOR), exceeds the memory available is
+    a MemoryError naming the store, the rows and the ways out, raised before any row is read;
+    lazy tables, queries (read piece by piece) and smaller selections are read as before."""
+    path, _ = small
+    res = open_results(path)
+    crs = res.cosmic_rays()
+    need = results_mod.READ_PEAK_FACTOR * len(crs) * (crs.memory_usage(deep=True).sum() / len(crs))
+    read_part = results_mod._read_part
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("rows were read")
+
+    monkeypatch.setattr(results_mod, "_read_part", no_read)
+    monkeypatch.setattr(results_mod, "available_memory", lambda: int(need) - 1)
+    with pytest.raises(MemoryError, match=rf"^{path}: reading {len(crs):,} rows of cosmic_rays \(exposure_index, "
+                                          r"chip, .*\) at once needs about .* GB of memory, .*lazy=True"):
+        res.cosmic_rays()
+    monkeypatch.setattr(results_mod, "_read_part", read_part)
+    assert len(res.cosmic_rays(columns=["energy"])) == len(crs)   # a fraction of the bytes: fits
+    assert len(res.cosmic_rays(lazy=True).compute()) == len(crs)
+    assert len(res.cosmic_rays(where="n_pixels >= 0")) == len(crs)
+    monkeypatch.setattr(results_mod, "available_memory", lambda: int(need))
+    assert len(res.cosmic_rays()) == len(crs)
+    monkeypatch.setattr(results_mod, "available_memory", lambda: None)  # not known: not checked
+    assert len(res.cosmic_rays()) == len(crs)
+
+
+def test_the_memory_estimate_of_a_read_is_the_dataframes_size():
+    """Numeric and date columns exactly as pandas counts them (index included); text columns at
+    64 bytes a row, whatever pandas' string dtype."""
+    meta = pd.DataFrame({"x": np.zeros(0, np.float32), "n": np.zeros(0, np.int64),
+                         "d": pd.to_datetime(np.zeros(0, np.int64))}, index=pd.RangeIndex(0, name="i"))
+    frame = pd.DataFrame({"x": np.zeros(1000, np.float32), "n": np.ones(1000, np.int64),
+                          "d": pd.to_datetime(np.arange(1000), unit="s")},
+                         index=pd.Index(np.arange(1000, dtype=np.int64), name="i"))
+    assert 1000 * results_mod._row_bytes(meta) == frame.memory_usage(deep=True).sum() == 1000 * (4 + 8 + 8 + 8)
+    text = pd.DataFrame({"m": pd.Series([], dtype=object), "s": pd.Series([], dtype="string")})
+    assert results_mod._row_bytes(text) == 2 * 64 + text.index.dtype.itemsize
+
+
+def test_available_memory_is_what_linux_reports():
+    available = results_mod.available_memory()
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+    except OSError:
+        assert available is None
+        return
+    total = int(next(line.split()[1] for line in meminfo.splitlines() if line.startswith("MemTotal:"))) * 1024
+    assert 0 < available <= total
 
 
 def test_histogram_with_a_number_of_bins_is_numpys(small, monkeypatch):
