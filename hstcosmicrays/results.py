@@ -85,8 +85,9 @@ PUBLISHED_CLIP_ITERS = 5
 PARTITION_ROWS = store.CHUNK_ROWS["cosmic_rays"] * 8
 
 #: Peak memory of an eager read of a table, in units of the DataFrame it returns: the columns
-#: read from the file and the DataFrame built from them are held at once (measured: 2.1 on the
-#: 21 million CRs of a simulated WFC3/UVIS store, peak RSS 2.39 GB for a 1.15 GB DataFrame).
+#: read from the file and the DataFrame built from them are held at once (measured with
+#: tracemalloc on the 21 million CRs of a simulated WFC3/UVIS store: 2.31 GB at the peak for the
+#: 1.15 GB DataFrame of every column, 1.87-2.0 times the estimate with text columns attached).
 READ_PEAK_FACTOR = 2.0
 
 #: Bytes a row of a text (object) column takes in a DataFrame, for the estimate: the pointer
