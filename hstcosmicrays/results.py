@@ -81,8 +81,9 @@ PUBLISHED_MIN_RATE = 0.2
 PUBLISHED_CLIP_SIGMA = 3.0
 PUBLISHED_CLIP_ITERS = 5
 
-#: Rows of ``cosmic_rays`` read at a time (a multiple of the store's chunk): one dask partition.
-PARTITION_ROWS = store.CHUNK_ROWS["cosmic_rays"] * 8
+#: Rows of ``cosmic_rays`` read at a time (a multiple of the store's chunk, about a million):
+#: one dask partition.
+PARTITION_ROWS = store.CHUNK_ROWS["cosmic_rays"] * 32
 
 #: Peak memory of an eager read of a table, in units of the DataFrame it returns: the columns
 #: read from the file and the DataFrame built from them are held at once (measured with
