@@ -33,9 +33,10 @@ Conventions
   (``where="date >= '2012-03-01'"``).
 - Memory: an eager ``cosmic_rays`` or ``orbit`` read holds the rows read and the DataFrame made
   of them, about twice the DataFrame (:data:`READ_PEAK_FACTOR`); one that would need more than
-  the memory available (:func:`available_memory`) raises :class:`MemoryError` before reading,
-  naming the ways out (``columns``, ``start``/``stop``, ``where``, ``lazy=True``, ...). A
-  ``where`` query is read piece by piece, so its memory is a piece and the rows kept.
+  the memory available (:func:`available_memory`, within a container's or batch job's limit)
+  raises :class:`MemoryError` before reading, naming the ways out (``columns``,
+  ``start``/``stop``, ``where``, ``lazy=True``, ...). A ``where`` query is read piece by
+  piece, so its memory is a piece and the rows kept.
 """
 
 from __future__ import annotations
@@ -373,18 +374,96 @@ def read_activity_csv(path) -> pd.Series:
 # reading helpers
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available to new allocations now, as the system reports it (Linux:
-    ``MemAvailable`` of ``/proc/meminfo``; a container's or batch job's own limit is not
-    seen); None where it cannot be read (other systems): then nothing is checked."""
+def available_memory(*, meminfo: str | os.PathLike = "/proc/meminfo",
+                     cgroup: str | os.PathLike = "/proc/self/cgroup",
+                     cgroup_root: str | os.PathLike = "/sys/fs/cgroup") -> int | None:
+    """Bytes of memory available to new allocations now; None where it cannot be read (systems
+    other than Linux): then nothing is checked.
+
+    The system's ``MemAvailable`` (``meminfo``), or less when the process's control group (a
+    container, a notebook server's pod, a batch job) or one of its ancestors has a memory limit:
+    at each such level, the limit less what the group uses, its inactive file cache (which the
+    kernel reclaims before it kills) not counted::
+
+        available = min(MemAvailable, min over levels (limit - (usage - inactive_file)))
+
+    Both cgroup versions: v2 (``memory.max``, ``memory.current``, ``inactive_file`` of
+    ``memory.stat``) and v1 (``memory.limit_in_bytes``, ``memory.usage_in_bytes``,
+    ``total_inactive_file``). ``cgroup`` lists the process's groups, ``cgroup_root`` is where
+    their hierarchies are mounted; a group not found under it (another cgroup namespace) is
+    read at the root of its hierarchy, which is then the container's own.
+    """
+    found = None
     try:
-        with open("/proc/meminfo") as fh:
+        with open(meminfo) as fh:
             for line in fh:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    found = int(line.split()[1]) * 1024
+                    break
     except (OSError, ValueError, IndexError):
+        pass
+    if found is None:
         return None
-    return None
+    return min([found, *_cgroup_headroom(cgroup=Path(cgroup), root=Path(cgroup_root))])
+
+
+#: The files of a cgroup memory controller, by version: limit, usage, and the line of
+#: ``memory.stat`` that counts the inactive file cache.
+_CGROUP_FILES = {2: ("memory.max", "memory.current", "inactive_file"),
+                 1: ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")}
+
+
+def _cgroup_headroom(*, cgroup: Path, root: Path) -> list[int]:
+    """``limit - (usage - inactive_file)`` in bytes of each memory-limited group from the
+    process's own up to the root of its hierarchy (see :func:`available_memory`)."""
+    try:
+        lines = cgroup.read_text().splitlines()
+    except OSError:
+        return []
+    headroom = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[1] == "":
+            version, base = 2, root
+        elif "memory" in parts[1].split(","):
+            version, base = 1, root / parts[1]
+        else:
+            continue
+        relative = Path(parts[2].lstrip("/"))
+        if not (base / relative).is_dir():
+            relative = Path()
+        for level in (relative, *relative.parents):
+            value = _cgroup_level_headroom(base / level, files=_CGROUP_FILES[version])
+            if value is not None:
+                headroom.append(value)
+    return headroom
+
+
+def _cgroup_level_headroom(directory: Path, *, files: tuple[str, str, str]) -> int | None:
+    """``limit - (usage - inactive_file)`` of one cgroup ``directory``; None without a limit
+    (``max``) or where the limit or the usage cannot be read; the inactive file cache counted
+    as used where ``memory.stat`` cannot be read."""
+    limit_file, usage_file, inactive_key = files
+    try:
+        limit_text = (directory / limit_file).read_text().strip()
+        if limit_text == "max":
+            return None
+        limit = int(limit_text)
+        usage = int((directory / usage_file).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    inactive = 0
+    try:
+        for line in (directory / "memory.stat").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == inactive_key:
+                inactive = int(value)
+                break
+    except (OSError, ValueError):
+        pass
+    return max(limit - max(usage - inactive, 0), 0)
 
 
 def _row_bytes(meta: pd.DataFrame) -> int:

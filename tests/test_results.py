@@ -464,6 +464,78 @@ def test_available_memory_is_what_linux_reports():
     assert 0 < available <= total
 
 
+def _fake_memory_system(tmp_path, *, cgroup: str, groups: dict[str, dict[str, str]]):
+    """``meminfo``, ``cgroup`` and ``cgroup_root`` of :func:`available_memory` in ``tmp_path``:
+    16 GiB available, the process's groups as ``cgroup``, and each group directory (relative
+    to the root) with the files given."""
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(f"MemTotal:       {32 << 20} kB\nMemAvailable:   {16 << 20} kB\n")
+    (tmp_path / "cgroup").write_text(cgroup)
+    root = tmp_path / "sys"
+    for directory, files in groups.items():
+        (root / directory).mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (root / directory / name).write_text(text)
+    return dict(meminfo=meminfo, cgroup=tmp_path / "cgroup", cgroup_root=root)
+
+
+GIB = 1 << 30
+
+
+def test_available_memory_is_within_a_cgroup_v2_limit(tmp_path):
+    """A pod or job limit of 4 GiB with 3 GiB used, 1 GiB of it inactive file cache: 2 GiB, not
+    the 16 GiB the system has; a parent's tighter limit wins; ``max`` is no limit."""
+    stat = f"anon {2 * GIB}\nfile {GIB}\nactive_file 0\ninactive_file {GIB}\n"
+    kw = _fake_memory_system(tmp_path, cgroup="0::/job/step\n", groups={
+        "": {"memory.max": "max"},   # the root has no limit files in reality; max is none either
+        "job": {"memory.max": str(8 * GIB), "memory.current": str(3 * GIB), "memory.stat": stat},
+        "job/step": {"memory.max": str(4 * GIB), "memory.current": str(3 * GIB), "memory.stat": stat},
+    })
+    assert results_mod.available_memory(**kw) == 2 * GIB
+    (tmp_path / "sys" / "job" / "memory.max").write_text(str(3 * GIB))    # the job's is tighter
+    assert results_mod.available_memory(**kw) == GIB
+    for level in ("job", "job/step"):
+        (tmp_path / "sys" / level / "memory.max").write_text("max\n")
+    assert results_mod.available_memory(**kw) == 16 * GIB
+    (tmp_path / "sys" / "job" / "memory.max").write_text(str(GIB))        # used more than the limit
+    (tmp_path / "sys" / "job" / "memory.stat").unlink()                   # and no stat: all counted
+    assert results_mod.available_memory(**kw) == 0
+
+
+def test_available_memory_in_another_cgroup_namespace_reads_the_root(tmp_path):
+    """A container's own group is the root of what it sees: the path in /proc/self/cgroup is
+    not under the mount, so the root's files are read."""
+    kw = _fake_memory_system(tmp_path, cgroup="0::/kubepods/pod1/abc\n", groups={
+        "": {"memory.max": str(6 * GIB), "memory.current": str(GIB), "memory.stat": "inactive_file 0\n"},
+    })
+    assert results_mod.available_memory(**kw) == 5 * GIB
+
+
+def test_available_memory_is_within_a_cgroup_v1_limit(tmp_path):
+    """cgroup v1 (and the hybrid layout, with a v2 hierarchy without memory files): the memory
+    controller's limit, usage and hierarchical ``total_inactive_file``; other controllers and
+    an unlimited limit (v1 writes a huge number) change nothing."""
+    unlimited = "9223372036854771712\n"
+    kw = _fake_memory_system(tmp_path, cgroup="12:cpu,cpuacct:/slurm/job_7\n4:memory:/slurm/job_7\n"
+                                               "1:name=systemd:/\n0::/\n", groups={
+        "memory": {"memory.limit_in_bytes": unlimited, "memory.usage_in_bytes": str(20 * GIB),
+                   "memory.stat": "total_inactive_file 0\n"},
+        "memory/slurm/job_7": {"memory.limit_in_bytes": str(10 * GIB), "memory.usage_in_bytes": str(9 * GIB),
+                               "memory.stat": f"inactive_file 0\ntotal_inactive_file {3 * GIB}\n"},
+        "cpu,cpuacct/slurm/job_7": {"memory.limit_in_bytes": "1"},   # not a memory controller
+        "": {"cgroup.controllers": "cpu io\n"},
+    })
+    assert results_mod.available_memory(**kw) == 4 * GIB
+
+
+def test_available_memory_without_cgroups_or_meminfo(tmp_path):
+    kw = _fake_memory_system(tmp_path, cgroup="", groups={})
+    (tmp_path / "cgroup").unlink()
+    assert results_mod.available_memory(**kw) == 16 * GIB      # no cgroup file: the system's
+    (tmp_path / "meminfo").unlink()
+    assert results_mod.available_memory(**kw) is None          # not Linux: not known, not checked
+
+
 def test_histogram_with_a_number_of_bins_is_numpys(small, monkeypatch):
     """``bins=10`` means numpy's: ten equal bins over the data range, accumulated in pieces."""
     path, _ = small
