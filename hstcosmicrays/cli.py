@@ -126,8 +126,8 @@ def _shows_progress(args: argparse.Namespace) -> bool:
 @contextmanager
 def _progress_bar(args: argparse.Namespace, *, desc: str, unit: str) -> Iterator[Callable[[int, int], None] | None]:
     """A ``progress(done, total)`` callable for the library's long work (export, compact,
-    CR rejection), drawing a tqdm bar on standard error that is removed when the work ends;
-    None when no bar is shown (see :func:`_shows_progress`)."""
+    CR rejection, the morphology plot), drawing a tqdm bar on standard error that is removed
+    when the work ends; None when no bar is shown (see :func:`_shows_progress`)."""
     if not _shows_progress(args):
         yield None
         return
@@ -771,7 +771,8 @@ def _cmd_plot(args) -> int:
     elif args.kind == "map":
         plots.plot_rate_map(results[0], out=out)
     else:
-        plots.plot_morphology(results, out=out)
+        with _progress_bar(args, desc="reading CRs", unit="row") as progress:
+            plots.plot_morphology(results, out=out, progress=progress)
     print(f"wrote {out}")
     return EXIT_OK
 

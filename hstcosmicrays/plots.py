@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -315,12 +315,13 @@ def plot_rate_map(
 def plot_morphology(
     results: Results | Sequence[Results], *, bins: Mapping[str, Sequence[float]] | None = None, start=None,
     stop=None, where: str | None = None, out: str | os.PathLike | None = None, figsize=(10.0, 7.0),
+    progress: Callable[[int, int], None] | None = None,
 ):
     """Distributions of CR size (pixels and sigma), shape and energy, one or several instruments.
 
     Each panel shows, per instrument, the fraction of its CRs in each bin (so instruments of
     different areas and exposure totals compare), accumulated over the store in pieces of ~1e6
-    rows (:meth:`Results.histogram`). Size in pixels and energy use log-spaced bins on a log
+    rows, every panel's column read in one pass (:meth:`Results.histograms`). Size in pixels and energy use log-spaced bins on a log
     axis. Values outside a panel's bins are not counted in it. Each instrument has its colour of
     :data:`INSTRUMENT_COLOURS` (as in :func:`plot_rate`); one legend below the panels gives it
     with the instrument's number of CRs inside the size bins (the first panel).
@@ -332,6 +333,10 @@ def plot_morphology(
         Column -> bin edges, overriding :data:`MORPHOLOGY_BINS`.
     start, stop, where :
         CR selection as in :meth:`Results.cosmic_rays`.
+    progress : callable, optional
+        Called as ``progress(rows_done, rows_total)`` as the CRs are read (file rows, summed
+        over the instruments; the total grows by each further instrument's rows as its reading
+        starts).
 
     Returns
     -------
@@ -345,8 +350,19 @@ def plot_morphology(
         raise ValueError("plot_morphology: no results given")
     bins = dict(bins or {})
     edges = {column: np.asarray(bins.get(column, spec[1]), dtype=np.float64) for column, spec in MORPHOLOGY_BINS.items()}
-    histograms = {(column, k): res.histogram(column, bins=edges[column], start=start, stop=stop, where=where)[0]
-                  for column in MORPHOLOGY_BINS for k, res in enumerate(results)}
+    histograms = {}
+    rows_before = 0   # file rows of the instruments read before
+    for k, res in enumerate(results):
+        rows = [0]
+
+        def counted(done: int, total: int, *, before: int = rows_before, rows: list = rows) -> None:
+            rows[0] = total
+            progress(before + done, before + total)
+
+        found = res.histograms(edges, start=start, stop=stop, where=where,
+                               progress=None if progress is None else counted)
+        histograms.update({(column, k): counts for column, (counts, _) in found.items()})
+        rows_before += rows[0]
     _check_not_empty([(res.instrument, max(int(histograms[column, k].sum()) for column in MORPHOLOGY_BINS))
                       for k, res in enumerate(results)], "CRs", start=start, stop=stop, where=where)
     colours = _overlay_colours([res.instrument for res in results])

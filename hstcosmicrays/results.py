@@ -48,7 +48,7 @@ import re
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -791,7 +791,8 @@ class Results:
                             lon_bin=lon_bin, lat_bin=lat_bin)
 
     def histogram(self, column: str, *, bins, table: str = "cosmic_rays", start=None, stop=None,
-                  where: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  where: str | None = None, progress: Callable[[int, int], None] | None = None,
+                  ) -> tuple[np.ndarray, np.ndarray]:
         """Histogram of one column, accumulated over pieces of ~1e6 rows (bounded memory).
 
         Parameters
@@ -806,6 +807,9 @@ class Results:
             ``cosmic_rays``, ``orbit`` or ``exposures``.
         start, stop, where :
             Row selection as in :meth:`cosmic_rays`.
+        progress : callable, optional
+            Called as ``progress(rows_done, rows_total)`` before the first piece and after
+            each (file rows read, twice the rows when ``bins`` is a number).
 
         Returns
         -------
@@ -813,33 +817,71 @@ class Results:
         edges : numpy.ndarray
             As :func:`numpy.histogram`.
         """
-        n_bins = int(bins) if isinstance(bins, (int, np.integer)) and not isinstance(bins, bool) else None
-        if n_bins is not None and n_bins < 1:
-            raise ValueError(f"histogram: bins must be a positive number of bins, not {bins}")
-        if n_bins is None:
-            edges = np.asarray(bins, dtype=np.float64)
-            if edges.ndim != 1 or len(edges) < 2 or not (np.diff(edges) > 0).all():
-                raise ValueError("histogram: bins must be a number of bins or at least two increasing edges, "
-                                 f"not {bins!r}")
+        return self.histograms({column: bins}, table=table, start=start, stop=stop, where=where,
+                               progress=progress)[column]
+
+    def histograms(self, bins: Mapping[str, object], *, table: str = "cosmic_rays", start=None, stop=None,
+                   where: str | None = None, progress: Callable[[int, int], None] | None = None,
+                   ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """:meth:`histogram` of several columns at once: each piece of the table is read once
+        for all (and a ``where`` evaluated once), rather than once a column.
+
+        ``bins`` maps each column to its bins, as ``bins`` of :meth:`histogram`. Returns
+        ``{column: (counts, edges)}`` in the order of ``bins``. ``progress`` as in
+        :meth:`histogram` (the rows read twice when a number of bins is given for any column).
+        """
+        bins = dict(bins)
+        if not bins:
+            raise ValueError("histograms: name one or more columns and their bins")
         kinds = {c.name: np.dtype(c.dtype).kind for c in TABLES.get(table, ())}
-        if kinds.get(column) in ("S", "U"):
-            numeric = [name for name, kind in kinds.items() if kind in "iuf"]
-            raise ValueError(f"histogram: {column} is a text column of {table}; numeric columns: {', '.join(numeric)}")
-        readers = self._chunk_readers(table, start=start, stop=stop, columns=[column], where=where,
+        edges, n_bins = {}, {}
+        for column, spec in bins.items():
+            if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+                if spec < 1:
+                    raise ValueError(f"histogram: bins must be a positive number of bins, not {spec}")
+                n_bins[column] = int(spec)
+            else:
+                edges[column] = np.asarray(spec, dtype=np.float64)
+                if edges[column].ndim != 1 or len(edges[column]) < 2 or not (np.diff(edges[column]) > 0).all():
+                    raise ValueError("histogram: bins must be a number of bins or at least two increasing edges, "
+                                     f"not {spec!r}")
+            if kinds.get(column) in ("S", "U"):
+                numeric = [name for name, kind in kinds.items() if kind in "iuf"]
+                raise ValueError(f"histogram: {column} is a text column of {table}; numeric columns: "
+                                 f"{', '.join(numeric)}")
+        readers = self._chunk_readers(table, start=start, stop=stop, columns=list(bins), where=where,
                                       rows=PARTITION_ROWS)
-        if n_bins is not None:
-            lo, hi = np.inf, -np.inf
-            for _, read in readers:
-                values = read()[column].to_numpy(np.float64)
-                values = values[np.isfinite(values)]
-                if len(values):
-                    lo, hi = min(lo, float(values.min())), max(hi, float(values.max()))
-            span = np.array([lo, hi]) if lo <= hi else np.zeros(0)   # no value: numpy's (0, 1)
-            edges = np.histogram_bin_edges(span, bins=n_bins)
-        counts = np.zeros(len(edges) - 1, dtype=np.int64)
-        for _, read in readers:
-            counts += np.histogram(read()[column].to_numpy(), bins=edges)[0]
-        return counts, edges
+        passes = 2 if n_bins else 1
+        total = passes * sum(rows for rows, _ in readers)
+        done = 0
+        if progress is not None:
+            progress(done, total)
+        if n_bins:
+            lo = dict.fromkeys(n_bins, np.inf)
+            hi = dict.fromkeys(n_bins, -np.inf)
+            for rows, read in readers:
+                frame = read()
+                for column in n_bins:
+                    values = frame[column].to_numpy(np.float64)
+                    values = values[np.isfinite(values)]
+                    if len(values):
+                        lo[column] = min(lo[column], float(values.min()))
+                        hi[column] = max(hi[column], float(values.max()))
+                done += rows
+                if progress is not None:
+                    progress(done, total)
+            for column, n in n_bins.items():
+                span = np.array([lo[column], hi[column]]) if lo[column] <= hi[column] else np.zeros(0)
+                edges[column] = np.histogram_bin_edges(span, bins=n)   # no value: numpy's (0, 1)
+        counts = {column: np.zeros(len(edges[column]) - 1, dtype=np.int64) for column in bins}
+        for rows, read in readers:
+            frame = read()
+            for column in bins:
+                counts[column] += np.histogram(frame[column].to_numpy(), bins=edges[column])[0]
+            done += rows
+            if progress is not None:
+                progress(done, total)
+        return {column: (counts[column], edges[column]) for column in bins}
 
     # -- export and chunked reading -------------------------------------------------------------
 

@@ -292,6 +292,35 @@ def test_cli_plot_writes_png(stores, tmp_path, capsys, kind):
     _png_ok(png)
 
 
+def test_plot_morphology_tells_its_progress_over_the_instruments(stores):
+    """progress(done, total) in file rows: from 0, never back, ending at the CRs of both
+    stores read once (the total grows when the second store's reading starts)."""
+    out, uvis, hrc = stores
+    both = [open_results(out / "wfc3_uvis.h5"), open_results(out / "acs_hrc.h5")]
+    calls = []
+    plots.plot_morphology(both, progress=lambda done, total: calls.append((done, total)))
+    n_uvis, n_hrc = len(uvis) * 30, len(hrc) * 40
+    assert calls[0] == (0, n_uvis) and calls[-1] == (n_uvis + n_hrc, n_uvis + n_hrc)
+    assert (n_uvis, n_uvis + n_hrc) in calls
+    done = [d for d, _ in calls]
+    totals = [t for _, t in calls]
+    assert done == sorted(done) and totals == sorted(totals) and all(d <= t for d, t in calls)
+
+
+def test_cli_plot_morphology_draws_a_progress_bar_on_a_terminal(stores, tmp_path, capsys, monkeypatch):
+    import sys
+
+    out, uvis, _ = stores
+    args = ["plot", "morphology", "--instr", "wfc3uvis", "--output", str(out), "--out", str(tmp_path / "m.png")]
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "reading CRs:   0%|" in captured.err and f"/{len(uvis) * 30 / 1e3:.2f}k [" in captured.err
+    assert captured.err.endswith("\r") and captured.out == f"wrote {tmp_path / 'm.png'}\n"
+    assert main(["-q"] + args) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_cli_plot_default_name_and_missing_store(stores, tmp_path, capsys):
     out, _, _ = stores
     assert main(["-q", "plot", "map", "--instr", "acs_hrc", "--output", str(out)]) == 0

@@ -561,6 +561,47 @@ def test_histogram_with_a_number_of_bins_is_numpys(small, monkeypatch):
         res.histogram("rootname", table="exposures", bins=5)
 
 
+def test_histograms_of_several_columns_read_each_piece_once(small, monkeypatch):
+    """``histograms`` gives what ``histogram`` gives column by column (explicit edges and a
+    number of bins, with a where clause), reading each piece once for all the columns (twice
+    with a number of bins); progress counts the file rows read, from 0 to the total."""
+    path, _ = small
+    res = open_results(path)
+    monkeypatch.setattr(results_mod, "PARTITION_ROWS", 256)  # several pieces
+    bins = {"energy": [0.0, 500.0, 2e3, 1e9], "n_pixels": 7, "shape": np.linspace(0, 1, 5)}
+    where = "chip == 1"
+    alone = {column: res.histogram(column, bins=spec, where=where) for column, spec in bins.items()}
+    rows = len(res.cosmic_rays(columns=[]))
+    reads = []
+    read_part = results_mod._read_part
+
+    def counted(*args, **kwargs):
+        reads.append(1)
+        return read_part(*args, **kwargs)
+
+    monkeypatch.setattr(results_mod, "_read_part", counted)
+    res.histogram("energy", bins=bins["energy"], where=where)
+    pieces = len(reads)                                        # the pieces one column is read in
+    reads.clear()
+    calls = []
+    together = res.histograms(bins, where=where, progress=lambda done, total: calls.append((done, total)))
+    assert list(together) == list(bins)
+    for column in bins:
+        np.testing.assert_array_equal(together[column][0], alone[column][0])
+        np.testing.assert_array_equal(together[column][1], alone[column][1])
+        assert together[column][0].sum() > 0
+    assert pieces >= rows / 256 > 2 and len(reads) == 2 * pieces   # bins=7: a pass for the range, one to count
+    assert calls[0] == (0, 2 * rows) and calls[-1] == (2 * rows, 2 * rows)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls) and len(calls) == 1 + 2 * pieces
+    reads.clear()
+    calls.clear()
+    res.histograms({"energy": bins["energy"], "shape": bins["shape"]},
+                   progress=lambda done, total: calls.append((done, total)))
+    assert len(reads) == pieces and calls[-1] == (rows, rows)
+    with pytest.raises(ValueError, match="name one or more columns"):
+        res.histograms({})
+
+
 def test_orbit_samples_carry_exposure_rate(small):
     path, truth = small
     orb = open_results(path).orbit(exposure_columns=["rate", "mjd"])
