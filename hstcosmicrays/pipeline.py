@@ -47,6 +47,12 @@ ORBIT_PRODUCTS = ("SPT", "SHM")
 #: is down or unreachable: every later month would fail too, each after its retries)
 ARCHIVE_FAILURES_TO_STOP = 3
 
+#: A stop signal this soon (seconds) after the first is the same request, not a second one:
+#: ``timeout`` sends its signal to the run and again to its whole process group, and
+#: ``kill -- -PGID`` or a batch scheduler may reach the run twice the same way, microseconds
+#: apart. A person who means a second request reads the first's message before pressing again.
+SAME_STOP_REQUEST_SECONDS = 0.5
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -1155,14 +1161,20 @@ class CosmicRayPipeline:
     def _install_stop_handlers(self) -> dict:
         """Ctrl-C (SIGINT) and SIGTERM (what ``kill`` and batch schedulers send before they
         kill a job) set the stop flag: the run stops after the work in progress. A second one
-        stops at once. Returns the previous handlers, for :meth:`_restore_stop_handlers`."""
+        stops at once, unless it comes within :data:`SAME_STOP_REQUEST_SECONDS` of the first
+        (the same request, delivered twice). Returns the previous handlers, for
+        :meth:`_restore_stop_handlers`."""
         if threading.current_thread() is not threading.main_thread():
             return {}
         names = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+        first = []  # time.monotonic() of the first stop request
 
         def handler(signum, frame):
             if self._stop.is_set():
+                if first and time.monotonic() - first[0] < SAME_STOP_REQUEST_SECONDS:
+                    return
                 raise KeyboardInterrupt
+            first.append(time.monotonic())
             self._stop.set()
             self._cancel_download()
             name = names.get(signum, f"signal {signum}")

@@ -449,14 +449,17 @@ def test_ctrl_c_stops_cleanly_keeping_committed_months(tmp_path, signum, name):
 
 
 #: run_pipeline in-process, whose executor sends the given signal to its own process (argv[2]
-#: times) while it closes, after the last month: the moment a batch scheduler's SIGTERM can land
-#: in a real run, or a user's Ctrl-C, pressed twice as the run seems to hang in the cluster's close
+#: times, apart by more than SAME_STOP_REQUEST_SECONDS) while it closes, after the last month: the
+#: moment a batch scheduler's SIGTERM can land in a real run, or a user's Ctrl-C, pressed twice as
+#: the run seems to hang in the cluster's close
 SIGNAL_WHILE_CLOSING = """
-import os, signal, sys
+import os, signal, sys, time
 from hstcosmicrays import pipeline
 from hstcosmicrays.cli import run_pipeline_main
 def close(self):
-    for _ in range(int(sys.argv[2])):
+    for k in range(int(sys.argv[2])):
+        if k:
+            time.sleep(pipeline.SAME_STOP_REQUEST_SECONDS + 0.2)
         os.kill(os.getpid(), int(sys.argv[1]))
 pipeline._InProcess.close = close
 sys.exit(run_pipeline_main(sys.argv[3:]))
@@ -481,29 +484,48 @@ def test_a_stop_request_while_the_executor_closes_after_the_last_month_is_not_a_
     assert read_ledger(tmp_path / f"{INSTR}.h5")["state"].tolist() == [b"committed"]
 
 
-#: run_pipeline in-process, whose executor gets two stop requests as it starts the first month's
-#: groups: the second stops the run at once
+#: run_pipeline in-process, whose executor gets two stop requests (argv[1], argv[2] seconds apart)
+#: as it starts the first month's groups
 TWO_SIGNALS_IN_A_MONTH = """
-import os, signal, sys
+import os, signal, sys, time
 from hstcosmicrays import pipeline
 from hstcosmicrays.cli import run_pipeline_main
 def map_unordered(self, fn, items, stop, progress=None):
-    os.kill(os.getpid(), signal.SIGINT)
-    os.kill(os.getpid(), signal.SIGINT)
+    os.kill(os.getpid(), int(sys.argv[1]))
+    time.sleep(float(sys.argv[2]))
+    os.kill(os.getpid(), int(sys.argv[1]))
     yield from ()
 pipeline._InProcess.map_unordered = map_unordered
-sys.exit(run_pipeline_main(sys.argv[1:]))
+sys.exit(run_pipeline_main(sys.argv[3:]))
 """
 
 
 def test_a_second_stop_request_in_a_month_stops_at_once_and_counts_what_is_left(tmp_path):
-    cmd = [sys.executable, "-c", TWO_SIGNALS_IN_A_MONTH] + RUN + [
-        "--start", "2003-01", "--stop", "2003-02", "--output", str(tmp_path)]
+    from hstcosmicrays.pipeline import SAME_STOP_REQUEST_SECONDS
+
+    cmd = [sys.executable, "-c", TWO_SIGNALS_IN_A_MONTH, str(int(signal.SIGINT)),
+           str(SAME_STOP_REQUEST_SECONDS + 0.2)] + RUN + ["--start", "2003-01", "--stop", "2003-02",
+                                                          "--output", str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 130, proc.stderr
     assert "stopped at once after 0 committed months, 2 months left; run again to resume" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(read_ledger(tmp_path / f"{INSTR}.h5")["month"]) == 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_one_stop_request_delivered_twice_at_once_is_one_request(tmp_path, signum):
+    """``timeout`` (and ``kill -- -PGID``) send a signal to the run and again to its process
+    group, microseconds apart: that is one request, which lets the month in progress finish,
+    not the second that stops at once."""
+    cmd = [sys.executable, "-c", TWO_SIGNALS_IN_A_MONTH, str(int(signum)), "0"] + RUN + [
+        "--start", "2003-01", "--stop", "2003-02", "--output", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.count("stopping after the work in progress") == 1
+    assert "stopped on request after 0 committed months, 2 months left; run again to resume" in proc.stderr
+    assert "at once" not in proc.stderr.replace("again to stop at once", "")
+    assert "Traceback" not in proc.stderr
 
 
 class NoSptArchive(FlakyArchive):
