@@ -314,8 +314,8 @@ def plot_rate_map(
 
 def plot_morphology(
     results: Results | Sequence[Results], *, bins: Mapping[str, Sequence[float]] | None = None, start=None,
-    stop=None, where: str | None = None, out: str | os.PathLike | None = None, figsize=(10.0, 7.0),
-    progress: Callable[[int, int], None] | None = None,
+    stop=None, where: str | None = None, exposure_columns: Sequence[str] | None = None,
+    out: str | os.PathLike | None = None, figsize=(10.0, 7.0), progress: Callable[[int, int], None] | None = None,
 ):
     """Distributions of CR size (pixels and sigma), shape and energy, one or several instruments.
 
@@ -331,8 +331,9 @@ def plot_morphology(
     results : Results or sequence of Results
     bins : mapping, optional
         Column -> bin edges, overriding :data:`MORPHOLOGY_BINS`.
-    start, stop, where :
-        CR selection as in :meth:`Results.cosmic_rays`.
+    start, stop, where, exposure_columns :
+        CR selection as in :meth:`Results.cosmic_rays` (e.g. the CRs of frames in the SAA:
+        ``exposure_columns=["rate"], where="rate > 2"``).
     progress : callable, optional
         Called as ``progress(rows_done, rows_total)`` as the CRs are read (file rows, summed
         over the instruments; the total grows by each further instrument's rows as its reading
@@ -359,7 +360,7 @@ def plot_morphology(
             rows[0] = total
             progress(before + done, before + total)
 
-        found = res.histograms(edges, start=start, stop=stop, where=where,
+        found = res.histograms(edges, start=start, stop=stop, where=where, exposure_columns=exposure_columns,
                                progress=None if progress is None else counted)
         histograms.update({(column, k): counts for column, (counts, _) in found.items()})
         rows_before += rows[0]

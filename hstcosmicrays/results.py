@@ -734,7 +734,8 @@ class Results:
             file, read only when computed: for stores larger than memory.
         exposure_columns : iterable of str, optional
             Columns of ``/exposures`` to attach to each CR (e.g. ``["mjd", "month"]``); a name
-            the table already has gets the prefix ``exposure_``.
+            the table already has gets the prefix ``exposure_``, and so does ``date`` (the
+            exposure's start as a UTC datetime), always: ``exposure_date``.
         """
         return self._per_exposure_table("cosmic_rays", start=start, stop=stop, columns=columns, where=where,
                                         lazy=lazy, exposure_columns=exposure_columns)
@@ -791,8 +792,8 @@ class Results:
                             lon_bin=lon_bin, lat_bin=lat_bin)
 
     def histogram(self, column: str, *, bins, table: str = "cosmic_rays", start=None, stop=None,
-                  where: str | None = None, progress: Callable[[int, int], None] | None = None,
-                  ) -> tuple[np.ndarray, np.ndarray]:
+                  where: str | None = None, exposure_columns: Iterable[str] | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Histogram of one column, accumulated over pieces of ~1e6 rows (bounded memory).
 
         Parameters
@@ -805,8 +806,10 @@ class Results:
             finite values of the selection (the table is then read twice, from one snapshot).
         table : str
             ``cosmic_rays``, ``orbit`` or ``exposures``.
-        start, stop, where :
-            Row selection as in :meth:`cosmic_rays`.
+        start, stop, where, exposure_columns :
+            Row selection as in :meth:`cosmic_rays` (``exposure_columns`` for the ``cosmic_rays``
+            and ``orbit`` tables: columns of ``exposures`` that ``where`` may name, e.g.
+            ``exposure_columns=["rate"], where="rate > 2"``).
         progress : callable, optional
             Called as ``progress(rows_done, rows_total)`` before the first piece and after
             each (file rows read, twice the rows when ``bins`` is a number).
@@ -818,17 +821,17 @@ class Results:
             As :func:`numpy.histogram`.
         """
         return self.histograms({column: bins}, table=table, start=start, stop=stop, where=where,
-                               progress=progress)[column]
+                               exposure_columns=exposure_columns, progress=progress)[column]
 
     def histograms(self, bins: Mapping[str, object], *, table: str = "cosmic_rays", start=None, stop=None,
-                   where: str | None = None, progress: Callable[[int, int], None] | None = None,
-                   ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                   where: str | None = None, exposure_columns: Iterable[str] | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """:meth:`histogram` of several columns at once: each piece of the table is read once
         for all (and a ``where`` evaluated once), rather than once a column.
 
         ``bins`` maps each column to its bins, as ``bins`` of :meth:`histogram`. Returns
-        ``{column: (counts, edges)}`` in the order of ``bins``. ``progress`` as in
-        :meth:`histogram` (the rows read twice when a number of bins is given for any column).
+        ``{column: (counts, edges)}`` in the order of ``bins``. The selection and ``progress`` as
+        in :meth:`histogram` (the rows read twice when a number of bins is given for any column).
         """
         bins = dict(bins)
         if not bins:
@@ -850,7 +853,7 @@ class Results:
                 raise ValueError(f"histogram: {column} is a text column of {table}; numeric columns: "
                                  f"{', '.join(numeric)}")
         readers = self._chunk_readers(table, start=start, stop=stop, columns=list(bins), where=where,
-                                      rows=PARTITION_ROWS)
+                                      exposure_columns=exposure_columns, rows=PARTITION_ROWS)
         passes = 2 if n_bins else 1
         total = passes * sum(rows for rows, _ in readers)
         done = 0
@@ -886,7 +889,8 @@ class Results:
     # -- export and chunked reading -------------------------------------------------------------
 
     def iter_chunks(self, table: str, *, start=None, stop=None, columns: Iterable[str] | None = None,
-                    where: str | None = None, rows: int = PARTITION_ROWS) -> Iterator[pd.DataFrame]:
+                    where: str | None = None, exposure_columns: Iterable[str] | None = None,
+                    rows: int = PARTITION_ROWS) -> Iterator[pd.DataFrame]:
         """Yield a table as DataFrames of at most ``rows`` file rows each (one consistent
         snapshot of the ledger, taken when iteration starts).
 
@@ -894,14 +898,20 @@ class Results:
         (:meth:`failures`) come as one piece, and so does a selection of no row (an empty
         DataFrame with the columns). ``start``/``stop`` select by exposure time and do
         not apply to ``months`` and ``failures`` (select their months with ``where``).
+        ``exposure_columns`` attaches columns of ``exposures`` to ``cosmic_rays`` and ``orbit``
+        as in :meth:`cosmic_rays`.
         """
-        for _, read in self._chunk_readers(table, start=start, stop=stop, columns=columns, where=where, rows=rows):
+        for _, read in self._chunk_readers(table, start=start, stop=stop, columns=columns, where=where,
+                                           exposure_columns=exposure_columns, rows=rows):
             yield read()
 
-    def _chunk_readers(self, table, *, start, stop, columns, where, rows) -> list:
+    def _chunk_readers(self, table, *, start, stop, columns, where, rows, exposure_columns=None) -> list:
         """``(file rows, read)`` per piece of :meth:`iter_chunks`: ``read`` takes no argument and
         gives the piece's DataFrame, all pieces from the same ledger snapshot (taken now); the
         one-piece tables are read now (their rows are those of the DataFrame)."""
+        if exposure_columns and table not in ("cosmic_rays", "orbit"):
+            raise ValueError(f"exposure_columns attaches columns of exposures to cosmic_rays and orbit, not to "
+                             f"the {table} table")
         if table == "exposures":
             frame = self.exposures(start=start, stop=stop, columns=columns, where=where)
             return [(len(frame), lambda: frame)]
@@ -923,7 +933,8 @@ class Results:
         if table not in ("cosmic_rays", "orbit"):
             raise KeyError(f"iter_chunks: table must be exposures, cosmic_rays, orbit, months or failures, "
                            f"not {table!r}")
-        plan = self._plan(table, start=start, stop=stop, columns=columns, where=where, exposure_columns=None)
+        plan = self._plan(table, start=start, stop=stop, columns=columns, where=where,
+                          exposure_columns=exposure_columns)
         pieces = _split_ranges(plan["ranges"], rows)
         if not pieces:  # no row: one empty piece with the columns, as exposures gives (an export writes them)
             meta = plan["meta"]
@@ -931,13 +942,16 @@ class Results:
         return [(b - a, partial(plan["reader"], [(a, b)])) for a, b in pieces]
 
     def export(self, *, table: str, fmt: str, out, start=None, stop=None, columns: Iterable[str] | None = None,
-               where: str | None = None, progress: Callable[[int, int], None] | None = None) -> int:
+               where: str | None = None, exposure_columns: Iterable[str] | None = None,
+               progress: Callable[[int, int], None] | None = None) -> int:
         """Write a table as CSV or Parquet, piece by piece (so tables larger than memory work).
 
         ``table`` is one of ``exposures``, ``cosmic_rays``, ``orbit``, ``months`` (the month
         ledger) and ``failures`` (see :meth:`iter_chunks`). The index (``exposure_index``,
         ``cr_index``, ``sample_index``) is written as the first column; ``months`` and
-        ``failures`` have none. Returns the number of rows written.
+        ``failures`` have none. ``exposure_columns`` attaches columns of ``exposures`` to
+        ``cosmic_rays`` and ``orbit`` (written, and for ``where``), as in :meth:`cosmic_rays`.
+        Returns the number of rows written.
 
         ``progress``, if given, is called as ``progress(rows_done, rows_total)`` before the
         first piece and after each piece is written, counting the file rows read (``where``
@@ -963,7 +977,7 @@ class Results:
                 import pyarrow.parquet as pq
             first = True
             readers = self._chunk_readers(table, start=start, stop=stop, columns=columns, where=where,
-                                          rows=PARTITION_ROWS)
+                                          exposure_columns=exposure_columns, rows=PARTITION_ROWS)
             total, done = sum(rows for rows, _ in readers), 0
             if progress is not None:
                 progress(done, total)

@@ -307,6 +307,19 @@ def test_plot_morphology_tells_its_progress_over_the_instruments(stores):
     assert done == sorted(done) and totals == sorted(totals) and all(d <= t for d, t in calls)
 
 
+def test_plot_morphology_of_the_crs_of_some_frames(stores):
+    """The CRs of the frames of high rate (a column of exposures, attached for the where)."""
+    out, _, _ = stores
+    res = open_results(out / "wfc3_uvis.h5")
+    cut = float(res.exposures(columns=["rate"])["rate"].median())
+    chosen = res.cosmic_rays(columns=["n_pixels"], exposure_columns=["rate"], where=f"rate > {cut}")
+    fig = plots.plot_morphology(res, exposure_columns=["rate"], where=f"rate > {cut}")
+    edges = plots.MORPHOLOGY_BINS["n_pixels"][1]
+    inside = ((chosen["n_pixels"] >= edges[0]) & (chosen["n_pixels"] <= edges[-1])).sum()
+    assert 0 < inside < len(res.cosmic_rays(columns=[]))
+    assert fig.axes[0].patches[0].get_label() == f"wfc3_uvis ({inside:,} CRs in range)"
+
+
 def test_cli_plot_morphology_draws_a_progress_bar_on_a_terminal(stores, tmp_path, capsys, monkeypatch):
     import sys
 

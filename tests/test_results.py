@@ -602,6 +602,37 @@ def test_histograms_of_several_columns_read_each_piece_once(small, monkeypatch):
         res.histograms({})
 
 
+def test_chunked_reads_take_exposure_columns_as_the_where_hint_says(small, tmp_path):
+    """A where on a column of exposures is refused with the hint to attach it with
+    exposure_columns=; histogram, histograms, iter_chunks and export take that argument, and
+    select what cosmic_rays selects with it."""
+    path, _ = small
+    res = open_results(path)
+    cut = float(res.exposures(columns=["rate"])["rate"].median())
+    where = f"rate > {cut}"
+    with pytest.raises(KeyError, match=r"attach with exposure_columns=\['rate'\]"):
+        res.histogram("energy", bins=[0.0, 1e3, 1e9], where=where)
+    chosen = res.cosmic_rays(columns=["energy"], exposure_columns=["rate"], where=where)
+    assert 0 < len(chosen) < len(res.cosmic_rays(columns=[]))
+    edges = [0.0, 500.0, 2e3, 1e9]
+    counts, _ = res.histogram("energy", bins=edges, exposure_columns=["rate"], where=where)
+    np.testing.assert_array_equal(counts, np.histogram(chosen["energy"].to_numpy(), edges)[0])
+    both = res.histograms({"energy": edges, "n_pixels": 5}, exposure_columns=["rate"], where=where)
+    np.testing.assert_array_equal(both["energy"][0], counts)
+    assert both["n_pixels"][0].sum() == len(chosen)
+    pieces = list(res.iter_chunks("cosmic_rays", columns=["energy"], exposure_columns=["rate"], where=where,
+                                  rows=100))
+    assert sum(len(p) for p in pieces) == len(chosen)
+    n = res.export(table="cosmic_rays", fmt="csv", out=tmp_path / "saa.csv", columns=["energy"],
+                   exposure_columns=["mjd", "rate"], where=where)
+    written = pd.read_csv(tmp_path / "saa.csv")
+    assert n == len(chosen) == len(written) and list(written.columns) == ["cr_index", "energy", "mjd", "rate"]
+    assert (written["rate"] > cut).all()
+    with pytest.raises(ValueError, match="exposure_columns attaches columns of exposures to cosmic_rays and "
+                                         "orbit, not to the exposures table"):
+        res.histogram("rate", table="exposures", bins=3, exposure_columns=["mjd"])
+
+
 def test_orbit_samples_carry_exposure_rate(small):
     path, truth = small
     orb = open_results(path).orbit(exposure_columns=["rate", "mjd"])
