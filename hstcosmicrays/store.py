@@ -2,7 +2,8 @@
 
 Layout (see docs/architecture.md)::
 
-    /                     attrs: schema_version, instrument, software_version, config_hash, created
+    /                     attrs: schema_version, instrument, software_version, config_hash, created,
+                          source (what the darks are: simulated, hst, or "" not known)
     /<table>/<column>     one resizable, chunked, compressed 1-D dataset per column
     /months/<column>      the ledger
     /configurations/...   the text of each configuration that a ledger row names by its digest
@@ -952,6 +953,10 @@ class ResultsStore:
         The configuration's text, whose :func:`config_digest` is ``config_hash``. When given,
         the first commit that names ``config_hash`` stores it in ``/configurations`` (before its
         ledger row), so that every digest in the ledger can be resolved to the parameters used.
+    source : str, optional
+        What the darks of the run are (``"simulated"``, ``"hst"``; ``""`` not known), written in
+        the attributes at creation; :attr:`stored_source` is what the file says (``""`` for a
+        store created before sources were recorded, or by a run that did not know).
 
     Raises
     ------
@@ -960,7 +965,7 @@ class ResultsStore:
     """
 
     def __init__(self, path: str | os.PathLike, *, instrument: str, software_version: str, config_hash: str,
-                 configuration: str = ""):
+                 configuration: str = "", source: str = ""):
         if configuration and config_digest(configuration) != config_hash:
             raise ValueError(f"the configuration text has digest {config_digest(configuration)}, not {config_hash}")
         self.path = Path(path)
@@ -968,6 +973,8 @@ class ResultsStore:
         self.software_version = software_version
         self.config_hash = config_hash
         self.configuration = configuration
+        self.source = source
+        self.stored_source = ""
         self._lock_fh = None
         self._config_stored = False
 
@@ -975,9 +982,9 @@ class ResultsStore:
 
     @classmethod
     def open(cls, path, *, instrument: str, software_version: str, config_hash: str,
-             configuration: str = "") -> "ResultsStore":
+             configuration: str = "", source: str = "") -> "ResultsStore":
         store = cls(path, instrument=instrument, software_version=software_version, config_hash=config_hash,
-                    configuration=configuration)
+                    configuration=configuration, source=source)
         store._acquire_lock()
         try:
             store._delete_interrupted_compaction()
@@ -1050,8 +1057,10 @@ class ResultsStore:
                     "schema_version": SCHEMA_VERSION, "instrument": self.instrument,
                     "software_version": self.software_version, "config_hash": self.config_hash,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "source": self.source,
                 })
             _fsync_replace(tmp, self.path)
+            self.stored_source = self.source
         finally:
             tmp.unlink(missing_ok=True)
         log.info("created results store %s", self.path)
@@ -1067,6 +1076,8 @@ class ResultsStore:
             found = f.attrs.get("instrument")
             if found != self.instrument:
                 raise StoreError(f"{self.path} holds results of {found!r}, not {self.instrument!r}")
+            source = f.attrs.get("source", "")
+            self.stored_source = source.decode() if isinstance(source, bytes) else str(source)
             version = int(f.attrs.get("schema_version", -1))
             if version != SCHEMA_VERSION:
                 raise StoreError(f"{self.path} has schema version {version}; this software writes {SCHEMA_VERSION}")

@@ -158,3 +158,24 @@ def test_a_product_found_twice_is_named_with_the_copy_used(library, tmp_path, ca
     assert str(lib / "b" / src.name) in warned[0]
     assert warned[0].endswith(f"using {used['FLT']}")
     assert [d.obs_id for d in found] == [d.obs_id for d in expected[("wfc3_uvis", month)]]
+
+
+def test_a_directory_says_whether_its_darks_are_simulated(library, tmp_path):
+    """``source``: simulated when every file carries SIMULATE = T (as the simulator writes
+    them), hst when none does, not known for both or none."""
+    from astropy.io import fits
+
+    root, _, _ = library
+    flat = root / "stis_flat"
+    assert LocalArchive(flat).source == "simulated"
+    copy = tmp_path / "copy"
+    shutil.copytree(flat, copy)
+    files = sorted(copy.glob("*.fits"))
+    fits.delval(files[0], "SIMULATE", ext=0)
+    assert LocalArchive(copy).source == ""
+    for f in files[1:]:
+        fits.delval(f, "SIMULATE", ext=0)
+    assert LocalArchive(copy).source == "hst"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert LocalArchive(empty).source == ""

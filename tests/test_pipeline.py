@@ -538,6 +538,52 @@ class NoSptArchive(FlakyArchive):
         return files
 
 
+def test_a_store_of_simulated_darks_takes_no_month_of_hst_darks_nor_the_reverse(tmp_path):
+    """The README's simulated demo writes data_products/<instrument>.h5: a real run into the
+    same directory must not resume from it (its simulated months would stay, as committed).
+    The store records what its darks are; a run of the other kind is refused before anything
+    is written, naming the store, both kinds and the way out. A store that does not say (made
+    before this was recorded) or an archive that does not know is not refused."""
+    import h5py
+
+    from hstcosmicrays.archive.simulated import SimulatedArchive
+    from hstcosmicrays.store import StoreError
+
+    class HstLike(SimulatedArchive):
+        source = "hst"
+
+    class Unknown(SimulatedArchive):
+        source = ""
+
+    cfg = load_config()
+
+    def run(archive, month, out):
+        opts = RunOptions(archive="simulated", start=parse_month(month), stop=parse_month(month), workers=1,
+                          darks_per_month=2)
+        return CosmicRayPipeline(instrument=cfg.instrument(INSTR), config=cfg, output_dir=out, options=opts,
+                                 archive=archive).run()
+
+    seed = cfg.pipeline.simulation_seed
+    for first, other, stored, refused in ((SimulatedArchive, HstLike, "the simulated archive", "HST darks from MAST"),
+                                          (HstLike, SimulatedArchive, "HST darks from MAST", "the simulated archive")):
+        out = tmp_path / first.__name__
+        assert run(first(seed=seed, darks_per_month=2), "2003-01", out).committed == ("2003-01",)
+        path = out / f"{INSTR}.h5"
+        with h5py.File(path, "r", locking=False) as f:
+            assert f.attrs["source"] == first.source
+        before = path.read_bytes()
+        with pytest.raises(StoreError, match=rf"^{path} holds months measured on {stored}; this run reads "
+                                             rf"{refused}: give it another --output"):
+            run(other(seed=seed, darks_per_month=2), "2003-02", out)
+        assert path.read_bytes() == before
+        assert run(Unknown(seed=seed, darks_per_month=2), "2003-02", out).committed == ("2003-02",)
+    # a store that does not say what its darks are (as stores made before): not refused
+    out = tmp_path / "unknown"
+    assert run(Unknown(seed=seed, darks_per_month=2), "2003-01", out).committed == ("2003-01",)
+    assert run(HstLike(seed=seed, darks_per_month=2), "2003-02", out).committed == ("2003-02",)
+    assert run(SimulatedArchive(seed=seed, darks_per_month=2), "2003-03", out).committed == ("2003-03",)
+
+
 def test_missing_spt_gives_nan_positions_and_a_logged_warning(tmp_path, caplog):
     from hstcosmicrays.archive.simulated import SimulatedArchive
 

@@ -78,9 +78,15 @@ class Dataset:
     products: tuple[ProductFile, ...]
 
 
+#: What an archive's darks are (``Archive.source``, recorded in the results store, which takes
+#: no month of the other): ``"simulated"`` (the simulated archive) or ``"hst"`` (HST's own, from
+#: MAST); ``""`` when not known (a directory of both, or of no file yet).
+SOURCES = {"simulated": "the simulated archive", "hst": "HST darks from MAST"}
+
+
 @runtime_checkable
 class Archive(Protocol):
-    """What the pipeline asks of an archive."""
+    """What the pipeline asks of an archive (and, optionally, ``source``: see :data:`SOURCES`)."""
 
     def query(self, instrument: InstrumentConfig, month: Month) -> list[Dataset]:
         """Darks of ``instrument`` whose exposure starts in ``month``, sorted by ``t_min``.

@@ -45,6 +45,7 @@ class _Entry:
     expstart: Optional[float]
     exptime: Optional[float]
     size: int
+    simulated: bool = False
 
 
 class LocalArchive:
@@ -95,10 +96,19 @@ class LocalArchive:
                 expstart=_float(h.get("EXPSTART", h.get("TEXPSTRT"))),
                 exptime=_float(h.get("EXPTIME", h.get("TEXPTIME"))),
                 size=f.stat().st_size,
+                simulated=bool(h.get("SIMULATE", False)),
             ))
         self._index = entries
         log.debug("local archive %s: %s indexed", self.path, plural(len(entries), "file"))
         return entries
+
+    @property
+    def source(self) -> str:
+        """What its darks are (:data:`~hstcosmicrays.archive.base.SOURCES`): ``"simulated"``
+        when every file carries ``SIMULATE = T`` (as ``hstcosmicrays simulate`` writes them),
+        ``"hst"`` when none does, ``""`` for both or no file."""
+        kinds = {e.simulated for e in self._scan()}
+        return {frozenset({True}): "simulated", frozenset({False}): "hst"}.get(frozenset(kinds), "")
 
     def check_instrument(self, instrument: InstrumentConfig) -> None:
         """Raise ValueError, naming the directory and what it holds, when no file of

@@ -293,6 +293,10 @@ class MastArchive:
     background thread (see :class:`~hstcosmicrays.archive.base.Prefetcher`).
     """
 
+    #: What its darks are (:data:`~hstcosmicrays.archive.base.SOURCES`); a local stand-in
+    #: (``hstcosmicrays mast-server``) serves simulated ones under this name.
+    source = "hst"
+
     def __init__(
         self, *, timeout: float = 600.0, retries: int = 5, backoff: float = 2.0, cloud: bool = False,
         pagesize: int | None = None, sleep: Callable[[float], None] | None = None,

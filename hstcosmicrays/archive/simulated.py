@@ -40,6 +40,9 @@ class SimulatedArchive:
         Rows and columns of each simulated chip (default: full chips); for fast tests.
     """
 
+    #: What its darks are (:data:`~hstcosmicrays.archive.base.SOURCES`).
+    source = "simulated"
+
     def __init__(self, seed: int, darks_per_month: Optional[int] = None,
                  shape: Optional[tuple[int, int]] = None) -> None:
         self.seed = int(seed)
