@@ -40,6 +40,8 @@ __all__ = [
     "load_config",
     "default_config_text",
     "config_digest",
+    "results_settings",
+    "RUN_ONLY_SETTINGS",
 ]
 
 DEFAULT_CONFIG_NAME = "hstcosmicrays.yaml"
@@ -477,6 +479,22 @@ def _normalise(name: str) -> str:
 
 # --------------------------------------------------------------------------------------------
 # loading
+
+
+#: Settings of the ``pipeline`` section that change how a run goes, not what it measures: two
+#: configurations that differ only in these give the same results (:func:`results_settings`).
+RUN_ONLY_SETTINGS = ("output_dir", "workers", "keep_downloads", "mast_timeout", "download_retries",
+                     "download_backoff", "month_settle_days")
+
+
+def results_settings(text: str) -> dict:
+    """The settings of a configuration's text (the JSON a ``config_hash`` names) that its
+    results depend on: all but :data:`RUN_ONLY_SETTINGS`."""
+    data = json.loads(text)
+    pipeline = data.get("pipeline")
+    if isinstance(pipeline, dict):
+        data["pipeline"] = {k: v for k, v in pipeline.items() if k not in RUN_ONLY_SETTINGS}
+    return data
 
 
 def config_digest(text: str) -> str:

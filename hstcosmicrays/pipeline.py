@@ -826,7 +826,12 @@ class CosmicRayPipeline:
     def _warn_other_configurations(self, store: ResultsStore, todo: list[Month]) -> None:
         """Name the committed months, not redone by this run, that another configuration made:
         the months this run commits will sit beside them in the store, made with other
-        parameters (a ``--config`` added, changed or forgotten between runs)."""
+        parameters (a ``--config`` added, changed or forgotten between runs). A configuration
+        that differs from this run's only in settings that do not change results
+        (:data:`~hstcosmicrays.config.RUN_ONLY_SETTINGS`: workers, retries, ...) is not another."""
+        from .config import results_settings
+        from .store import read_configurations
+
         if not todo:
             return
         ledger = store.ledger()
@@ -835,13 +840,19 @@ class CosmicRayPipeline:
         for label, state, digest in zip(ledger["month"], ledger["state"], ledger["config_hash"]):
             if state == b"committed" and digest.decode() != self.config.digest and label.decode() not in redone:
                 other.setdefault(digest.decode(), []).append(label.decode())
+        if other:
+            texts = read_configurations(store.path)
+            ours = results_settings(self.config.text) if self.config.text else None
+            other = {digest: labels for digest, labels in other.items()
+                     if ours is None or digest not in texts or results_settings(texts[digest]) != ours}
         if not other:
             return
         made = "; ".join(f"{_month_runs(labels)} with {digest}" for digest, labels in sorted(other.items()))
-        log.warning("%s: committed months of the store were made with another configuration than this run's "
-                    "(%s): %s. The store will hold results of both (hstcosmicrays status --show-config DIGEST "
-                    "prints each); to make them alike, run with the same --config, or with --reprocess",
-                    self.instrument.name, self.config.digest, made)
+        log.warning("%s: committed months of the store were made with %s than this run's (%s): %s. The store "
+                    "will hold results of %s (hstcosmicrays status --show-config DIGEST prints each); to make "
+                    "them alike, run with the same --config, or with --reprocess", self.instrument.name,
+                    "another configuration" if len(other) == 1 else "other configurations", self.config.digest,
+                    made, "both" if len(other) == 1 else "each")
 
     def pending_months(self, store: ResultsStore) -> tuple[list[Month], list[Month]]:
         """(months to process, committed months skipped)."""

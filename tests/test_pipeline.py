@@ -177,6 +177,40 @@ def test_a_run_with_another_configuration_than_the_committed_months_says_so(refe
     assert "another configuration" not in run("2003-01", "2003-03", reprocess=True)
 
 
+def test_a_configuration_that_changes_only_how_a_run_goes_is_not_another(reference_store, tmp_path, caplog):
+    """workers, download retries and the like change the digest (it names the text) but not the
+    results: months made with such a configuration are not named as another's. Months of two
+    other configurations are named with each."""
+    import shutil
+
+    shutil.copy(reference_store, tmp_path / f"{INSTR}.h5")
+    default = load_config()
+
+    def run(yaml_text, start, stop):
+        user = tmp_path / "user.yaml"
+        user.write_text(yaml_text)
+        cfg = load_config(user)
+        opts = RunOptions(archive="simulated", start=parse_month(start), stop=parse_month(stop), workers=1,
+                          darks_per_month=2)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="hstcosmicrays"):
+            CosmicRayPipeline(instrument=cfg.instrument(INSTR), config=cfg, output_dir=tmp_path, options=opts).run()
+        return cfg, caplog.text
+
+    run_only = "pipeline:\n  workers: 2\n  download_retries: 9\n  download_backoff: 0.5\n  mast_timeout: 60\n"
+    cfg, text = run(run_only, "2003-04", "2003-04")
+    assert cfg.digest != default.digest and "configuration" not in text
+    science = f"instruments:\n  {INSTR}:\n    crreject:\n      crsigmas: [8.0, 6.0, 4.0]\n"
+    cfg2, text = run(science, "2003-05", "2003-05")
+    assert (f"made with other configurations than this run's ({cfg2.digest}): 2003-01 to 2003-03 with "
+            f"{default.digest}; 2003-04 with {cfg.digest}. The store will hold results of each") in text \
+        or (f"made with other configurations than this run's ({cfg2.digest}): 2003-04 with {cfg.digest}; "
+            f"2003-01 to 2003-03 with {default.digest}. The store will hold results of each") in text
+    _, text = run(run_only.replace("workers: 2", "workers: 1"), "2003-06", "2003-06")
+    assert f"2003-05 with {cfg2.digest}. The store will hold results of both" in text
+    assert default.digest not in text.split("this run's")[1]
+
+
 def test_compact_drops_what_reprocess_left_and_keeps_what_readers_see(reference_store, tmp_path, capsys):
     import shutil
 
