@@ -1637,6 +1637,12 @@ def _read_inputs(paths: Sequence[Path], config: Config):
                 headers.append(h)
             else:
                 log.warning("%s: IMSET_OK = F; left out, as ocrreject does", _frame_label(h))
+    exposures = {}
+    for h in headers:  # a copy of a file under another name: rejected against itself, nothing is flagged
+        if h.rootname in exposures:
+            raise CRRejectError(f"{_frame_label(h)}: the same exposure (ROOTNAME {h.rootname}) as "
+                                f"{_frame_label(exposures[h.rootname])}")
+        exposures[h.rootname] = h
     names = {i.name for i in instruments}
     if len(names) > 1:
         listing = ", ".join(f"{p.name} ({i.name})" for p, i in zip(paths, instruments))

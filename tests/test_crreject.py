@@ -944,6 +944,28 @@ def test_crreject_files_tells_its_progress_in_rows_of_the_chips(flt_pair, config
     assert done == sorted(done) and len(set(done)) >= 3  # 0, the first chip, both chips
 
 
+def test_cli_crreject_refuses_one_exposure_given_twice_under_any_name(flt_pair, tmp_path, capsys):
+    """The same path twice, a link to it, or a copy under another directory: rejected against
+    itself a frame flags nothing, so each is a usage error naming both files, and no file is
+    touched."""
+    import shutil
+
+    paths, _, _ = flt_pair
+    link = tmp_path / "link" / paths[0].name
+    link.parent.mkdir()
+    link.symlink_to(paths[0])
+    copy = tmp_path / "copy" / paths[0].name
+    copy.parent.mkdir()
+    shutil.copy(paths[0], copy)
+    before = [p.read_bytes() for p in (paths[0], copy)]
+    for second, message in ((paths[0], f"{paths[0]}: given twice"), (link, f"{link}: given twice"),
+                            (copy, f"{copy}: the same exposure (ROOTNAME iab00xyq) as {paths[0]}")):
+        assert cli_main(["crreject", str(paths[0]), str(second), str(paths[1])]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert [p.read_bytes() for p in (paths[0], copy)] == before
+
+
 def test_cli_crreject_draws_a_progress_bar_on_a_terminal(flt_pair, tmp_path, capsys, monkeypatch):
     import sys
 
