@@ -502,6 +502,13 @@ def _where_columns(where: str | None, table: str) -> list[str]:
     return [n for n in dict.fromkeys(_IDENTIFIER.findall(where)) if n in names]
 
 
+def _where_syntax_error(where: str, exc: SyntaxError) -> ValueError:
+    """A ``where`` that pandas cannot parse, named with the reason and an example (text is
+    quoted: ``month == '2012-01'``, not ``month == 2012-01``)."""
+    return ValueError(f"where {where!r} is not a valid query ({exc.msg}); compare columns with numbers or "
+                      "quoted text, e.g. \"n_pixels > 10 and chip == 1\" or \"month == '2012-01'\"")
+
+
 def _stored(names: Iterable[str]) -> list[str]:
     """The stored columns to read for ``names``: the derived ``date`` is read as ``mjd``."""
     return ["mjd" if n == "date" else n for n in names]
@@ -560,6 +567,8 @@ def _frame_from_columns(table: str, data: dict, rows: np.ndarray, *, columns: li
                 names = _table_columns(table) + (["date"] if "mjd" in _table_columns(table) else [])
                 hint = f"where names no such column of {table}; its columns: {', '.join(names)}"
             raise KeyError(f"{exc}: {hint}") from None
+        except SyntaxError as exc:
+            raise _where_syntax_error(where, exc) from None
         extra = [c for c in frame.columns if c not in out_names]
         frame = frame.drop(columns=extra)
     return frame
@@ -921,7 +930,10 @@ class Results:
                                  "select its months with where, e.g. \"month >= '2012-01'\"")
             frame = self.months() if table == "months" else self.failures()
             if where:
-                frame = frame.query(where)
+                try:
+                    frame = frame.query(where)
+                except SyntaxError as exc:
+                    raise _where_syntax_error(where, exc) from None
             if columns is not None:
                 columns = [columns] if isinstance(columns, str) else list(columns)
                 unknown = [c for c in columns if c not in frame.columns]

@@ -362,6 +362,13 @@ def test_where_on_an_exposure_column_suggests_exposure_columns(small):
         res.cosmic_rays(where="bogus > 1")
     with pytest.raises(KeyError, match="rat.*no such column of exposures; its columns: .*rate.*, date"):
         res.exposures(where="rat > 1")
+    # a query pandas cannot parse (text not quoted, an operator mistyped): named, with an example
+    for read in (lambda w: res.exposures(where=w), lambda w: res.cosmic_rays(where=w, lazy=True).compute(),
+                 lambda w: next(res.iter_chunks("months", where=w))):
+        for where in ("month == 2010-01", "energy >>> 5"):
+            with pytest.raises(ValueError, match=rf"^where {where!r} is not a valid query \(invalid syntax\); "
+                                                 r".*\"month == '2012-01'\""):
+                read(where)
     # attached, the column can be queried
     jan = res.cosmic_rays(columns=["energy"], where="month == '2010-01'", exposure_columns=["month"])
     assert len(jan) == 8 * 20 and set(jan["month"]) == {"2010-01"}
