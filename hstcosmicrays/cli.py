@@ -811,10 +811,10 @@ def _export_format(fmt: str | None, out: Path) -> str:
 def _cmd_export(args) -> int:
     from .results import open_results
 
+    _check_output_file(args.out, "--out")  # first: a directory is that, whatever its name says of a format
     fmt = _export_format(args.format, args.out)
     if fmt == "parquet":
         _check_parquet_writer(args.out, "--out")
-    _check_output_file(args.out, "--out")
     config = _load_config(args.config)
     output = _stores_dir(args, config)
     res = open_results(config.instrument(args.instr).name, output_dir=output)

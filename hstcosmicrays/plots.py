@@ -57,6 +57,21 @@ def _figure(figsize):
     return Figure(figsize=figsize, layout="constrained")
 
 
+def _as_results(results, caller: str, *, several: bool = True) -> list[Results]:
+    """``results`` (one :class:`Results`, or several when ``several``) as a list; anything else
+    (an instrument's name, a path) is a TypeError saying what to give."""
+    one = isinstance(results, (Results, str, os.PathLike)) or not several
+    items = [results] if one else list(results)
+    wrong = [r for r in items if not isinstance(r, Results)]
+    if wrong:
+        raise TypeError(f"{caller}: expected {'Results, or a sequence of them' if several else 'a Results'} "
+                        f"(from hstcosmicrays.open_results), got {type(wrong[0]).__name__} {wrong[0]!r}; e.g. "
+                        f"{caller}({'[' if several else ''}open_results('wfc3uvis'){']' if several else ''})")
+    if not items:
+        raise ValueError(f"{caller}: no results given")
+    return items
+
+
 def _check_not_empty(counts: Sequence[tuple[str, int]], what: str, *, start=None, stop=None,
                      where: str | None = None) -> None:
     """Refuse a plot of nothing: ValueError when no instrument has any of ``what`` in the
@@ -148,11 +163,7 @@ def plot_rate(
         the error-bar containers' artists); ``fig.axes[1]`` the solar axis when one is drawn. The
         legend is the axis's for one instrument, ``fig.legends[0]`` for several.
     """
-    if isinstance(results, Results):
-        results = [results]
-    results = list(results)
-    if not results:
-        raise ValueError("plot_rate: no results given")
+    results = _as_results(results, "plot_rate")
     several = len(results) > 1
     period = _period_name(freq)
     drawn = []  # (instrument, frame dates, frame rates, rate series)
@@ -281,6 +292,7 @@ def plot_rate_map(
     """
     from matplotlib.colors import LogNorm, Normalize
 
+    results = _as_results(results, "plot_rate_map", several=False)[0]
     rmap = results.rate_map(lon_bin=lon_bin, lat_bin=lat_bin, min_rate=min_rate, start=start, stop=stop)
     values = np.where(rmap.count >= min_count, rmap.mean, np.nan)
     finite = values[np.isfinite(values)]
@@ -345,10 +357,7 @@ def plot_morphology(
         Four axes in the order n_pixels, size_sigma, shape, energy; each holds one step
         histogram (``patches``) per instrument. The legend is ``fig.legends[0]``.
     """
-    if isinstance(results, Results):
-        results = [results]
-    if not results:
-        raise ValueError("plot_morphology: no results given")
+    results = _as_results(results, "plot_morphology")
     bins = dict(bins or {})
     edges = {column: np.asarray(bins.get(column, spec[1]), dtype=np.float64) for column, spec in MORPHOLOGY_BINS.items()}
     histograms = {}

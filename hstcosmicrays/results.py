@@ -152,6 +152,15 @@ def to_mjd(value) -> float | None:
     return MJD_UNIX_EPOCH + (ts - pd.Timestamp("1970-01-01")) / pd.Timedelta(days=1)
 
 
+def _time_window(start, stop) -> tuple[float | None, float | None]:
+    """``start`` and ``stop`` as MJD (:func:`to_mjd`); a stop before the start is a ValueError
+    (it would select nothing, silently)."""
+    t0, t1 = to_mjd(start), to_mjd(stop)
+    if t0 is not None and t1 is not None and t1 < t0:
+        raise ValueError(f"stop {stop!r} is before start {start!r}")
+    return t0, t1
+
+
 def mjd_to_datetime(mjd) -> pd.DatetimeIndex:
     """MJD (UTC) as naive UTC datetimes (nanosecond resolution; inverse of :func:`to_mjd`)."""
     days = np.asarray(mjd, dtype=np.float64) - MJD_UNIX_EPOCH
@@ -217,6 +226,13 @@ def summarize_rates(
     """
     from astropy.stats import sigma_clip
 
+    if isinstance(stdfunc, str) and stdfunc not in ("std", "mad_std"):
+        raise ValueError(f"summarize_rates: stdfunc must be 'std' or 'mad_std', not {stdfunc!r}")
+    try:
+        pd.tseries.frequencies.to_offset(freq)
+    except (ValueError, TypeError):
+        raise ValueError(f"summarize_rates: freq {freq!r} is not a pandas period alias; e.g. 'MS' monthly, "
+                         "'QS' quarterly, 'YS' yearly, 'W' weekly") from None
     mjd = np.asarray(mjd, dtype=np.float64)
     rate = np.asarray(rate, dtype=np.float64)
     rate_err = np.asarray(rate_err, dtype=np.float64)
@@ -704,7 +720,7 @@ class Results:
             :meth:`pandas.DataFrame.query` filter.
         """
         columns = self._columns("exposures", columns)
-        t0, t1 = to_mjd(start), to_mjd(stop)
+        t0, t1 = _time_window(start, stop)
         read = list(dict.fromkeys(
             [c for c in columns if c != "date"] + _stored(_where_columns(where, "exposures"))
             + (["mjd"] if (t0 is not None or t1 is not None or "date" in columns) else [])))
@@ -1054,7 +1070,7 @@ class Results:
     def _plan(self, table, *, start, stop, columns, where, exposure_columns) -> dict:
         """Everything needed to read ``table`` piece by piece with a consistent exposure lookup."""
         columns = self._columns(table, columns)
-        t0, t1 = to_mjd(start), to_mjd(stop)
+        t0, t1 = _time_window(start, stop)
         exposure_columns = [exposure_columns] if isinstance(exposure_columns, str) else list(exposure_columns or [])
         unknown = [c for c in exposure_columns if c not in _table_columns("exposures") and c != "date"]
         if unknown:

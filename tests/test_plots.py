@@ -334,6 +334,20 @@ def test_cli_plot_morphology_draws_a_progress_bar_on_a_terminal(stores, tmp_path
     assert capsys.readouterr().err == ""
 
 
+def test_plots_given_names_instead_of_results_say_what_to_give(stores):
+    out, _, _ = stores
+    res = open_results(out / "wfc3_uvis.h5")
+    for call, name in ((lambda: plots.plot_rate(["stis_ccd"]), "plot_rate"),
+                       (lambda: plots.plot_morphology("wfc3uvis"), "plot_morphology")):
+        with pytest.raises(TypeError, match=rf"^{name}: expected Results, or a sequence of them \(from "
+                                            rf"hstcosmicrays.open_results\), got str"):
+            call()
+    with pytest.raises(TypeError, match=r"^plot_rate_map: expected a Results .*got list"):
+        plots.plot_rate_map([res, res])
+    with pytest.raises(ValueError, match="plot_rate: no results given"):
+        plots.plot_rate([])
+
+
 def test_cli_plot_default_name_and_missing_store(stores, tmp_path, capsys):
     out, _, _ = stores
     assert main(["-q", "plot", "map", "--instr", "acs_hrc", "--output", str(out)]) == 0

@@ -640,6 +640,21 @@ def test_chunked_reads_take_exposure_columns_as_the_where_hint_says(small, tmp_p
         res.histogram("rate", table="exposures", bins=3, exposure_columns=["mjd"])
 
 
+def test_a_stop_before_the_start_and_unknown_cleaning_options_are_named(small):
+    """Rather than nothing selected, or pandas' and astropy's words without the choices."""
+    path, _ = small
+    res = open_results(path)
+    for read in (res.exposures, res.cosmic_rays, res.orbit):
+        with pytest.raises(ValueError, match=r"^stop '2010-01-01' is before start '2010-03-01'$"):
+            read(start="2010-03-01", stop="2010-01-01")
+    assert len(res.exposures(start="2010-02-01", stop="2010-02-01")) == 0      # empty, but not reversed
+    with pytest.raises(ValueError, match="stdfunc must be 'std' or 'mad_std', not 'mad'"):
+        res.rate_series(stdfunc="mad")
+    with pytest.raises(ValueError, match="freq 'monthly' is not a pandas period alias; e.g. 'MS' monthly"):
+        res.rate_series(freq="monthly")
+    assert len(res.rate_series(stdfunc="mad_std", freq="QS")) > 0
+
+
 def test_orbit_samples_carry_exposure_rate(small):
     path, truth = small
     orb = open_results(path).orbit(exposure_columns=["rate", "mjd"])
@@ -1053,6 +1068,10 @@ def test_export_to_a_directory_is_refused_before_the_work(small, tmp_path, capsy
     err = captured.err.strip()
     assert err == f"hstcosmicrays export: error: --out {target}: is a directory; expected a file name"
     assert "wrote" not in captured.out
+    # without --format too: it is a directory, not a file name of the wrong suffix
+    assert main(["export", "--instr", "wfc3uvis", "--table", "exposures", "--out", str(target),
+                 "--output", str(path.parent)]) == 2
+    assert capsys.readouterr().err.strip() == err
     assert target.is_dir() and list(target.iterdir()) == [] and list(tmp_path.iterdir()) == [target]
 
 
