@@ -713,7 +713,7 @@ def _cmd_measure(args) -> int:
             table.to_parquet(args.out, index=False, version=PARQUET_VERSION)
             frame.to_parquet(summary_path, index=False, version=PARQUET_VERSION)
         print(f"wrote {plural(len(table), 'CR')} to {args.out} and the frame summary to {summary_path}")
-    print(result.summary_text())
+    print(result.summary_text(warnings=False))  # each warning was logged on standard error: once is enough
     return EXIT_OK
 
 

@@ -111,8 +111,9 @@ class FrameResult:
 
         return pd.DataFrame({k: self.orbit[k] for k in _ORBIT_DTYPES})
 
-    def summary_text(self) -> str:
-        """A short human-readable summary of the frame."""
+    def summary_text(self, *, warnings: bool = True) -> str:
+        """A short human-readable summary of the frame, ending with its warnings (``warning:
+        ...`` lines) unless ``warnings`` is False (they were logged when measured)."""
         e = self.exposure
         cr = self.cosmic_rays
         lines = [
@@ -131,7 +132,8 @@ class FrameResult:
             f"HST lat {e['hst_lat']:.2f} lon {e['hst_lon']:.2f} deg alt {e['hst_alt']:.1f} km; "
             f"SAA_TIME {e['saa_time']:.0f} s"
         )
-        lines.extend(f"warning: {w}" for w in self.warnings)
+        if warnings:
+            lines.extend(f"warning: {w}" for w in self.warnings)
         return "\n".join(lines)
 
 
