@@ -333,10 +333,11 @@ def plot_morphology(
 
     Each panel shows, per instrument, the fraction of its CRs in each bin (so instruments of
     different areas and exposure totals compare), accumulated over the store in pieces of ~1e6
-    rows, every panel's column read in one pass (:meth:`Results.histograms`). Size in pixels and energy use log-spaced bins on a log
-    axis. Values outside a panel's bins are not counted in it. Each instrument has its colour of
-    :data:`INSTRUMENT_COLOURS` (as in :func:`plot_rate`); one legend below the panels gives it
-    with the instrument's number of CRs inside the size bins (the first panel).
+    rows, every panel's column read in one pass (:meth:`Results.histograms`). Size in pixels and
+    energy use log-spaced bins on a log axis. Values outside a panel's bins are not counted in
+    it. Each instrument has its colour of :data:`INSTRUMENT_COLOURS` (as in :func:`plot_rate`);
+    one legend below the panels gives it with the instrument's number of CRs inside the size
+    bins (the first panel).
 
     Parameters
     ----------
