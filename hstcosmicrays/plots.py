@@ -58,11 +58,15 @@ def _figure(figsize):
 
 
 def _as_results(results, caller: str, *, several: bool = True) -> list[Results]:
-    """``results`` (one :class:`Results`, or several when ``several``) as a list; anything else
-    (an instrument's name, a path) is a TypeError saying what to give."""
-    one = isinstance(results, (Results, str, os.PathLike)) or not several
+    """``results`` (one :class:`Results`, or several when ``several``) as a list; an
+    instrument's name, a path, or anything else without the ``instrument`` of a Results is a
+    TypeError saying what to give."""
+    def looks_wrong(r) -> bool:
+        return isinstance(r, (str, os.PathLike)) or not hasattr(r, "instrument")
+
+    one = not several or isinstance(results, (str, os.PathLike)) or hasattr(results, "instrument")
     items = [results] if one else list(results)
-    wrong = [r for r in items if not isinstance(r, Results)]
+    wrong = [r for r in items if looks_wrong(r)]
     if wrong:
         raise TypeError(f"{caller}: expected {'Results, or a sequence of them' if several else 'a Results'} "
                         f"(from hstcosmicrays.open_results), got {type(wrong[0]).__name__} {wrong[0]!r}; e.g. "
