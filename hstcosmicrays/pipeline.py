@@ -29,10 +29,10 @@ import numpy as np
 from ._text import plural
 from ._version import __version__
 from .archive.base import SOURCES, Archive, ArchiveError, Dataset, is_local_write_error, make_archive
-from .config import Config, InstrumentConfig
+from .config import Config, InstrumentConfig, results_settings
 from .intervals import Month, active_time_label, month_windows, parse_month, span_label, unended_months
 from .schema import TABLES, exposure_name
-from .store import ResultsStore, StoreError, store_path
+from .store import ResultsStore, StoreError, read_configurations, store_path
 
 __all__ = ["CosmicRayPipeline", "RunOptions", "RunSummary", "GroupTask", "GroupProgress", "FrameFailure",
            "process_group"]
@@ -829,9 +829,6 @@ class CosmicRayPipeline:
         parameters (a ``--config`` added, changed or forgotten between runs). A configuration
         that differs from this run's only in settings that do not change results
         (:data:`~hstcosmicrays.config.RUN_ONLY_SETTINGS`: workers, retries, ...) is not another."""
-        from .config import results_settings
-        from .store import read_configurations
-
         if not todo:
             return
         ledger = store.ledger()
