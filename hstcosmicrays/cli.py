@@ -627,7 +627,9 @@ def _add_crreject(sub) -> None:
                    help="multiplicative noise term, percent of the signal (0 or more)")
     p.add_argument("--badinpdq", type=_crreject_param("badinpdq"),
                    help="DQ bits of the inputs that exclude a pixel from the comparison (0 to 32767)")
-    p.add_argument("--output", type=Path, help="write the combined crj image here")
+    p.add_argument("--output", type=Path, help="write the combined crj image here (a new file, unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --output when it exists (as imclobber=yes for the STScI tools)")
     p.add_argument("--no-crmask", dest="crmask", action="store_false",
                    help="leave the inputs' DQ untouched (they need not be writable then): the "
                         "combined crj image of --output is then the only result, so --output is needed")
@@ -651,10 +653,14 @@ def _cmd_crreject(args) -> int:
         overrides["initgues"] = {"med": "median", "min": "minimum"}.get(overrides["initgues"], overrides["initgues"])
     if args.output is not None:  # before the rejection work, as run_pipeline checks its --output
         _check_output_file(args.output, "--output", make_parents=False)
+        is_input = args.output.resolve() in {Path(p).resolve() for p in args.inputs}  # the library says so
+        if args.output.exists() and not args.overwrite and not is_input:
+            raise CLIError(f"--output {args.output}: exists; --overwrite replaces it")
     with _progress_bar(args, desc="rejecting", unit="row") as progress:
         report = crreject_files(
             args.inputs, config=_load_config(args.config), crrejtab=args.crrejtab,
-            overrides=overrides, output=args.output, crmask=args.crmask, progress=progress,
+            overrides=overrides, output=args.output, crmask=args.crmask, overwrite=args.overwrite,
+            progress=progress,
         )
     print(report)
     return EXIT_OK

@@ -1785,6 +1785,7 @@ def crreject_files(
     block_rows: int = 256,
     threads: Optional[int] = None,
     crmask: bool = True,
+    overwrite: bool = False,
     progress: Optional[Callable[[int, int], None]] = None,
 ) -> CRRejectReport:
     """Reject cosmic rays in a set of FLT files and OR DQ 8192 into their DQ arrays in place.
@@ -1819,6 +1820,10 @@ def crreject_files(
         Blocks processed at once (default: the number of CPUs, at most 4).
     crmask : bool
         OR the CR bit into the inputs' DQ arrays (``crmask=yes``); False leaves them untouched.
+    overwrite : bool
+        Replace ``output`` when it exists. Without it an existing ``output`` is refused, as the
+        STScI tools refuse one (unless ``imclobber=yes``): it may be a file the user meant to
+        keep, e.g. another exposure's FLT.
     progress : callable, optional
         Called as ``progress(rows_done, rows_total)`` as the rejection goes on (rows of the
         chips, as in :func:`reject_files`), e.g. for a progress bar.
@@ -1832,8 +1837,8 @@ def crreject_files(
     CRRejectError
         Fewer than 2 files, a file that cannot be read or written (named), mixed instruments,
         exposure times, amplifiers, gains, sizes or places on the chip, an output path that is
-        one of the inputs or whose directory does not exist. All of these are found before any
-        file is changed.
+        one of the inputs, that exists (without ``overwrite``) or whose directory does not
+        exist. All of these are found before any file is changed.
     """
     import time
 
@@ -1848,6 +1853,9 @@ def crreject_files(
             raise CRRejectError(f"{output}: the output file must not be one of the inputs")
         if output.is_dir():
             raise CRRejectError(f"{output}: is a directory; expected a file name for the combined image")
+        if output.exists() and not overwrite:
+            raise CRRejectError(f"{output}: exists; the combined image replaces a file only when asked "
+                                "(overwrite)")
         if not output.parent.is_dir():
             raise CRRejectError(f"{output}: its directory {output.parent} does not exist")
         if not os.access(output.parent, os.W_OK):

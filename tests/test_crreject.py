@@ -845,6 +845,29 @@ def test_cli_changes_no_file_when_the_output_or_an_input_cannot_be_written(flt_p
     assert sorted(f.name for f in tmp_path.iterdir() if f.name.startswith("crj")) == []
 
 
+def test_an_existing_output_is_replaced_only_when_asked(flt_pair, tmp_path, capsys):
+    """As the STScI tools (without imclobber=yes): an existing --output may be a file to keep,
+    e.g. another exposure's FLT, so it is refused before anything is changed."""
+    paths, _, _ = flt_pair
+    out = tmp_path / "kept_flt.fits"
+    out.write_bytes(b"a file to keep")
+    before = [p.read_bytes() for p in paths]
+    assert cli_main(["crreject", str(paths[0]), str(paths[1]), "--output", str(out)]) == 2
+    assert capsys.readouterr().err == (f"hstcosmicrays crreject: error: --output {out}: exists; "
+                                       "--overwrite replaces it\n")
+    with pytest.raises(cr.CRRejectError, match=r"kept_flt.fits: exists; .* only when asked \(overwrite\)"):
+        cr.crreject_files(paths, config=load_config(), output=out)
+    assert out.read_bytes() == b"a file to keep" and [p.read_bytes() for p in paths] == before
+    # an input given as --output is named as such, with --overwrite or without
+    for extra in ([], ["--overwrite"]):
+        assert cli_main(["crreject", str(paths[0]), str(paths[1]), "--output", str(paths[1]), *extra]) == 2
+        assert "the output file must not be one of the inputs" in capsys.readouterr().err
+    assert [p.read_bytes() for p in paths] == before
+    assert cli_main(["crreject", str(paths[0]), str(paths[1]), "--output", str(out), "--overwrite"]) == 0
+    with fits.open(out) as hdul:
+        assert hdul[0].header["NCOMBINE"] == 2 and hdul["SCI", 1].data is not None
+
+
 @pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux /proc, where nobody can create a file")
 def test_an_output_that_cannot_be_written_is_named_before_the_rejection(flt_pair, tmp_path, capsys, monkeypatch):
     """--output where no file can be created (root passes the permission bits of /proc): the
@@ -971,7 +994,7 @@ def test_cli_crreject_draws_a_progress_bar_on_a_terminal(flt_pair, tmp_path, cap
 
     paths, _, _ = flt_pair
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    args = ["crreject", *map(str, paths), "--no-crmask", "--output", str(tmp_path / "crj.fits")]
+    args = ["crreject", *map(str, paths), "--no-crmask", "--output", str(tmp_path / "crj.fits"), "--overwrite"]
     assert cli_main(args) == 0
     out, err = capsys.readouterr()
     assert "rejecting:   0%|" in err and err.endswith("\r") and "inputs left untouched" in out
