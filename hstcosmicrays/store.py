@@ -955,8 +955,10 @@ class ResultsStore:
         ledger row), so that every digest in the ledger can be resolved to the parameters used.
     source : str, optional
         What the darks of the run are (``"simulated"``, ``"hst"``; ``""`` not known), written in
-        the attributes at creation; :attr:`stored_source` is what the file says (``""`` for a
-        store created before sources were recorded, or by a run that did not know).
+        the attributes at creation, and again at an opening while the ledger has no month (a
+        run that stopped before its first commit); :attr:`stored_source` is what the file says
+        (``""`` for a store created before sources were recorded, or by a run that did not
+        know).
 
     Raises
     ------
@@ -1086,6 +1088,11 @@ class ResultsStore:
                     raise StoreError(f"{self.path}: table /{table} is missing; not a results store")
             ledger = _read_ledger_arrays(f)
             n_ledger = len(ledger["month"])
+            if not n_ledger and self.source and self.stored_source != self.source:
+                # no month in it yet (its run stopped before the first commit): as good as new,
+                # so it takes this run's source rather than refuse it for a source it never held
+                f.attrs["source"] = self.source
+                self.stored_source = self.source
             dropped = {}
             for table in DATA_TABLES:
                 keep = int(ledger[f"{table}_stop"].max()) if n_ledger else 0

@@ -618,6 +618,35 @@ def test_a_store_of_simulated_darks_takes_no_month_of_hst_darks_nor_the_reverse(
     assert run(SimulatedArchive(seed=seed, darks_per_month=2), "2003-03", out).committed == ("2003-03",)
 
 
+def test_a_store_that_holds_no_month_yet_takes_the_source_of_the_next_run(tmp_path):
+    """A run that stops before its first commit (a scheduler that does not answer, a Ctrl-C in
+    the first download) leaves a store with a source but no month: the next run, of the other
+    kind, is not refused for months the store never held, and the store then says its kind."""
+    import h5py
+
+    from hstcosmicrays.archive.simulated import SimulatedArchive
+    from hstcosmicrays.store import ResultsStore
+
+    class HstLike(SimulatedArchive):
+        source = "hst"
+
+    cfg = load_config()
+    path = tmp_path / f"{INSTR}.h5"
+    with ResultsStore.open(path, instrument=cfg.instrument(INSTR).name, software_version="0",
+                           config_hash=cfg.digest, source="simulated"):
+        pass  # the run stopped here
+    with h5py.File(path, "r", locking=False) as f:
+        assert f.attrs["source"] == "simulated"
+    opts = RunOptions(archive="simulated", start=parse_month("2003-01"), stop=parse_month("2003-01"), workers=1,
+                      darks_per_month=2)
+    archive = HstLike(seed=cfg.pipeline.simulation_seed, darks_per_month=2)
+    summary = CosmicRayPipeline(instrument=cfg.instrument(INSTR), config=cfg, output_dir=tmp_path, options=opts,
+                                archive=archive).run()
+    assert summary.committed == ("2003-01",)
+    with h5py.File(path, "r", locking=False) as f:
+        assert f.attrs["source"] == "hst"
+
+
 def test_missing_spt_gives_nan_positions_and_a_logged_warning(tmp_path, caplog):
     from hstcosmicrays.archive.simulated import SimulatedArchive
 
