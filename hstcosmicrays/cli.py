@@ -653,10 +653,6 @@ def _cmd_crreject(args) -> int:
         overrides["initgues"] = {"med": "median", "min": "minimum"}.get(overrides["initgues"], overrides["initgues"])
     if args.output is not None:  # before the rejection work, as run_pipeline checks its --output
         _check_output_file(args.output, "--output", make_parents=False)
-        # an input given as --output is named as such by crreject_files, --overwrite or not
-        is_input = args.output.resolve() in {Path(p).resolve() for p in args.inputs}
-        if args.output.exists() and not args.overwrite and not is_input:
-            raise CLIError(f"--output {args.output}: exists; --overwrite replaces it")
     with _progress_bar(args, desc="rejecting", unit="row") as progress:
         report = crreject_files(
             args.inputs, config=_load_config(args.config), crrejtab=args.crrejtab,

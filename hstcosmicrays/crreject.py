@@ -1855,7 +1855,7 @@ def crreject_files(
             raise CRRejectError(f"{output}: is a directory; expected a file name for the combined image")
         if output.exists() and not overwrite:
             raise CRRejectError(f"{output}: exists; the combined image replaces a file only when asked "
-                                "(overwrite)")
+                                "(overwrite=True; --overwrite on the command line)")
         if not output.parent.is_dir():
             raise CRRejectError(f"{output}: its directory {output.parent} does not exist")
         if not os.access(output.parent, os.W_OK):

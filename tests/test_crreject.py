@@ -853,9 +853,10 @@ def test_an_existing_output_is_replaced_only_when_asked(flt_pair, tmp_path, caps
     out.write_bytes(b"a file to keep")
     before = [p.read_bytes() for p in paths]
     assert cli_main(["crreject", str(paths[0]), str(paths[1]), "--output", str(out)]) == 2
-    assert capsys.readouterr().err == (f"hstcosmicrays crreject: error: --output {out}: exists; "
-                                       "--overwrite replaces it\n")
-    with pytest.raises(cr.CRRejectError, match=r"kept_flt.fits: exists; .* only when asked \(overwrite\)"):
+    assert capsys.readouterr().err == (f"hstcosmicrays crreject: error: {out}: exists; the combined image "
+                                       "replaces a file only when asked (overwrite=True; --overwrite on the "
+                                       "command line)\n")
+    with pytest.raises(cr.CRRejectError, match=r"kept_flt.fits: exists; .* only when asked \(overwrite=True;"):
         cr.crreject_files(paths, config=load_config(), output=out)
     assert out.read_bytes() == b"a file to keep" and [p.read_bytes() for p in paths] == before
     # an input given as --output is named as such, with --overwrite or without
