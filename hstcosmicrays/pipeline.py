@@ -28,11 +28,11 @@ import numpy as np
 
 from ._text import plural
 from ._version import __version__
-from .archive.base import SOURCES, Archive, ArchiveError, Dataset, is_local_write_error, make_archive
+from .archive.base import Archive, ArchiveError, Dataset, is_local_write_error, make_archive
 from .config import Config, InstrumentConfig, results_settings
 from .intervals import Month, active_time_label, month_windows, parse_month, span_label, unended_months
 from .schema import TABLES, exposure_name
-from .store import ResultsStore, StoreError, read_configurations, store_path
+from .store import ResultsStore, read_configurations, store_path
 
 __all__ = ["CosmicRayPipeline", "RunOptions", "RunSummary", "GroupTask", "GroupProgress", "FrameFailure",
            "process_group"]
@@ -684,16 +684,6 @@ class _MonthWork:
         return len(self.datasets) if self.n_found is None else self.n_found
 
 
-def _check_source(store: ResultsStore, *, source: str) -> None:
-    """Refuse to add months of simulated darks to a store of HST's, or the other way round
-    (e.g. the README's simulated demo in ``data_products``, then a real run with the same
-    output directory would keep the simulated months as committed)."""
-    if source and store.stored_source and source != store.stored_source:
-        raise StoreError(
-            f"{store.path} holds months measured on {SOURCES.get(store.stored_source, store.stored_source)}; "
-            f"this run reads {SOURCES.get(source, source)}: give it another --output (or move the store away)")
-
-
 class CosmicRayPipeline:
     """Process an instrument's darks month by month into ``<output_dir>/<instrument>.h5``.
 
@@ -904,7 +894,6 @@ class CosmicRayPipeline:
             self.store_path, instrument=self.instrument.name, software_version=__version__,
             config_hash=self.config.digest, configuration=self.config.text, source=source,
         ) as store:
-            _check_source(store, source=source)
             self._log_provenance()
             self._log_inactive(months, unended)
             self._log_unended(unended)

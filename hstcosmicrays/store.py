@@ -49,6 +49,7 @@ import h5py
 import numpy as np
 
 from ._text import plural
+from .archive.base import SOURCES
 from .config import config_digest
 from .schema import CONFIG_PART_BYTES, DATA_TABLES, SCHEMA_VERSION, TABLES, as_table, empty_table
 
@@ -958,7 +959,8 @@ class ResultsStore:
         the attributes at creation, and again at an opening while the ledger has no month (a
         run that stopped before its first commit); :attr:`stored_source` is what the file says
         (``""`` for a store created before sources were recorded, or by a run that did not
-        know).
+        know). A store with months of the other source is refused (simulated months must
+        never be resumed by a real run, nor the reverse).
 
     Raises
     ------
@@ -1088,11 +1090,18 @@ class ResultsStore:
                     raise StoreError(f"{self.path}: table /{table} is missing; not a results store")
             ledger = _read_ledger_arrays(f)
             n_ledger = len(ledger["month"])
-            if not n_ledger and self.source and self.stored_source != self.source:
-                # no month in it yet (its run stopped before the first commit): as good as new,
-                # so it takes this run's source rather than refuse it for a source it never held
-                f.attrs["source"] = self.source
-                self.stored_source = self.source
+            if self.source and self.stored_source != self.source:
+                if not n_ledger:
+                    # no month in it yet (its run stopped before the first commit): as good as
+                    # new, so it takes this run's source rather than refuse it for one it never held
+                    f.attrs["source"] = self.source
+                    self.stored_source = self.source
+                elif self.stored_source:  # e.g. the README's simulated demo, then a real run
+                    raise StoreError(
+                        f"{self.path} holds months measured on "
+                        f"{SOURCES.get(self.stored_source, self.stored_source)}; this run reads "
+                        f"{SOURCES.get(self.source, self.source)}: give it another --output (or move the "
+                        "store away)")
             dropped = {}
             for table in DATA_TABLES:
                 keep = int(ledger[f"{table}_stop"].max()) if n_ledger else 0
